@@ -90,6 +90,17 @@ PAYLOAD_TEMPLATES = {
 }
 
 
+def _strict(serialize):
+    """Wrap a filter so an undefined input raises like any other use of it (filters bypass StrictUndefined)."""
+
+    def apply_filter(value):
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()
+        return serialize(value)
+
+    return apply_filter
+
+
 class Renderer:
     """Renders templates from ``templates/`` with ``StrictUndefined``: a missing variable is an error."""
 
@@ -102,10 +113,11 @@ class Renderer:
             autoescape=False,
         )
         # Every value printed into YAML goes through tojson: JSON scalars are valid YAML and quote safely.
-        self.jinja.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=False)
+        self.jinja.filters["tojson"] = _strict(lambda value: json.dumps(value, ensure_ascii=False))
         # Embedded files: YAML payloads as block text, dashboards as the JSON Grafana reads.
-        self.jinja.filters["to_yaml"] = dump_yaml
-        self.jinja.filters["to_pretty_json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+        self.jinja.filters["to_yaml"] = _strict(dump_yaml)
+        self.jinja.filters["to_pretty_json"] = _strict(
+            lambda value: json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
     def render_environment(self, loaded: LoadedEnvironment) -> list[RenderedFile]:
         """Every generated file of one environment, in a stable order."""

@@ -1,0 +1,41 @@
+# Two entry points, both self-installing: `make demo` (main job) and `make test` (test suite).
+# .python-version pins 3.12; pyenv's shim resolves `python3.12` from it.
+
+PYTHON ?= python3.12
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test check render validate bench clean help
+
+help:
+	@echo "make demo   render and validate the example model in dev, staging and prod"
+	@echo "make test   run the test suite (creates .venv, installs what it needs)"
+	@echo "make check  mlops render --check && mlops validate (what CI runs on the tree)"
+	@echo "make bench  run the benchmarks in benchmarks/"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
+	  || { echo "Python 3.12 is required (see .python-version)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlops render
+	$(BIN)/mlops render --check
+	$(BIN)/mlops validate
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+check: $(STAMP)
+	$(BIN)/mlops render --check
+	$(BIN)/mlops validate
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/render.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

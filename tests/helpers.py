@@ -1,0 +1,95 @@
+"""Builders for test inputs: small valid specs written into a temporary repository."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def digest(seed: str) -> str:
+    """A stable fake sha256 hex digest."""
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def release(version: int, digest_pinned: bool = True) -> dict:
+    """A valid release block for model version ``version``."""
+    suffix = f"@sha256:{digest('img')}" if digest_pinned else ":1.0.0"
+    return {
+        "registry": {"name": "churn", "version": version},
+        "artifact_uri": f"s3://mlflow-artifacts/3/run{version}/artifacts/model",
+        "server_image": f"ghcr.io/acme/model-server{suffix}",
+        "drift_image": f"ghcr.io/acme/drift-detector{suffix}",
+        "detector": {"uri": f"s3://mlflow-artifacts/3/run{version}/artifacts/drift/detector.npz",
+                     "sha256": digest(f"detector{version}")},
+    }
+
+
+def environment(name: str, **overrides) -> dict:
+    """A valid environment.yaml document for environment ``name``."""
+    doc = {
+        "name": name,
+        "namespaces": {"models": f"models-{name}"},
+        "argocd": {"project": f"models-{name}", "repo_url": "https://git.example.com/acme/gitops.git",
+                   "sync": {"automated": name != "prod"}},
+        "kafka": {"bootstrap_servers": "kafka-bootstrap.kafka.svc:9092", "cluster": "mlops"},
+        "mlflow": {"tracking_uri": "http://mlflow.mlflow.svc:5000"},
+        "s3": {"endpoint": "http://s3.storage.svc:8333", "credentials_secret": "s3-credentials"},
+        "images": {"registry": "ghcr.io/acme", "require_digest": name in ("staging", "prod")},
+    }
+    doc.update(overrides)
+    return doc
+
+
+def model_spec(name: str = "churn", **overrides) -> dict:
+    """A valid release spec; ``overrides`` replace top-level keys."""
+    doc = {
+        "model": name,
+        "owner": "team-growth",
+        "release": release(1),
+        "drift": {"method": "tabular", "features": [
+            {"name": "tenure", "type": "numeric"},
+            {"name": "plan", "type": "categorical", "categories": ["basic", "pro"]},
+        ]},
+    }
+    doc.update(overrides)
+    return doc
+
+
+def write_yaml(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+
+def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str, dict[str, dict]] | None = None) -> Path:
+    """A repository in ``root`` with this checkout's templates and schemas and the given specs.
+
+    ``envs`` maps environment name to environment.yaml content (default: dev, staging, prod);
+    ``models`` maps environment name to {model name: spec}.
+    """
+    shutil.copytree(REPO / "templates", root / "templates")
+    shutil.copytree(REPO / "schemas", root / "schemas")
+    envs = envs if envs is not None else {e: environment(e) for e in ("dev", "staging", "prod")}
+    for env, doc in envs.items():
+        write_yaml(root / "environments" / env / "environment.yaml", doc)
+        (root / "environments" / env / "models").mkdir(parents=True, exist_ok=True)
+    for env, specs in (models or {}).items():
+        for name, spec in specs.items():
+            write_yaml(root / "environments" / env / "models" / f"{name}.yaml", spec)
+    return root
+
+
+def copy_example_repo(root: Path) -> Path:
+    """A copy of this checkout's specs, templates, schemas and committed rendered output."""
+    for folder in ("environments", "templates", "schemas"):
+        shutil.copytree(REPO / folder, root / folder)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes, to prove a failed command wrote nothing."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
