@@ -17,7 +17,7 @@ import pydantic
 import yaml
 from ruamel.yaml import YAML
 
-from generator import rules
+from generator import rules, yamlio
 from generator.errors import Problem, SpecError
 from generator.layout import RepoLayout
 from generator.spec import (
@@ -38,25 +38,6 @@ _PATTERN_FIXES = {
     QUANTITY_RE: "use a Kubernetes quantity such as 500m, 1, 256Mi or 2Gi",
     DURATION_RE: "use a duration such as 30s, 10m or 1h30m",
 }
-
-
-class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """libyaml-backed safe loader that rejects duplicate keys instead of silently keeping the last."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (the first value would be silently lost)", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
 @dataclass(frozen=True)
@@ -86,7 +67,7 @@ def read_yaml_mapping(path: Path, display: str, text: str | None = None) -> tupl
         except FileNotFoundError:
             return None, [Problem(display, "file not found", fix="create it (see README: Specs)")]
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yamlio.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

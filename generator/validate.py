@@ -26,6 +26,7 @@ from kubernetes_validate.utils import all_versions
 from packaging.version import Version
 from referencing import Registry, Resource
 
+from generator import yamlio
 from generator.errors import MlopsError, Problem
 from generator.layout import DIGEST_REQUIRED_ENVIRONMENTS, MANAGED_BY, RepoLayout
 
@@ -111,6 +112,8 @@ _SECRET_ENV_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 FieldPath = tuple[str | int, ...]
+Claims = dict[tuple[str, str, str], tuple]
+"""(environment, what, value) → (document id, path, field, object ref) of the first claimant."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,17 @@ class Validator:
             Every problem found, in input order; empty when all manifests pass. Never raises on bad
             documents: malformed ones are reported as problems.
         """
+        return self.validate_part(manifests)[0]
+
+    def validate_part(self, manifests: Iterable[Manifest]) -> tuple[list[Problem], Claims]:
+        """Like :meth:`validate`, for one part of a larger set checked in parallel.
+
+        Returns:
+            The part's problems and the names it claims; :func:`conflicts_between` finds names that
+            two parts both claim.
+        """
         problems: list[Problem] = []
-        claims: dict[tuple, tuple] = {}
+        claims: Claims = {}
         for manifest in manifests:
             doc = _Doc(manifest)
             try:
@@ -171,9 +183,9 @@ class Validator:
                         "report this as a bug in generator/validate.py",
                     )
                 )
-        return problems
+        return problems, claims
 
-    def _check(self, d: _Doc, claims: dict[tuple, tuple]) -> list[Problem]:
+    def _check(self, d: _Doc, claims: Claims) -> list[Problem]:
         doc = d.doc
         if not isinstance(doc, dict):
             return [d.problem((), "document is not a mapping", "emit one Kubernetes object per document")]
@@ -233,7 +245,7 @@ class Validator:
             self._builtins[api, kind] = validator
         return self._builtins[api, kind]
 
-    def _grafana_problems(self, d: _Doc, claims: dict[tuple, tuple]) -> Iterator[Problem]:
+    def _grafana_problems(self, d: _Doc, claims: Claims) -> Iterator[Problem]:
         labels = _dict(_dict(d.doc.get("metadata")).get("labels"))
         data = _dict(d.doc.get("data"))
         if "grafana_alert" in labels:
@@ -249,7 +261,7 @@ class Validator:
             for key, text in data.items():
                 yield from _dashboard_file(d, str(key), text, claims)
 
-    def _alert_file(self, d: _Doc, key: str, text: Any, claims: dict) -> Iterator[Problem]:
+    def _alert_file(self, d: _Doc, key: str, text: Any, claims: Claims) -> Iterator[Problem]:
         where = ("data", key)
         if not key.endswith((".yaml", ".yml", ".json")):
             yield d.problem(
@@ -262,7 +274,7 @@ class Validator:
         if not isinstance(text, str):
             return  # the ConfigMap schema already reports non-string data
         try:
-            content = json.loads(text) if key.endswith(".json") else yaml.load(text, Loader=_StrictLoader)
+            content = json.loads(text) if key.endswith(".json") else yamlio.load(text)
         except (TypeError, ValueError, yaml.YAMLError) as exc:
             yield d.problem(
                 where,
@@ -500,7 +512,7 @@ def _qualified_name_error(key: Any) -> str | None:
 # --- cross-document uniqueness ----------------------------------------------------------------
 
 
-def _identity_claim(d: _Doc, api: str, kind: str, claims: dict) -> Iterator[Problem]:
+def _identity_claim(d: _Doc, api: str, kind: str, claims: Claims) -> Iterator[Problem]:
     meta, group = _dict(d.doc.get("metadata")), api.rpartition("/")[0]
     namespace = f"{meta['namespace']}/" if meta.get("namespace") else ""
     identity = f"{kind}.{group}" if group else kind  # kubectl's spelling, e.g. Deployment.apps
@@ -508,21 +520,40 @@ def _identity_claim(d: _Doc, api: str, kind: str, claims: dict) -> Iterator[Prob
     yield from _claim(d, claims, "object", identity, ("metadata", "name"))
 
 
-def _claim(d: _Doc, claims: dict, what: str, value: str, field: FieldPath) -> Iterator[Problem]:
+def _claim(d: _Doc, claims: Claims, what: str, value: str, field: FieldPath) -> Iterator[Problem]:
     """Record that ``value`` is taken in this environment; report any later taker."""
-    first_doc, first_path, first_field = claims.setdefault((d.env, what, value), (d, d.path, field))
-    if first_doc is not d or first_field != field:
-        yield d.problem(
-            field,
-            f"{what} {value!r} is already defined in {first_path} at {_fmt(first_field)}",
-            "make it unique, e.g. by including the model and environment name",
-        )
+    first = claims.setdefault((d.env, what, value), (id(d), d.path, field, d.ref))
+    if first[0] != id(d) or first[2] != field:
+        yield _conflict(d.path, d.ref, what, value, field, first)
+
+
+def _conflict(path: str, ref: str, what: str, value: str, field: FieldPath, first: tuple) -> Problem:
+    return Problem(
+        file=path,
+        message=f"{ref}: {what} {value!r} is already defined in {first[1]} at {_fmt(first[2])}",
+        field=_fmt(field) or None,
+        fix="make it unique, e.g. by including the model and environment name",
+    )
+
+
+def conflicts_between(parts: Iterable[Claims]) -> list[Problem]:
+    """Names claimed by more than one part of a set validated in parts (see ``validate_part``)."""
+    seen: Claims = {}
+    problems = []
+    for claims in parts:
+        for key, claim in claims.items():
+            if key in seen:
+                _, what, value = key
+                problems.append(_conflict(claim[1], claim[3], what, value, claim[2], seen[key]))
+            else:
+                seen[key] = claim
+    return problems
 
 
 # --- Grafana dashboards -----------------------------------------------------------------------
 
 
-def _dashboard_file(d: _Doc, key: str, text: Any, claims: dict) -> Iterator[Problem]:
+def _dashboard_file(d: _Doc, key: str, text: Any, claims: Claims) -> Iterator[Problem]:
     where = ("data", key)
     if not key.endswith(".json"):
         yield d.problem(where, "dashboard files must end in .json", f"rename the data key to {key}.json")
@@ -759,35 +790,6 @@ def _literal_secret_problems(d: _Doc, env: list, path: FieldPath) -> Iterator[Pr
 # --- reading the rendered tree ----------------------------------------------------------------
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe loader that rejects duplicate keys (PyYAML keeps the last one silently) and, like
-    Kubernetes' YAML decoder, keeps unquoted dates as strings."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)):
-                continue  # complex keys never occur in manifests and may be unhashable
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-_StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def load_rendered_tree(root: Path, envs: Iterable[str]) -> tuple[list[Manifest], list[Problem]]:
     """Read and parse every rendered manifest of the given environments.
 
@@ -842,7 +844,7 @@ def _load_file(file: Path, rel: str, env: str) -> tuple[list[Manifest], list[Pro
             )
         )
     try:
-        docs = [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc is not None]
+        docs = [doc for doc in yamlio.load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problems.append(
