@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mlops render
+	$(BIN)/mlops render --verbose
 	$(BIN)/mlops render --check
 	$(BIN)/mlops validate
 

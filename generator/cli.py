@@ -159,8 +159,12 @@ def generate_model_command(name: str, env: str, owner: str | None, registered_na
 @cli.command("render")
 @click.option("--env", "envs", multiple=True, help="Render only this environment (repeatable; default: all).")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 with a unified diff if the committed output is stale.")
+@click.option("-v", "--verbose", is_flag=True, help="List every rendered file with its kind and whether it changed.")
+@click.option("--jobs", type=click.IntRange(min=1), envvar="MLOPS_JOBS",
+              help="Worker processes [default: one per CPU for 60+ model renders, else 1].")
 @repo_root_option
-def render_command(envs: tuple[str, ...], check: bool, repo_root: Path | None) -> None:
+def render_command(envs: tuple[str, ...], check: bool, verbose: bool, jobs: int | None,
+                   repo_root: Path | None) -> None:
     """Render every model of every environment into environments/<env>/rendered/.
 
     Loads and checks all specs, renders every template, validates every manifest, and only then writes;
@@ -172,11 +176,17 @@ def render_command(envs: tuple[str, ...], check: bool, repo_root: Path | None) -
       mlops render                 # all environments
       mlops render --env dev
       mlops render --check         # CI: fail on stale or hand-edited output
+      mlops render -v              # list every file, its kind and whether it changed
     """
     layout = _layout(repo_root)
     selected = _environments(layout, envs)
-    files = render_all(layout, selected)
+    files = render_all(layout, selected, jobs=jobs)
     change = plan(layout, selected, files)
+    if verbose:
+        for f in files:
+            status = ("stale" if check else "written") if f.path in change.writes else "unchanged"
+            meta = f.document.get("metadata", {})
+            click.echo(f"{status:9}  {f.path}  {f.document.get('kind')} {meta.get('namespace')}/{meta.get('name')}")
     if check:
         if not change.empty:
             click.echo(unified_diff(layout, change), nl=False)
@@ -186,7 +196,7 @@ def render_command(envs: tuple[str, ...], check: bool, repo_root: Path | None) -
         click.echo(f"up to date: {len(files)} files in {', '.join(selected)}")
         return
     apply(layout, change)
-    for path in sorted(change.writes):
+    for path in [] if verbose else sorted(change.writes):
         click.echo(f"wrote {path}")
     for path in change.deletes:
         click.echo(f"removed {path}")

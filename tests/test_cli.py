@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -216,3 +217,23 @@ def test_generate_model_script_is_the_same_command(tmp_path):
                                                          "--repo-root", str(root)])
     assert result.exit_code == 0, result.output
     assert load(root, DEV_SPEC)["rollout"]["main_traffic"] == 80
+
+
+def test_parallel_render_matches_sequential_and_sees_duplicates_across_workers(tmp_path):
+    from generator.errors import ValidationError
+    from generator.layout import RepoLayout
+    from generator.render import render_all
+
+    models = {f"m{i}": model_spec(f"m{i}") for i in range(6)}
+    root = make_repo(tmp_path, models={"dev": models, "prod": models})
+    layout = RepoLayout(root)
+    sequential = [(f.path, f.text) for f in render_all(layout, ["dev", "prod"], jobs=1)]
+    parallel = [(f.path, f.text) for f in render_all(layout, ["dev", "prod"], jobs=2)]
+    assert parallel == sequential and len(sequential) == 2 * 6 * 13
+
+    template = root / "templates" / "service.yaml.j2"
+    template.write_text(template.read_text().replace("{{ names.drift_detector | tojson }}", "shared-name", 1))
+    with pytest.raises(ValidationError) as error:
+        render_all(layout, ["dev"], jobs=2)
+    duplicates = [p for p in error.value.problems if "is already defined" in p.message]
+    assert len(duplicates) == 5  # every model after the first, whichever worker rendered it
