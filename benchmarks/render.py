@@ -45,7 +45,8 @@ def measure(models: int) -> dict:
     from generator.layout import RepoLayout
     from generator.render import apply, plan, render_all
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # On the checkout's own disk: that is where `mlops render` writes.
+    with tempfile.TemporaryDirectory(dir=REPO / "benchmarks", prefix=".bench-") as tmp:
         root = Path(tmp)
         build_repo(root, models)
         layout = RepoLayout(root)

@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# Real services (PostgreSQL, moto S3, mlflow server) as fixtures: tests/services.py.
+pytest_plugins = ["services"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true",

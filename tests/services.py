@@ -1,0 +1,542 @@
+"""Real services for tests: PostgreSQL databases, an S3 API (moto) and an MLflow tracking server.
+
+A pytest plugin: load it from ``tests/conftest.py`` with ``pytest_plugins = ["services"]``. It gives
+
+* helpers: :func:`free_port`, :func:`run_service` (start a process, wait until it answers, always
+  stop it and its children), :func:`register_sklearn_model`;
+* fixtures: ``postgres_server`` and ``postgres_database`` (a fresh database, dropped afterwards),
+  ``s3_server`` (a ``moto_server`` process), ``mlflow_server`` (``mlflow server`` on a fresh
+  PostgreSQL database with ``s3://`` artifacts on the moto endpoint).
+
+Nothing global is changed: every service is a child process on a free port of 127.0.0.1, and the
+environment variables clients need are handed out as dicts (see :meth:`MlflowServer.client_environment`).
+
+A service that is missing (PostgreSQL not running, moto or mlflow not installed) skips the test with
+a reason on a developer machine and fails it when ``CI`` is true, so CI cannot go green by skipping.
+
+Settings (environment variables): ``MLOPS_TEST_POSTGRES_HOST`` (127.0.0.1), ``MLOPS_TEST_POSTGRES_PORT``
+(5432), ``MLOPS_TEST_POSTGRES_USER`` (postgres; trust authentication, or ``PGPASSWORD``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+LOCALHOST = "127.0.0.1"
+OUTPUT_TAIL_CHARS = 20_000
+"""How much of a failed service's output goes into the error message."""
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Readiness probes go straight to the service, whatever proxy the environment configures."""
+
+_startup_times: list[tuple[str, float]] = []
+_running: dict[int, "ManagedProcess"] = {}
+
+
+# --- availability -------------------------------------------------------------------------------
+
+
+def running_in_ci() -> bool:
+    """True when the ``CI`` environment variable says so (``true``, ``1`` or ``yes``, any case)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def service_unavailable(message: str) -> NoReturn:
+    """Stop the current test because a service it needs is missing: fail under CI, skip elsewhere."""
+    if running_in_ci():
+        pytest.fail(f"{message} (CI is true: missing test services fail instead of skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+def require_module(module: str, what: str) -> None:
+    """Call :func:`service_unavailable` unless ``module`` imports; ``what`` names the package to install."""
+    if importlib.util.find_spec(module) is None:
+        service_unavailable(f"{what} is not installed (no module {module!r}); install the dev extras")
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ServiceStartError(RuntimeError):
+    """A service process exited or did not answer in time; the message carries its output."""
+
+
+@dataclass
+class ManagedProcess:
+    """A service started by :func:`run_service`, in its own process group, output in ``log_path``."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen
+    log_path: Path
+    _owns_log: bool = field(default=False, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self, limit: int = OUTPUT_TAIL_CHARS) -> str:
+        """The last ``limit`` characters the process wrote to stdout and stderr."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            return f"<output unavailable: {exc}>"
+        return text if len(text) <= limit else f"...[{len(text) - limit} characters cut]...\n{text[-limit:]}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the process and everything in its process group: SIGTERM, then SIGKILL after ``timeout``.
+
+        Safe to call twice. Returns once no member of the group is left running.
+        """
+        group = self.process.pid  # start_new_session=True: the process leads its own group
+        try:
+            if _group_alive(group):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while _group_alive(group) and time.monotonic() < deadline:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.process.wait(timeout=0.05)
+                if _group_alive(group):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(group, signal.SIGKILL)
+                    deadline = time.monotonic() + 5
+                    while _group_alive(group) and time.monotonic() < deadline:
+                        time.sleep(0.05)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+        finally:
+            _running.pop(group, None)
+
+    def cleanup_log(self) -> None:
+        """Delete the output file if :func:`run_service` created it (not when the caller chose a log_dir)."""
+        if self._owns_log:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is still in process group ``pgid``."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
+            fields = stat[stat.rfind(")") + 2:].split()
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _answers(url: str | None, host: str, port: int | None) -> bool:
+    if url is not None:
+        try:
+            with _DIRECT.open(url, timeout=2) as response:
+                return response.status < 500
+        except urllib.error.HTTPError as exc:
+            return exc.code < 500
+        except (urllib.error.URLError, OSError):
+            return False
+    assert port is not None
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def run_service(name: str, args: Sequence[str], *, port: int | None = None, url: str | None = None,
+                host: str = LOCALHOST, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
+                timeout: float = 60.0, log_dir: Path | None = None) -> Iterator[ManagedProcess]:
+    """Start ``args`` as a service, wait until it answers, yield it, and always stop it and its children.
+
+    Ready means: ``url`` answers HTTP with a status below 500, else a TCP connection to ``host:port``
+    succeeds. If the process exits first or ``timeout`` seconds pass, it is stopped and
+    :class:`ServiceStartError` is raised with its exit status and output. The process runs in a new
+    session (its own process group) so that teardown also ends the processes it spawned.
+
+    Args:
+        name: shown in errors and in the start-up time summary.
+        args: the command line.
+        port: TCP port to wait for (when no ``url``).
+        url: HTTP URL to wait for.
+        env: the complete environment of the process (default: this process's).
+        log_dir: where to keep ``<name>.log``; default: a temporary file deleted at teardown.
+    """
+    if url is None and port is None:
+        raise ValueError("run_service needs a port or a url to know when the service is ready")
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path, owns_log = log_dir / f"{name}.log", False
+    else:
+        handle, raw_path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+        os.close(handle)
+        log_path, owns_log = Path(raw_path), True
+
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   env=dict(env) if env is not None else None, cwd=cwd,
+                                   start_new_session=True)
+    service = ManagedProcess(name, list(args), process, log_path, owns_log)
+    _running[process.pid] = service
+    try:
+        target = url or f"{host}:{port}"
+        deadline = started + timeout
+        while not _answers(url, host, port):
+            if (code := process.poll()) is not None:
+                service.stop()
+                raise ServiceStartError(f"{name} exited with status {code} before {target} answered.\n"
+                                        f"command: {' '.join(args)}\noutput:\n{service.output()}")
+            if time.monotonic() > deadline:
+                service.stop()
+                raise ServiceStartError(f"{name} did not answer at {target} within {timeout:.0f}s.\n"
+                                        f"command: {' '.join(args)}\noutput:\n{service.output()}")
+            time.sleep(0.1)
+        _startup_times.append((name, time.monotonic() - started))
+        yield service
+    finally:
+        service.stop()
+        service.cleanup_log()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Last resort when teardown never ran (for example an interrupted session)."""
+    for service in list(_running.values()):
+        service.stop(timeout=3)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Report how long each service took to answer, so slow fixtures are visible."""
+    if _startup_times:
+        terminalreporter.write_sep("-", "test services start-up")
+        for name, seconds in _startup_times:
+            terminalreporter.write_line(f"{name}: ready in {seconds:.2f}s")
+
+
+def _environ_patch(values: Mapping[str, str]) -> dict[str, str | None]:
+    """Set ``values`` in os.environ and return what to restore."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    return saved
+
+
+def _environ_restore(saved: Mapping[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A reachable PostgreSQL server that tests may create and drop databases on."""
+
+    host: str
+    port: int
+    user: str
+
+    def url(self, database: str) -> str:
+        """SQLAlchemy URL of ``database``.
+
+        The driver is explicit: SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, while the
+        dev extras install psycopg2.
+        """
+        return f"postgresql+psycopg2://{self.user}@{self.host}:{self.port}/{database}"
+
+    def connect(self, database: str = "postgres") -> Any:
+        """A psycopg2 connection to ``database`` in autocommit mode; close it when done."""
+        import psycopg2
+
+        connection = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=database,
+                                      connect_timeout=3)
+        connection.autocommit = True
+        return connection
+
+    def create_database(self, prefix: str = "test") -> str:
+        """Create a database with a unique name starting with ``prefix`` and return the name."""
+        from psycopg2 import sql
+
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}".lower()
+        with contextlib.closing(self.connect()) as connection, connection.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name`` if it exists, ending any connection still open to it."""
+        from psycopg2 import sql
+
+        with contextlib.closing(self.connect()) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+    @contextlib.contextmanager
+    def database(self, prefix: str = "test") -> Iterator[str]:
+        """A fresh database for the duration of the block; yields its SQLAlchemy URL, drops it after."""
+        name = self.create_database(prefix)
+        try:
+            yield self.url(name)
+        finally:
+            self.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The PostgreSQL server of the test machine, checked reachable (skip, or fail under CI, if not)."""
+    require_module("psycopg2", "psycopg2-binary")
+    server = PostgresServer(
+        host=os.environ.get("MLOPS_TEST_POSTGRES_HOST", LOCALHOST),
+        port=int(os.environ.get("MLOPS_TEST_POSTGRES_PORT", "5432")),
+        user=os.environ.get("MLOPS_TEST_POSTGRES_USER", "postgres"),
+    )
+    import psycopg2
+
+    try:
+        with contextlib.closing(server.connect()) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except psycopg2.Error as exc:
+        problem = str(exc).strip()
+    else:
+        return server
+    service_unavailable(f"PostgreSQL is not reachable at {server.host}:{server.port} as user {server.user} "
+                        f"({problem})")
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, uniquely named database for one test; yields its SQLAlchemy URL and drops it afterwards."""
+    with postgres_server.database("test") as url:
+        yield url
+
+
+# --- S3 (moto) ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3 API endpoint with fixed test credentials."""
+
+    endpoint_url: str
+    access_key_id: str = "testing"
+    secret_access_key: str = "testing"
+    region: str = "us-east-1"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables that point boto3 and MLflow at this endpoint."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
+        }
+
+    def client(self) -> Any:
+        """A boto3 S3 client for this endpoint (credentials passed explicitly, no environment needed)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key_id,
+                            aws_secret_access_key=self.secret_access_key, region_name=self.region)
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """Create a bucket (default: a unique ``test-<hex>`` name) and return its name."""
+        bucket = name or f"test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=bucket)
+        return bucket
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every object key in ``bucket`` under ``prefix``."""
+        paginator = self.client().get_paginator("list_objects_v2")
+        return [item["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+                for item in page.get("Contents", [])]
+
+
+def _moto_command(port: int) -> list[str]:
+    beside_python = Path(sys.executable).parent / "moto_server"
+    executable = str(beside_python) if beside_python.exists() else shutil.which("moto_server")
+    if executable:
+        return [executable, "-H", LOCALHOST, "-p", str(port)]
+    return [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(port)]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real ``moto_server`` process on a free port for the whole session; yields an :class:`S3Server`."""
+    require_module("moto.server", "moto[server]")
+    require_module("boto3", "boto3")
+    port = free_port()
+    endpoint = f"http://{LOCALHOST}:{port}"
+    with run_service("moto_server", _moto_command(port), url=f"{endpoint}/moto-api/", timeout=30,
+                     log_dir=tmp_path_factory.mktemp("moto")):
+        yield S3Server(endpoint)
+
+
+# --- MLflow -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running ``mlflow server``: where it answers, where it stores things, and the client environment."""
+
+    tracking_uri: str
+    backend_store_uri: str
+    artifact_root: str
+    bucket: str
+    s3: S3Server
+    env: dict[str, str]
+    """Variables a client needs (S3 endpoint and credentials, tracking URI); not set globally."""
+    process: ManagedProcess = field(repr=False)
+
+    def client(self) -> Any:
+        """An ``MlflowClient`` for this server (tracking and registry)."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    @contextlib.contextmanager
+    def client_environment(self) -> Iterator[None]:
+        """Point ``mlflow``'s fluent API and ``os.environ`` at this server, restoring both afterwards."""
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        previous_tracking = getattr(tracking_utils, "_tracking_uri", None)
+        previous_registry = getattr(registry_utils, "_registry_uri", None)
+        saved = _environ_patch({**self.env, "MLFLOW_REGISTRY_URI": self.tracking_uri})
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous_tracking)
+            mlflow.set_registry_uri(previous_registry)
+            _environ_restore(saved)
+
+
+def mlflow_server_command(port: int, backend_store_uri: str, artifact_root: str) -> list[str]:
+    """The ``mlflow server`` command line used by the fixture: one worker, local only, no artifact proxy.
+
+    ``--no-serve-artifacts`` keeps ``--default-artifact-root`` as the experiments' location, so run and
+    model artifacts are stored at (and reported as) ``s3://`` URIs that clients write directly.
+    """
+    return [sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend_store_uri,
+            "--default-artifact-root", artifact_root,
+            "--no-serve-artifacts",
+            "--host", LOCALHOST, "--port", str(port),
+            "--workers", "1"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres_server: PostgresServer, s3_server: S3Server,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` for the session: fresh PostgreSQL database, ``s3://`` artifacts on moto.
+
+    The server gets the S3 endpoint and credentials in its environment; the same variables are in
+    :attr:`MlflowServer.env` for clients. Job execution (huey workers) and telemetry are switched off:
+    they add processes and start-up time and are not needed here.
+    """
+    require_module("mlflow", "mlflow")
+    bucket = s3_server.create_bucket(f"mlflow-{uuid.uuid4().hex[:12]}")
+    artifact_root = f"s3://{bucket}/"
+    port = free_port()
+    tracking_uri = f"http://{LOCALHOST}:{port}"
+    quiet = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    server_env = {**os.environ, **s3_server.env, **quiet, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    client_env = {**s3_server.env, **quiet, "MLFLOW_TRACKING_URI": tracking_uri}
+    log_dir = tmp_path_factory.mktemp("mlflow-server")
+    with postgres_server.database("mlflow") as backend_store_uri:
+        command = mlflow_server_command(port, backend_store_uri, artifact_root)
+        with run_service("mlflow server", command, url=f"{tracking_uri}/health", env=server_env,
+                         cwd=log_dir, timeout=120, log_dir=log_dir) as process:
+            yield MlflowServer(tracking_uri, backend_store_uri, artifact_root, bucket, s3_server, client_env,
+                               process)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version registered by :func:`register_sklearn_model`."""
+
+    name: str
+    version: int
+    download_uri: str
+    """What ``MlflowClient.get_model_version_download_uri`` answers: the storage location."""
+    source: str
+    """The version's ``source`` as registered (``models:/m-...`` for MLflow 3 logged models)."""
+    run_id: str | None
+
+
+def register_sklearn_model(server: MlflowServer, name: str, *, seed: int = 0,
+                           experiment_id: str = "0") -> RegisteredVersion:
+    """Fit a tiny LogisticRegression, log it to ``server`` and register it as a new version of ``name``.
+
+    ``seed`` shifts the training data so different calls store different models. Requirements are
+    given explicitly so MLflow does not infer them (slow). The artifacts really land in the server's
+    bucket; nothing global is left changed.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    features = [[float(i + seed), float((i * 7 + seed) % 5)] for i in range(8)]
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    model = LogisticRegression().fit(features, labels)
+    with server.client_environment():
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            info = mlflow.sklearn.log_model(
+                model, name="model", registered_model_name=name,
+                signature=infer_signature(features, model.predict(features)),
+                pip_requirements=["scikit-learn"],
+            )
+        version = int(info.registered_model_version)
+    client = server.client()
+    details = client.get_model_version(name, str(version))
+    return RegisteredVersion(name, version, client.get_model_version_download_uri(name, str(version)),
+                             details.source, details.run_id or run.info.run_id)
