@@ -185,8 +185,7 @@ def render_command(envs: tuple[str, ...], check: bool, verbose: bool, jobs: int 
     if verbose:
         for f in files:
             status = ("stale" if check else "written") if f.path in change.writes else "unchanged"
-            meta = f.document.get("metadata", {})
-            click.echo(f"{status:9}  {f.path}  {f.document.get('kind')} {meta.get('namespace')}/{meta.get('name')}")
+            click.echo(f"{status:9}  {f.path}  {f.summary}")
     if check:
         if not change.empty:
             click.echo(unified_diff(layout, change), nl=False)

@@ -87,6 +87,10 @@ class RepoLayout:
 
     def relative(self, path: Path) -> str:
         """A path as users see it in messages and headers: relative to the root, with forward slashes."""
+        try:  # lexical first: paths built from this layout are under root (and resolve() costs a stat)
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            pass
         try:
             return path.resolve().relative_to(self.root.resolve()).as_posix()
         except ValueError:

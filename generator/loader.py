@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ class LoadedEnvironment:
     env: Environment
     path: Path
     models: tuple[LoadedModel, ...]
+
+    @cached_property
+    def env_json(self) -> dict:
+        """The environment as JSON-like data, dumped once for all of its models' templates."""
+        return self.env.model_dump(mode="json")
 
 
 def read_yaml_mapping(path: Path, display: str, text: str | None = None) -> tuple[dict | None, list[Problem]]:

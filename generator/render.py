@@ -8,6 +8,7 @@ byte-identical and hand edits show up as diffs.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import multiprocessing
@@ -40,8 +41,11 @@ class RenderedFile:
 
     path: str
     text: str
-    document: dict
+    document: dict | None
+    """The parsed document; ``None`` when it came back from a worker process (only the text is needed)."""
     env: str
+    summary: str = ""
+    """``Kind namespace/name``, for listings."""
 
 
 # (template, output file, component) for every per-model file. One template per Kubernetes kind;
@@ -138,7 +142,9 @@ class Renderer:
         for template, path, extra in outputs:
             document = self._render_document(template, {**context, **extra}, source)
             text = header(source, model.input_hash) + yamlio.dump(document)
-            files.append(RenderedFile(path, text, document, loaded.name))
+            meta = document.get("metadata") or {}
+            summary = f"{document.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
+            files.append(RenderedFile(path, text, document, loaded.name, summary))
         return files
 
     def _render_document(self, template: str, context: dict, source: str) -> dict:
@@ -173,7 +179,7 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
     ]
     return {
         "generator": {"version": __version__, "source": source, "input_hash": model.input_hash},
-        "env": env.model_dump(mode="json"),
+        "env": loaded.env_json,
         "model": spec.model_dump(mode="json"),
         "release_id": spec.release.release_id,
         "predictors": predictors,
@@ -312,7 +318,10 @@ _WORKER_STATE: _ChunkRenderer | None = None
 
 def _render_in_worker(chunk: list[tuple[int, int]]) -> _ChunkResult:
     assert _WORKER_STATE is not None, "worker started without fork"
-    return _WORKER_STATE.render(chunk)
+    result = _WORKER_STATE.render(chunk)
+    # Documents are validated here; sending them back would only cost pickling time.
+    result.files = {key: [dataclasses.replace(f, document=None) for f in files] for key, files in result.files.items()}
+    return result
 
 
 def plan(layout: RepoLayout, envs: Iterable[str], files: list[RenderedFile]) -> Plan:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -73,7 +74,7 @@ class Release(Strict):
     drift_image: Image
     detector: DetectorArtifact
 
-    @property
+    @cached_property
     def release_id(self) -> str:
         """A short content hash: equal releases have equal ids in every environment."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
