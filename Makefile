@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/mlops validate
 
 test: $(STAMP)
+	$(BIN)/ruff check generator tests benchmarks
 	$(BIN)/python -m pytest
 
 check: $(STAMP)

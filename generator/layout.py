@@ -31,7 +31,7 @@ class RepoLayout:
     root: Path
 
     @classmethod
-    def discover(cls, start: Path | None = None) -> "RepoLayout":
+    def discover(cls, start: Path | None = None) -> RepoLayout:
         """Find the repository root: ``MLOPS_REPO_ROOT``, else the nearest parent holding ``environments/``.
 
         Falls back to ``start`` itself so that error messages name the directory that was searched.

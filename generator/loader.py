@@ -27,7 +27,6 @@ from generator.spec import (
     IMAGE_RE,
     QUANTITY_RE,
     SHA256_HEX_RE,
-    Drift,
     Environment,
     ModelSpec,
 )

@@ -28,7 +28,9 @@ from generator import __version__, naming, yamlio
 from generator.errors import Problem, RenderError, SpecError, ValidationError
 from generator.layout import RENDERED_DIR, RepoLayout
 from generator.loader import LoadedEnvironment, LoadedModel, load_environment
-from generator.validate import Manifest, Validator, conflicts_between
+from generator.policies import conflicts_between
+from generator.validate import Manifest, Validator
+
 
 def header(source: str, digest: str) -> str:
     """First line of every generated file: who wrote it, from what, and that it must not be edited."""
@@ -152,16 +154,16 @@ class Renderer:
             text = self.jinja.get_template(template).render(context)
         except jinja2.UndefinedError as exc:
             raise RenderError([Problem(f"templates/{template}", f"uses an undefined variable: {exc.message}",
-                                       fix=f"provide it from the spec context, or fix the template (rendering {source})")])
+                                       fix=f"provide it from the spec context, or fix the template (rendering {source})")]) from None
         except jinja2.TemplateError as exc:
             line = getattr(exc, "lineno", None)
             raise RenderError([Problem(f"templates/{template}", f"template error: {exc}", line=line,
-                                       fix="fix the template syntax")])
+                                       fix="fix the template syntax")]) from None
         try:
             document = yamlio.load(text)
         except yaml.YAMLError as exc:
             raise RenderError([Problem(f"templates/{template}", f"renders invalid YAML for {source}: {exc}",
-                                       fix="fix the template so its output is valid YAML")])
+                                       fix="fix the template so its output is valid YAML")]) from None
         if not isinstance(document, dict):
             raise RenderError([Problem(f"templates/{template}", f"renders {type(document).__name__}, not a mapping",
                                        fix="a template renders exactly one YAML document")])

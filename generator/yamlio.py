@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+
 class _Composer(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """libyaml composer whose tag resolution is memoised: manifests repeat the same scalars endlessly."""
 

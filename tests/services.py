@@ -49,7 +49,7 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Readiness probes go straight to the service, whatever proxy the environment configures."""
 
 _startup_times: list[tuple[str, float]] = []
-_running: dict[int, "ManagedProcess"] = {}
+_running: dict[int, ManagedProcess] = {}
 
 
 # --- availability -------------------------------------------------------------------------------
@@ -69,7 +69,11 @@ def service_unavailable(message: str) -> NoReturn:
 
 def require_module(module: str, what: str) -> None:
     """Call :func:`service_unavailable` unless ``module`` imports; ``what`` names the package to install."""
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a missing parent package ("moto" for "moto.server")
+        found = False
+    if not found:
         service_unavailable(f"{what} is not installed (no module {module!r}); install the dev extras")
 
 

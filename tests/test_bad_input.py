@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from generator.cli import cli
-from helpers import digest, environment, make_repo, model_spec, release, snapshot, write_yaml
+from helpers import digest, environment, make_repo, model_spec, release, snapshot
 
 SPEC = "environments/{env}/models/churn.yaml"
 

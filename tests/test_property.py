@@ -29,7 +29,7 @@ durations = st.sampled_from(["30s", "1m", "5m", "10m", "1h", "1h30m"])
 def features(draw):
     chosen = draw(st.lists(feature_names, min_size=1, max_size=8, unique=True))
     kinds = draw(st.lists(st.sampled_from(["numeric", "categorical"]), min_size=len(chosen), max_size=len(chosen)))
-    items = [{"name": n, "type": k} for n, k in zip(chosen, kinds)]
+    items = [{"name": n, "type": k} for n, k in zip(chosen, kinds, strict=True)]
     methods = ["tabular"] + (["ks", "cvm_online"] if set(kinds) == {"numeric"} else []) + (
         ["chi2"] if set(kinds) == {"categorical"} else [])
     return {"method": draw(st.sampled_from(methods)), "features": items,
