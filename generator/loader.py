@@ -240,9 +240,9 @@ def _locate(problems: list[Problem], path: Path, display: str, text: str | None 
     located = []
     for problem in problems:
         line = problem.line or (_line_of(tree, problem.field) if problem.field else None)
-        note = ""
-        if problem.field and line is None and tree is not None and not _top_key_present(tree, problem.field):
-            note = " (value inherited from environment.yaml defaults)" if _is_defaulted_section(problem.field) else ""
+        # No line at all: not even the section is in this file, so the value came from the environment.
+        inherited = problem.field and line is None and tree is not None and _is_defaulted_section(problem.field)
+        note = " (value inherited from environment.yaml defaults)" if inherited else ""
         located.append(Problem(display, problem.message + note, line=line, field=problem.field, fix=problem.fix))
     return located
 
@@ -277,17 +277,6 @@ def _split_field(field: str) -> list[str | int]:
             parts.append(name)
         parts += [int(i.rstrip("]")) for i in indexes]
     return parts
-
-
-def _top_key_present(tree: Any, field: str) -> bool:
-    parts = _split_field(field)
-    node = tree
-    for part in parts:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return False
-    return True
 
 
 def _is_defaulted_section(field: str) -> bool:

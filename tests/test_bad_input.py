@@ -195,3 +195,31 @@ def test_generate_model_with_bad_input_writes_nothing(tmp_path):
     assert "mutable tag" in result.output
     assert snapshot(root) == before
     assert digest("img") in (root / SPEC.format(env="prod")).read_text()
+
+
+def test_problem_in_an_inherited_default_says_so(tmp_path):
+    env = environment("dev", defaults={"serving": {"resources": {"requests": {"cpu": "2", "memory": "1Gi"},
+                                                                 "limits": {"cpu": "2", "memory": "1Gi"}}}})
+    spec = model_spec(serving={"resources": {"requests": {"cpu": "4", "memory": "1Gi"},
+                                             "limits": {"cpu": "2", "memory": "1Gi"}}})
+    other = model_spec("upsell")
+    other["drift"] = {**other["drift"], "window": 5}
+    root = make_repo(tmp_path, envs={"dev": env}, models={"dev": {"churn": spec, "upsell": other}})
+    output = render_fails(root, 3)
+    assert "churn.yaml:" in output and "serving.resources.requests.cpu: request 4 is above limit 2" in output
+    assert "upsell.yaml:" in output and "drift.window" in output
+
+
+def test_environment_default_out_of_range_names_environment_file(tmp_path):
+    env = environment("dev", defaults={"alerts": {"error_rate": 3}})
+    root = make_repo(tmp_path, envs={"dev": env}, models={"dev": {"churn": model_spec()}})
+    output = render_fails(root, 3)
+    assert "environments/dev/environment.yaml:" in output and "defaults.alerts.error_rate" in output
+
+
+def test_rule_broken_by_an_environment_default_points_there(tmp_path):
+    env = environment("dev", defaults={"alerts": {"interval": "15s"}})
+    root = make_repo(tmp_path, envs={"dev": env}, models={"dev": {"churn": model_spec()}})
+    output = render_fails(root, 3)
+    assert ("environments/dev/models/churn.yaml: alerts.interval: 15s is not a positive multiple of 10s, which "
+            "Grafana requires (value inherited from environment.yaml defaults)") in output
