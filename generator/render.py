@@ -116,19 +116,6 @@ class Renderer:
         self.jinja.filters["to_pretty_json"] = _strict(
             lambda value: json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
-    def render_environment(self, loaded: LoadedEnvironment) -> list[RenderedFile]:
-        """Every generated file of one environment, in a stable order."""
-        files: list[RenderedFile] = []
-        problems: list[Problem] = []
-        for model in loaded.models:
-            try:
-                files += self.render_model(loaded, model)
-            except RenderError as exc:
-                problems += exc.problems
-        if problems:
-            raise RenderError(problems)
-        return files
-
     def render_model(self, loaded: LoadedEnvironment, model: LoadedModel) -> list[RenderedFile]:
         """The files of one model: its folder under ``rendered/models/`` plus its Argo CD Application."""
         source = self.layout.relative(model.path)
