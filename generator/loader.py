@@ -160,8 +160,12 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 
 def input_hash(env: Environment, spec: ModelSpec) -> str:
-    """sha256 of the validated inputs a model renders from (comments and key order do not count)."""
-    payload = {"environment": env.model_dump(mode="json"), "model": spec.model_dump(mode="json")}
+    """sha256 of the validated inputs a model renders from (comments and key order do not count).
+
+    The environment's ``platform`` section is left out: models do not render from it, so changing a
+    platform component does not touch every model's files.
+    """
+    payload = {"environment": env.model_dump(mode="json", exclude={"platform"}), "model": spec.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

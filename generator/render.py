@@ -166,8 +166,31 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
          "release_id": release.release_id, "version": str(release.registry.version)}
         for name, release, traffic, shadow in spec.predictors()
     ]
+    kafka = vars(naming.endpoint_of(env.kafka.bootstrap_servers.split(",")[0]))
+    s3, mlflow = vars(naming.endpoint_of(env.s3.endpoint)), vars(naming.endpoint_of(env.mlflow.tracking_uri))
+    ns = env.namespaces
+    network_policies = {
+        "model_server": {
+            "name": names.network_policy_model, "namespace": ns.models,
+            "labels": naming.common_labels(spec.model, env.name, "model-server"),
+            "pod_selector": naming.selector_labels(spec.model, "model-server"),
+            "ingress": [{"namespace": ns.ingress, "ports": [naming.EXECUTOR_HTTP_PORT]},
+                        {"namespace": ns.models, "ports": [naming.EXECUTOR_HTTP_PORT]},
+                        {"namespace": ns.monitoring,
+                         "ports": [naming.EXECUTOR_HTTP_PORT, naming.MODEL_SERVER_METRICS_PORT]}],
+            "egress": [kafka, s3, mlflow],
+        },
+        "drift_detector": {
+            "name": names.network_policy_drift, "namespace": ns.models,
+            "labels": naming.common_labels(spec.model, env.name, "drift-detector"),
+            "pod_selector": naming.selector_labels(spec.model, "drift-detector"),
+            "ingress": [{"namespace": ns.monitoring, "ports": [naming.DRIFT_HTTP_PORT]}],
+            "egress": [kafka, s3],
+        },
+    }
     return {
         "generator": {"version": __version__, "source": source, "input_hash": model.input_hash},
+        "network_policies": network_policies,
         "env": loaded.env_json,
         "model": spec.model_dump(mode="json"),
         "release_id": spec.release.release_id,
@@ -183,11 +206,6 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
         "metrics": naming.METRICS,
         "ports": {"model_http": naming.MODEL_SERVER_HTTP_PORT, "model_metrics": naming.MODEL_SERVER_METRICS_PORT,
                   "executor_http": naming.EXECUTOR_HTTP_PORT, "drift_http": naming.DRIFT_HTTP_PORT},
-        "endpoints": {
-            "kafka": vars(naming.endpoint_of(env.kafka.bootstrap_servers.split(",")[0])),
-            "mlflow": vars(naming.endpoint_of(env.mlflow.tracking_uri)),
-            "s3": vars(naming.endpoint_of(env.s3.endpoint)),
-        },
         "feature_names": [f.name for f in spec.drift.features],
         "grafana_uids": {rule: naming.grafana_uid(spec.model, env.name, rule)
                          for rule in ("drift", "errors", "latency", "traffic")},

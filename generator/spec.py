@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -281,6 +281,62 @@ class Defaults(Strict):
     retrain: Retrain = Retrain()
 
 
+class ComponentOverride(Strict):
+    """An environment's changes to one platform component of ``apps/<component>/``."""
+
+    enabled: bool | None = None
+    """``None`` keeps the component's default (optional components are off unless enabled)."""
+    values: dict[str, Any] = {}
+    """Helm values merged over ``apps/<component>/values.yaml`` (Helm components only)."""
+    settings: dict[str, Any] = {}
+    """Overrides of the component's ``settings`` (manifest components only)."""
+
+
+class ExternalSecretStore(Strict):
+    kind: Literal["SecretStore", "ClusterSecretStore"] = "ClusterSecretStore"
+    name: Name
+
+
+class SecretItem(Strict):
+    """A Secret the platform needs in this environment, and where its values come from."""
+
+    name: Name
+    namespace: Name
+    keys: Annotated[list[Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$")]], Field(min_length=1)]
+    remote_key: str | None = None
+    """external-secrets only: the key in the external store (default ``mlops/<env>/<name>``)."""
+
+
+class Secrets(Strict):
+    """How credentials reach the cluster: never as a plain ``Secret`` in Git."""
+
+    backend: Literal["sealed-secrets", "external-secrets"] = "sealed-secrets"
+    store: ExternalSecretStore | None = None
+    items: list[SecretItem] = []
+
+
+class Quota(Strict):
+    cpu: Quantity = "16"
+    memory: Quantity = "64Gi"
+    pods: Annotated[int, Field(ge=1)] = 100
+
+
+class Tenancy(Strict):
+    """Guard rails of the model namespace: quota, default container resources, default-deny traffic."""
+
+    quota: Quota = Quota()
+    default_limits: ResourceAmounts = ResourceAmounts(cpu="500m", memory="512Mi")
+    default_requests: ResourceAmounts = ResourceAmounts(cpu="100m", memory="128Mi")
+
+
+class Platform(Strict):
+    """The environment's platform: component overrides, secrets backend and tenancy."""
+
+    components: dict[Name, ComponentOverride] = {}
+    secrets: Secrets = Secrets()
+    tenancy: Tenancy = Tenancy()
+
+
 class Environment(Strict):
     """``environments/<env>/environment.yaml``: where and how an environment runs its models."""
 
@@ -293,6 +349,7 @@ class Environment(Strict):
     images: Images
     grafana: Grafana = Grafana()
     defaults: Defaults = Defaults()
+    platform: Platform = Platform()
 
 
 def is_digest_pinned(image: str) -> bool:
