@@ -46,7 +46,8 @@ def measure(models: int) -> dict:
     """Run one size in this process: build, then time load+render+validate+write."""
     sys.path.insert(0, str(REPO))
     from generator.layout import RepoLayout
-    from generator.render import apply, plan, render_all
+    from generator.pipeline import render_all
+    from generator.render import apply, plan
 
     # On the checkout's own disk: that is where `mlops render` writes.
     with tempfile.TemporaryDirectory(dir=REPO / "benchmarks", prefix=".bench-") as tmp:

@@ -15,7 +15,8 @@ from generator import __version__
 from generator.errors import MlopsError, StaleOutputError
 from generator.generate import GenerateRequest, ReleaseOptions, generate_model
 from generator.layout import RepoLayout
-from generator.render import apply, plan, render_all, unified_diff
+from generator.pipeline import render_all
+from generator.render import apply, plan, unified_diff
 from generator.validate import Validator, load_rendered_tree
 
 EPILOG_REPO_ROOT = "The repository root is --repo-root, $MLOPS_REPO_ROOT, or the nearest parent with environments/."

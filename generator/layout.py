@@ -53,6 +53,21 @@ class RepoLayout:
         return self.root / "templates"
 
     @property
+    def apps_dir(self) -> Path:
+        return self.root / "apps"
+
+    @property
+    def bootstrap_dir(self) -> Path:
+        return self.root / "bootstrap"
+
+    def secrets_dir(self, env: str) -> Path:
+        """Sealed credentials of an environment (input, sealed with kubeseal by an operator)."""
+        return self.env_dir(env) / "secrets"
+
+    def rendered_platform_dir(self, env: str) -> Path:
+        return self.rendered_dir(env) / "platform"
+
+    @property
     def schemas_dir(self) -> Path:
         return self.root / "schemas"
 

@@ -115,7 +115,7 @@ def load_environment_file(layout: RepoLayout, env_name: str) -> Environment:
     raw_env, problems = read_yaml_mapping(env_path, display)
     if raw_env is None:
         raise SpecError(problems)
-    env, problems = _validate(Environment, raw_env, env_path, display)
+    env, problems = parse_document(Environment, raw_env, env_path, display)
     if env is None:
         raise SpecError(problems)
     if problems := _locate(rules.check_environment(env, env_name), env_path, display):
@@ -133,7 +133,7 @@ def load_model(
     if raw is None:
         return None, problems
     merged = apply_defaults(raw, env)
-    spec, problems = _validate(ModelSpec, merged, spec_path, display, text)
+    spec, problems = parse_document(ModelSpec, merged, spec_path, display, text)
     if spec is None:
         return None, problems
     problems = _locate(rules.check_model(spec, env, spec_path.stem), spec_path, display, text)
@@ -148,14 +148,15 @@ def apply_defaults(raw: dict, env: Environment) -> dict:
     merged = dict(raw)
     for section in ("serving", "drift", "alerts", "retrain"):
         override = raw.get(section, {})
-        merged[section] = _deep_merge(defaults[section], override) if isinstance(override, dict) else override
+        merged[section] = deep_merge(defaults[section], override) if isinstance(override, dict) else override
     return merged
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` over ``base``: nested mappings merge, everything else is replaced."""
     result = dict(base)
     for key, value in override.items():
-        result[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        result[key] = deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return result
 
 
@@ -169,7 +170,8 @@ def input_hash(env: Environment, spec: ModelSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _validate(model: type[pydantic.BaseModel], data: dict, path: Path, display: str, text: str | None = None):
+def parse_document(model: type[pydantic.BaseModel], data: dict, path: Path, display: str, text: str | None = None):
+    """Validate ``data`` read from ``path`` as ``model``: ``(instance, [])`` or ``(None, problems with lines)``."""
     try:
         return model.model_validate(data), []
     except pydantic.ValidationError as exc:

@@ -8,10 +8,8 @@ byte-identical and hand edits show up as diffs.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
-import multiprocessing
 import os
 import re
 import shutil
@@ -25,11 +23,9 @@ import jinja2
 import yaml
 
 from generator import __version__, naming, yamlio
-from generator.errors import Problem, RenderError, SpecError, ValidationError
+from generator.errors import Problem, RenderError
 from generator.layout import RENDERED_DIR, RepoLayout
-from generator.loader import LoadedEnvironment, LoadedModel, load_environment
-from generator.policies import conflicts_between
-from generator.validate import Manifest, Validator
+from generator.loader import LoadedEnvironment, LoadedModel
 
 
 def header(source: str, digest: str) -> str:
@@ -104,7 +100,9 @@ class Renderer:
     def __init__(self, layout: RepoLayout) -> None:
         self.layout = layout
         self.jinja = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(layout.templates_dir),
+            # templates/ by name; a platform component's own templates as "@apps/<component>/manifests/...".
+            loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(layout.templates_dir),
+                                        jinja2.PrefixLoader({"@apps": jinja2.FileSystemLoader(layout.apps_dir)})]),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,
@@ -120,7 +118,7 @@ class Renderer:
         """The files of one model: its folder under ``rendered/models/`` plus its Argo CD Application."""
         source = self.layout.relative(model.path)
         context = model_context(loaded, model, source)
-        context["payloads"] = {key: self._render_document(tpl, context, source)
+        context["payloads"] = {key: self.render_document(tpl, context, source)
                                for key, tpl in PAYLOAD_TEMPLATES.items()}
         folder = self.layout.relative(self.layout.rendered_model_dir(loaded.name, model.spec.model))
         outputs = [(tpl, f"{folder}/{name}", extra) for tpl, name, extra in MODEL_FILES]
@@ -129,32 +127,38 @@ class Renderer:
 
         files = []
         for template, path, extra in outputs:
-            document = self._render_document(template, {**context, **extra}, source)
+            document = self.render_document(template, {**context, **extra}, source)
             text = header(source, model.input_hash) + yamlio.dump(document)
             meta = document.get("metadata") or {}
             summary = f"{document.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
             files.append(RenderedFile(path, text, document, loaded.name, summary))
         return files
 
-    def _render_document(self, template: str, context: dict, source: str) -> dict:
+    def render_document(self, template: str, context: dict, source: str) -> dict:
+        """Render one template to one parsed document; any failure is a RenderError naming the template."""
+        shown = template.replace("@apps/", "apps/", 1) if template.startswith("@apps/") else f"templates/{template}"
         try:
             text = self.jinja.get_template(template).render(context)
         except jinja2.UndefinedError as exc:
-            raise RenderError([Problem(f"templates/{template}", f"uses an undefined variable: {exc.message}",
+            raise RenderError([Problem(shown, f"uses an undefined variable: {exc.message}",
                                        fix=f"provide it from the spec context, or fix the template (rendering {source})")]) from None
         except jinja2.TemplateError as exc:
             line = getattr(exc, "lineno", None)
-            raise RenderError([Problem(f"templates/{template}", f"template error: {exc}", line=line,
+            raise RenderError([Problem(shown, f"template error: {exc}", line=line,
                                        fix="fix the template syntax")]) from None
         try:
             document = yamlio.load(text)
         except yaml.YAMLError as exc:
-            raise RenderError([Problem(f"templates/{template}", f"renders invalid YAML for {source}: {exc}",
+            raise RenderError([Problem(shown, f"renders invalid YAML for {source}: {exc}",
                                        fix="fix the template so its output is valid YAML")]) from None
         if not isinstance(document, dict):
-            raise RenderError([Problem(f"templates/{template}", f"renders {type(document).__name__}, not a mapping",
+            raise RenderError([Problem(shown, f"renders {type(document).__name__}, not a mapping",
                                        fix="a template renders exactly one YAML document")])
         return document
+
+
+MODELS_WAVE = 50
+"""Models sync after every platform component (waves in apps/*/component.yaml stay below this)."""
 
 
 def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) -> dict[str, Any]:
@@ -188,9 +192,19 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
             "egress": [kafka, s3],
         },
     }
+    app = {
+        "name": names.application, "project": env.argocd.project, "namespace": ns.models,
+        "wave": MODELS_WAVE,
+        "labels": {**naming.common_labels(spec.model, env.name, "application"),
+                   f"{naming.LABEL_PREFIX}/release-id": spec.release.release_id},
+        "source": {"repoURL": env.argocd.repo_url, "targetRevision": env.argocd.target_revision,
+                   "path": f"environments/{env.name}/{RENDERED_DIR}/models/{spec.model}"},
+        "sync_options": ["PruneLast=true", "ApplyOutOfSyncOnly=true"],
+    }
     return {
         "generator": {"version": __version__, "source": source, "input_hash": model.input_hash},
         "network_policies": network_policies,
+        "app": app,
         "env": loaded.env_json,
         "model": spec.model_dump(mode="json"),
         "release_id": spec.release.release_id,
@@ -224,111 +238,6 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.writes and not self.deletes
-
-
-PARALLEL_MIN_MODELS = 60
-"""Below this many model renders a process pool costs more than it saves."""
-
-
-def default_jobs(renders: int) -> int:
-    """Worker processes for ``renders`` model renders: ``$MLOPS_JOBS``, else one per CPU (at most 8)."""
-    if env_jobs := os.environ.get("MLOPS_JOBS"):
-        return max(1, int(env_jobs))
-    if renders < PARALLEL_MIN_MODELS or "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
-def render_all(layout: RepoLayout, envs: Iterable[str], validate: bool = True,
-               jobs: int | None = None) -> list[RenderedFile]:
-    """Load, render and (by default) validate every environment; raises with every problem found.
-
-    Models are rendered and validated in parallel chunks when there are many (``jobs`` processes);
-    results are merged in a fixed order, so the output does not depend on ``jobs``.
-
-    Raises:
-        SpecError, RenderError, ValidationError: with every problem of its stage.
-    """
-    loaded, spec_problems = [], []
-    for env in envs:
-        try:
-            loaded.append(load_environment(layout, env))
-        except SpecError as exc:  # keep going so one run reports every environment's problems
-            spec_problems += exc.problems
-    if spec_problems:
-        raise SpecError(spec_problems)
-
-    work = [(e, m) for e, environment in enumerate(loaded) for m in range(len(environment.models))]
-    jobs = jobs or default_jobs(len(work))
-    chunk_count = 1 if jobs == 1 else jobs * 4  # several chunks per worker even out slow models
-    chunks = [work[i::chunk_count] for i in range(chunk_count)] if jobs > 1 else [work]
-    state = _ChunkRenderer(layout, loaded, validate)
-    if jobs == 1:
-        results = [state.render(chunk) for chunk in chunks]
-    else:
-        global _WORKER_STATE
-        _WORKER_STATE = state  # inherited by forked workers, never pickled
-        try:
-            with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                results = pool.map(_render_in_worker, chunks)
-        finally:
-            _WORKER_STATE = None
-
-    # Chunks interleave models; put files back in (environment, model, template) order.
-    ordered = sorted((key, index, f) for chunk in results for key, files in chunk.files.items()
-                     for index, f in enumerate(files))
-    files = [f for _, _, f in ordered]
-    render_problems = [p for chunk in results for p in chunk.render_problems]
-    if render_problems:
-        raise RenderError(render_problems)
-    problems = [p for chunk in results for p in chunk.validation_problems]
-    problems += conflicts_between(chunk.claims for chunk in results)
-    if problems:
-        raise ValidationError(problems)
-    return files
-
-
-@dataclass
-class _ChunkResult:
-    files: dict[tuple[int, int], list[RenderedFile]]
-    render_problems: list[Problem]
-    validation_problems: list[Problem]
-    claims: dict
-
-
-class _ChunkRenderer:
-    """Renders and validates one chunk of (environment, model) pairs; one per process."""
-
-    def __init__(self, layout: RepoLayout, loaded: list[LoadedEnvironment], validate: bool) -> None:
-        self.loaded = loaded
-        self.renderer = Renderer(layout)
-        self.validator = Validator(layout.schemas_dir) if validate else None
-
-    def render(self, chunk: list[tuple[int, int]]) -> _ChunkResult:
-        result = _ChunkResult({}, [], [], {})
-        for env_index, model_index in chunk:
-            environment = self.loaded[env_index]
-            try:
-                result.files[env_index, model_index] = self.renderer.render_model(
-                    environment, environment.models[model_index])
-            except RenderError as exc:
-                result.render_problems += exc.problems
-        if self.validator is not None and not result.render_problems:
-            manifests = [Manifest(f.path, f.document, f.env) for key in sorted(result.files)
-                         for f in result.files[key]]
-            result.validation_problems, result.claims = self.validator.validate_part(manifests)
-        return result
-
-
-_WORKER_STATE: _ChunkRenderer | None = None
-
-
-def _render_in_worker(chunk: list[tuple[int, int]]) -> _ChunkResult:
-    assert _WORKER_STATE is not None, "worker started without fork"
-    result = _WORKER_STATE.render(chunk)
-    # Documents are validated here; sending them back would only cost pickling time.
-    result.files = {key: [dataclasses.replace(f, document=None) for f in files] for key, files in result.files.items()}
-    return result
 
 
 def plan(layout: RepoLayout, envs: Iterable[str], files: list[RenderedFile]) -> Plan:

@@ -60,6 +60,14 @@ def model_spec(name: str = "churn", **overrides) -> dict:
     return doc
 
 
+def sealed_secret(name: str, namespace: str) -> dict:
+    """A SealedSecret document (placeholder ciphertext) that provides Secret ``namespace/name``."""
+    return {"apiVersion": "bitnami.com/v1alpha1", "kind": "SealedSecret",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"encryptedData": {"KEY": "AgPLACEHOLDER"},
+                     "template": {"metadata": {"name": name, "namespace": namespace}}}}
+
+
 def write_yaml(path: Path, document: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
@@ -73,10 +81,13 @@ def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str,
     """
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "schemas", root / "schemas")
+    (root / "apps").mkdir()
     envs = envs if envs is not None else {e: environment(e) for e in ("dev", "staging", "prod")}
     for env, doc in envs.items():
         write_yaml(root / "environments" / env / "environment.yaml", doc)
         (root / "environments" / env / "models").mkdir(parents=True, exist_ok=True)
+        write_yaml(root / "environments" / env / "secrets" / "s3-credentials.yaml",
+                   sealed_secret("s3-credentials", doc["namespaces"]["models"]))
     for env, specs in (models or {}).items():
         for name, spec in specs.items():
             write_yaml(root / "environments" / env / "models" / f"{name}.yaml", spec)
@@ -84,8 +95,8 @@ def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str,
 
 
 def copy_example_repo(root: Path) -> Path:
-    """A copy of this checkout's specs, templates, schemas and committed rendered output."""
-    for folder in ("environments", "templates", "schemas"):
+    """A copy of this checkout's specs, templates, schemas, components and committed rendered output."""
+    for folder in ("environments", "templates", "schemas", "apps"):
         shutil.copytree(REPO / folder, root / folder)
     return root
 

@@ -1,0 +1,195 @@
+"""Render an environment's platform: one child Application per enabled component, plus the model
+namespace's tenancy objects and the credentials Application.
+
+Everything lands in ``environments/<env>/rendered/apps/`` (Applications, read by the root app) and
+``environments/<env>/rendered/platform/<part>/`` (manifests those Applications sync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from generator import naming, yamlio
+from generator.components import LoadedComponent, enabled_components
+from generator.errors import Problem
+from generator.layout import RENDERED_DIR, RepoLayout
+from generator.loader import LoadedEnvironment, deep_merge
+from generator.render import MODELS_WAVE, RenderedFile, Renderer, header
+from generator.validate import Manifest
+
+PLATFORM_PROJECT = "platform"
+SECRETS_WAVE = -28
+"""Credentials sync right after the Sealed Secrets controller (wave -30), before anything uses them."""
+TENANCY_WAVE = MODELS_WAVE - 10
+
+
+def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnvironment,
+                    components: list[LoadedComponent]) -> list[RenderedFile]:
+    """All platform files of one environment, in a stable order."""
+    env = loaded.env
+    source = layout.relative(loaded.path)
+    digest = platform_hash(loaded, components)
+    base = {"env": loaded.env_json}
+    files: list[RenderedFile] = []
+
+    def emit(template: str, path: str, context: dict[str, Any]) -> None:
+        document = renderer.render_document(template, {**base, **context}, source)
+        meta = document.get("metadata") or {}
+        files.append(RenderedFile(path, header(source, digest) + yamlio.dump(document), document, env.name,
+                                  f"{document.get('kind')} {meta.get('namespace')}/{meta.get('name')}"))
+
+    rendered = f"environments/{env.name}/{RENDERED_DIR}"
+    for component in enabled_components(components, env):
+        override = env.platform.components.get(component.name)
+        spec = component.spec
+        if spec.source.kind == "helm":
+            values = deep_merge(component.values, override.values if override else {})
+            app_source = {"repoURL": spec.source.repo_url, "chart": spec.source.chart,
+                          "targetRevision": spec.source.version,
+                          "helm": {"releaseName": spec.source.release_name, "valuesObject": values}}
+        else:
+            folder = f"{rendered}/platform/{component.name}"
+            settings = {**spec.settings, **(override.settings if override else {})}
+            context = {"settings": settings, "component": spec.model_dump(mode="json")}
+            for template in component.templates:
+                name = template.rsplit("/", 1)[-1].removesuffix(".j2")
+                emit(f"@apps/{template}", f"{folder}/{name}", context)
+            app_source = _repo_source(env, folder)
+        emit("application.yaml.j2", f"{rendered}/apps/platform-{component.name}.yaml", {"app": _app(
+            env, f"platform-{component.name}", spec.namespace, spec.wave, app_source,
+            ["CreateNamespace=true", "ServerSideApply=true", "PruneLast=true"], component.name)})
+
+    tenancy = tenancy_context(loaded)
+    folder = f"{rendered}/platform/tenancy"
+    for template, name in (("namespace.yaml.j2", "namespace.yaml"), ("resourcequota.yaml.j2", "resourcequota.yaml"),
+                           ("limitrange.yaml.j2", "limitrange.yaml"),
+                           ("networkpolicy.yaml.j2", "networkpolicy-default-deny.yaml")):
+        emit(template, f"{folder}/{name}", {"tenancy": tenancy, "policy": "default_deny",
+                                             "network_policies": tenancy["network_policies"]})
+    emit("application.yaml.j2", f"{rendered}/apps/platform-tenancy.yaml", {"app": _app(
+        env, "platform-tenancy", env.namespaces.models, TENANCY_WAVE, _repo_source(env, folder), ["PruneLast=true"],
+        "tenancy")})
+
+    secrets = env.platform.secrets
+    if secrets.backend == "external-secrets":
+        folder = f"{rendered}/platform/secrets"
+        external = external_secrets_context(loaded)
+        for name in external:
+            emit("externalsecret.yaml.j2", f"{folder}/externalsecret-{name}.yaml",
+                 {"external_secrets": external, "secret": name})
+        secrets_path = folder
+    else:
+        secrets_path = layout.relative(layout.secrets_dir(env.name))
+    emit("application.yaml.j2", f"{rendered}/apps/platform-secrets.yaml", {"app": _app(
+        env, "platform-secrets", env.namespaces.models, SECRETS_WAVE, _repo_source(env, secrets_path),
+        ["PruneLast=true"], "secrets")})
+    return files
+
+
+def _app(env: Any, name: str, namespace: str, wave: int, source: dict, sync_options: list[str],
+         component: str) -> dict:
+    return {"name": f"{name}-{env.name}", "project": PLATFORM_PROJECT, "namespace": namespace, "wave": wave,
+            "labels": {"app.kubernetes.io/name": component, "app.kubernetes.io/component": "platform",
+                       "app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+                       f"{naming.LABEL_PREFIX}/environment": env.name},
+            "source": source, "sync_options": sync_options}
+
+
+def _repo_source(env: Any, path: str) -> dict:
+    return {"repoURL": env.argocd.repo_url, "targetRevision": env.argocd.target_revision, "path": path}
+
+
+def tenancy_context(loaded: LoadedEnvironment) -> dict:
+    """Namespace, quota, default resources and default-deny policy of the model namespace."""
+    env = loaded.env
+    labels = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+              "app.kubernetes.io/component": "tenancy", f"{naming.LABEL_PREFIX}/environment": env.name}
+    tenancy = env.platform.tenancy
+    return {
+        "namespace": env.namespaces.models,
+        "labels": labels,
+        "namespace_labels": {**labels, "istio-injection": "enabled",
+                             "pod-security.kubernetes.io/enforce": "restricted"},
+        "quota": tenancy.quota.model_dump(mode="json"),
+        "default_limits": tenancy.default_limits.model_dump(mode="json"),
+        "default_requests": tenancy.default_requests.model_dump(mode="json"),
+        "network_policies": {"default_deny": {
+            "name": "default-deny", "namespace": env.namespaces.models, "labels": labels, "pod_selector": {},
+            "ingress": [], "egress": []}},
+    }
+
+
+def external_secrets_context(loaded: LoadedEnvironment) -> dict[str, dict]:
+    """ExternalSecret settings per secret name (external-secrets backend only)."""
+    env = loaded.env
+    store = env.platform.secrets.store
+    labels = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+              "app.kubernetes.io/component": "secrets", f"{naming.LABEL_PREFIX}/environment": env.name}
+    return {item.name: {"name": item.name, "namespace": item.namespace, "keys": item.keys, "labels": labels,
+                        "remote_key": item.remote_key or f"mlops/{env.name}/{item.name}",
+                        "store": {"kind": store.kind, "name": store.name} if store else {}}
+            for item in env.platform.secrets.items}
+
+
+def platform_hash(loaded: LoadedEnvironment, components: list[LoadedComponent]) -> str:
+    """sha256 of what the platform renders from: the environment and every component's pin and values."""
+    payload = {"environment": loaded.env_json,
+               "components": [[c.spec.model_dump(mode="json"), c.values, c.templates] for c in components]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def secret_manifests(layout: RepoLayout, loaded: LoadedEnvironment) -> tuple[list[Manifest], list[Problem]]:
+    """The sealed credentials committed in ``environments/<env>/secrets/`` (sealed-secrets backend)."""
+    if loaded.env.platform.secrets.backend != "sealed-secrets":
+        return [], []
+    manifests, problems = [], []
+    for path in sorted(layout.secrets_dir(loaded.name).glob("*.yaml")):
+        display = layout.relative(path)
+        try:
+            documents = yamlio.load_all(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            problems.append(Problem(display, f"not valid YAML: {exc}", fix="re-create it with kubeseal --format yaml"))
+            continue
+        manifests += [Manifest(display, doc, loaded.name) for doc in documents if doc is not None]
+    return manifests, problems
+
+
+def required_secrets(loaded: LoadedEnvironment, components: list[LoadedComponent]) -> dict[tuple[str, str], str]:
+    """Every Secret the environment's manifests reference, as (namespace, name) → who needs it."""
+    env = loaded.env
+    needed = {(env.namespaces.models, env.s3.credentials_secret): "models (s3.credentials_secret)"}
+    for component in enabled_components(components, env):
+        for name in component.spec.secrets:
+            needed.setdefault((component.spec.namespace, name), f"component {component.name}")
+    return needed
+
+
+def secret_problems(layout: RepoLayout, loaded: LoadedEnvironment, components: list[LoadedComponent],
+                    sealed: list[Manifest]) -> list[Problem]:
+    """Referenced Secrets that no SealedSecret (or ExternalSecret) of the environment provides."""
+    env = loaded.env
+    display = layout.relative(loaded.path)
+    if env.platform.secrets.backend == "external-secrets":
+        provided = {(item.namespace, item.name) for item in env.platform.secrets.items}
+        if env.platform.secrets.store is None:
+            return [Problem(display, "external-secrets needs a secret store", field="platform.secrets.store",
+                            fix="set platform.secrets.store: {kind: ClusterSecretStore, name: <store>}")]
+    else:
+        provided = {((m.doc.get("metadata") or {}).get("namespace"), (m.doc.get("metadata") or {}).get("name"))
+                    for m in sealed if m.doc.get("kind") == "SealedSecret"}
+    problems = []
+    for (namespace, name), needed_by in sorted(required_secrets(loaded, components).items()):
+        if (namespace, name) in provided:
+            continue
+        if env.platform.secrets.backend == "external-secrets":
+            fix = f"add {{name: {name}, namespace: {namespace}, keys: [...]}} to platform.secrets.items"
+        else:
+            fix = (f"seal it: kubectl create secret generic {name} -n {namespace} --from-literal=KEY=VALUE "
+                   f"--dry-run=client -o yaml | kubeseal --format yaml > environments/{env.name}/secrets/{name}.yaml")
+        problems.append(Problem(display, f"Secret {namespace}/{name} is needed by {needed_by} but nothing in "
+                                f"{env.platform.secrets.backend} provides it", field="platform.secrets", fix=fix))
+    return problems
