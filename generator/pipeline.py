@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from generator.bootstrap import render_bootstrap
 from generator.components import LoadedComponent, load_components, override_problems
 from generator.errors import Problem, RenderError, SpecError, ValidationError
 from generator.layout import RepoLayout
@@ -77,6 +78,12 @@ def render_all(layout: RepoLayout, envs: Iterable[str], validate: bool = True,
             platform_files += render_platform(renderer, layout, environment, components)
         except RenderError as exc:
             render_problems += exc.problems
+    # Projects and root apps span every environment: rendered only when all of them are.
+    if loaded and [e.name for e in loaded] == layout.existing_environments():
+        try:
+            platform_files += render_bootstrap(renderer, layout, loaded, components)
+        except RenderError as exc:
+            render_problems += exc.problems
     if render_problems:
         raise RenderError(render_problems)
     if not validate:
@@ -90,7 +97,7 @@ def render_all(layout: RepoLayout, envs: Iterable[str], validate: bool = True,
         problems += found
         problems += secret_problems(layout, environment, components, sealed)
     platform_problems, platform_claims = Validator(layout.schemas_dir).validate_part(
-        [Manifest(f.path, f.document, f.env) for f in platform_files] + inputs)
+        [Manifest(f.path, f.document, f.env) for f in platform_files if f.document is not None] + inputs)
     problems += platform_problems
     problems += conflicts_between([platform_claims, *(chunk.claims for chunk in results)])
     if problems:

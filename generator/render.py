@@ -240,9 +240,14 @@ class Plan:
         return not self.writes and not self.deletes
 
 
+PROJECTS_DIR = "bootstrap/argocd/projects"
+"""Generated AppProjects: owned by the generator like rendered/ (see generator.bootstrap)."""
+
+
 def plan(layout: RepoLayout, envs: Iterable[str], files: list[RenderedFile]) -> Plan:
-    """Compare rendered files with the tree. Everything under ``environments/<env>/rendered/`` is owned
-    by the generator, so any file there that was not rendered (a deleted model's folder) is deleted."""
+    """Compare rendered files with the tree. Everything under ``environments/<env>/rendered/`` (and the
+    generated AppProjects) is owned by the generator, so any file there that was not rendered (a deleted
+    model's folder) is deleted."""
     wanted = {f.path: f.text for f in files}
     writes, unchanged = {}, 0
     for path, text in wanted.items():
@@ -251,8 +256,11 @@ def plan(layout: RepoLayout, envs: Iterable[str], files: list[RenderedFile]) -> 
             unchanged += 1
         else:
             writes[path] = text
+    owned = [layout.rendered_dir(env) for env in envs]
+    if any(path.startswith(f"{PROJECTS_DIR}/") for path in wanted):
+        owned.append(layout.root / PROJECTS_DIR)
     deletes = sorted(
-        layout.relative(p) for env in envs for p in layout.rendered_dir(env).rglob("*")
+        layout.relative(p) for folder in owned for p in folder.rglob("*")
         if p.is_file() and layout.relative(p) not in wanted
     )
     return Plan(writes, deletes, unchanged)

@@ -96,7 +96,7 @@ def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str,
 
 def copy_example_repo(root: Path) -> Path:
     """A copy of this checkout's specs, templates, schemas, components and committed rendered output."""
-    for folder in ("environments", "templates", "schemas", "apps"):
+    for folder in ("environments", "templates", "schemas", "apps", "bootstrap"):
         shutil.copytree(REPO / folder, root / folder)
     return root
 
