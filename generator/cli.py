@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from generator import __version__
+from generator.appgraph import graph_problems, kustomize_problems
 from generator.errors import MlopsError, StaleOutputError
 from generator.generate import GenerateRequest, ReleaseOptions, generate_model
 from generator.layout import RepoLayout
@@ -214,7 +215,10 @@ def validate_command(envs: tuple[str, ...], kubernetes_version: str, repo_root: 
     Checks: Kubernetes schemas for built-in kinds (strict), the vendored CRD schemas in schemas/ in a
     strict mode that rejects unknown keys, Grafana's alert provisioning format and dashboards, Seldon's
     admission rules, and platform policies (non-root, resource limits, no Secrets, digest-pinned images
-    in staging and prod, generated-file headers). Exits 5 when anything is wrong.
+    in staging and prod, generated-file headers). Then the app-of-apps graph from each root app:
+    projects exist and allow every destination, namespace and kind; sources are paths in this repo or
+    charts pinned to exact versions; prod never syncs automatically; `kubectl kustomize bootstrap/argocd`
+    builds offline. Exits 5 when anything is wrong.
 
     \b
     Example:
@@ -226,6 +230,9 @@ def validate_command(envs: tuple[str, ...], kubernetes_version: str, repo_root: 
     selected = _environments(layout, envs)
     manifests, problems = load_rendered_tree(layout.root, selected)
     problems += Validator(layout.schemas_dir, kubernetes_version).validate(manifests)
+    problems += graph_problems(layout, selected)
+    if (layout.bootstrap_dir / "argocd").is_dir():
+        problems += kustomize_problems(layout)
     if problems:
         raise ValidationError(problems)
     click.echo(f"valid: {len(manifests)} manifests in {', '.join(selected)}")
