@@ -166,3 +166,29 @@ def override_problems(components: list[LoadedComponent], env: Environment, displ
                                         field=f"platform.components.{dependency}.enabled",
                                         fix=f"enable {dependency}, or disable {component.name}"))
     return problems
+
+
+TABLE_START = "<!-- components:start (written by mlops render from apps/*/component.yaml) -->"
+TABLE_END = "<!-- components:end -->"
+
+
+def components_table(components: list[LoadedComponent]) -> str:
+    """The README's component/version table, one row per ``apps/<component>/`` pin."""
+    rows = ["| component | source | version | app version | namespace | wave | licence |",
+            "|---|---|---|---|---|---|---|"]
+    for c in components:
+        spec, source = c.spec, c.spec.source
+        where = f"`{source.chart}` from {source.repo_url}" if source.kind == "helm" else f"manifests in `{c.folder}/`"
+        version = source.version if source.kind == "helm" else "—"
+        optional = " (optional)" if spec.optional else ""
+        rows.append(f"| {spec.name}{optional} | {where} | {version} | {spec.app_version or '—'} | {spec.namespace} "
+                    f"| {spec.wave} | {spec.license} |")
+    return "\n".join(rows)
+
+
+def readme_with_table(readme: str, components: list[LoadedComponent]) -> str | None:
+    """``readme`` with the text between the table markers replaced; ``None`` when it has no markers."""
+    start, end = readme.find(TABLE_START), readme.find(TABLE_END)
+    if start < 0 or end < start:
+        return None
+    return readme[: start + len(TABLE_START)] + "\n" + components_table(components) + "\n" + readme[end:]

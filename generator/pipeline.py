@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from generator.bootstrap import render_bootstrap
-from generator.components import LoadedComponent, load_components, override_problems
+from generator.components import LoadedComponent, load_components, override_problems, readme_with_table
 from generator.errors import Problem, RenderError, SpecError, ValidationError
 from generator.layout import RepoLayout
 from generator.loader import LoadedEnvironment, load_environment
@@ -84,6 +84,9 @@ def render_all(layout: RepoLayout, envs: Iterable[str], validate: bool = True,
             platform_files += render_bootstrap(renderer, layout, loaded, components)
         except RenderError as exc:
             render_problems += exc.problems
+        readme = layout.root / "README.md"
+        if readme.is_file() and (text := readme_with_table(readme.read_text(encoding="utf-8"), components)):
+            platform_files.append(RenderedFile("README.md", text, None, "bootstrap", "README component table"))
     if render_problems:
         raise RenderError(render_problems)
     if not validate:

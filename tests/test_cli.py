@@ -241,3 +241,16 @@ def test_parallel_render_matches_sequential_and_sees_duplicates_across_workers(t
         render_all(layout, ["dev"], jobs=2)
     duplicates = [p for p in error.value.problems if "is already defined" in p.message]
     assert len(duplicates) == 5  # every model after the first, whichever worker rendered it
+
+
+def test_readme_component_table_follows_the_pins(tmp_path):
+    root = copy_example_repo(tmp_path)
+    (root / "README.md").write_text((Path(__file__).resolve().parents[1] / "README.md").read_text())
+    component = root / "apps" / "demo"
+    component.mkdir(parents=True)
+    (component / "component.yaml").write_text(
+        "name: demo\ndescription: d\nnamespace: demo\nwave: 1\nlicense: MIT\napp_version: '9.9'\n"
+        "source: {kind: helm, repo_url: 'https://charts.example.com', chart: demo, version: 1.2.3, release_name: demo}\n")
+    result = run(root, "render", "--check")
+    assert result.exit_code == 1 and "+++ b/README.md" in result.output
+    assert "+| demo | `demo` from https://charts.example.com | 1.2.3 | 9.9 | demo | 1 | MIT |" in result.output
