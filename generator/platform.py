@@ -129,7 +129,7 @@ def external_secrets_context(loaded: LoadedEnvironment) -> dict[str, dict]:
     store = env.platform.secrets.store
     labels = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
               "app.kubernetes.io/component": "secrets", f"{naming.LABEL_PREFIX}/environment": env.name}
-    return {item.name: {"name": item.name, "namespace": item.namespace, "keys": item.keys, "labels": labels,
+    return {item.name: {"name": item.name, "namespace": item.namespace, "secret_keys": item.keys, "labels": labels,
                         "remote_key": item.remote_key or f"mlops/{env.name}/{item.name}",
                         "store": {"kind": store.kind, "name": store.name} if store else {}}
             for item in env.platform.secrets.items}
@@ -189,7 +189,7 @@ def secret_problems(layout: RepoLayout, loaded: LoadedEnvironment, components: l
             fix = f"add {{name: {name}, namespace: {namespace}, keys: [...]}} to platform.secrets.items"
         else:
             fix = (f"seal it: kubectl create secret generic {name} -n {namespace} --from-literal=KEY=VALUE "
-                   f"--dry-run=client -o yaml | kubeseal --format yaml > environments/{env.name}/secrets/{name}.yaml")
+                   f"--dry-run=client -o yaml | kubeseal --format yaml > environments/{env.name}/secrets/{namespace}-{name}.yaml")
         problems.append(Problem(display, f"Secret {namespace}/{name} is needed by {needed_by} but nothing in "
                                 f"{env.platform.secrets.backend} provides it", field="platform.secrets", fix=fix))
     return problems
