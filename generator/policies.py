@@ -77,6 +77,9 @@ _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _SECRET_ENV_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
+LONG_RUNNING_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "SeldonDeployment"})
+"""Kinds whose containers serve until stopped, and so need readiness and liveness probes."""
+
 FieldPath = tuple[str | int, ...]
 Claims = dict[tuple[str, str, str], tuple]
 """(environment, what, value) → (document id, path, field, object ref) of the first claimant."""
@@ -416,6 +419,14 @@ def pod_problems(d: Doc, pod_path: FieldPath, pod: dict) -> Iterator[Problem]:
             yield from _security_problems(
                 d, path, label, pod_context, as_dict(container.get("securityContext"))
             )
+            if group == "containers" and d.doc.get("kind") in LONG_RUNNING_KINDS:
+                for probe in ("readinessProbe", "livenessProbe"):
+                    if not container.get(probe):
+                        yield d.problem(
+                            (*path, probe),
+                            f"{label} has no {probe}",
+                            f"add a {probe} so Kubernetes knows when the container is ready and alive",
+                        )
             image = container.get("image")
             if d.env in DIGEST_REQUIRED_ENVIRONMENTS and not _DIGEST.search(str(image or "")):
                 yield d.problem(

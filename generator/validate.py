@@ -62,6 +62,9 @@ CRD_SCHEMAS = {
     ("kafka.strimzi.io/v1", "KafkaNodePool"): "kafka.strimzi.io/kafkanodepool_v1.json",
     ("bitnami.com/v1alpha1", "SealedSecret"): "bitnami.com/sealedsecret_v1alpha1.json",
     ("external-secrets.io/v1", "ExternalSecret"): "external-secrets.io/externalsecret_v1.json",
+    # Project-authored subsets (see schemas/SOURCES.md): upstream's Cluster CRD is too large to vendor.
+    ("postgresql.cnpg.io/v1", "Cluster"): "postgresql.cnpg.io/cluster_v1.json",
+    ("postgresql.cnpg.io/v1", "Database"): "postgresql.cnpg.io/database_v1.json",
 }
 """(apiVersion, kind) of every custom resource the project emits -> vendored schema file."""
 

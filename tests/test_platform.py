@@ -138,3 +138,16 @@ def test_tenancy_guard_rails_follow_the_environment(tmp_path):
     assert deny["spec"]["egress"] == [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
     limits = load(root, "environments/dev/rendered/platform/tenancy/limitrange.yaml")
     assert limits["spec"]["limits"][0]["default"] == {"cpu": "500m", "memory": "512Mi"}
+
+
+def test_long_running_containers_need_probes(tmp_path):
+    from generator.validate import Manifest, Validator
+
+    root = repo(tmp_path)
+    assert render(root).exit_code == 0
+    path = "environments/dev/rendered/models/churn/drift-detector-deployment.yaml"
+    doc = load(root, path)
+    del doc["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    problems = Validator(root / "schemas").validate([Manifest(path, doc, "dev")])
+    assert [p.field for p in problems] == ["spec.template.spec.containers[0].livenessProbe"]
+    assert "container 'drift-detector' has no livenessProbe" in problems[0].message

@@ -38,6 +38,8 @@ def container(name: str, image: str = IMAGE) -> dict:
         "image": image,
         "resources": copy.deepcopy(LIMITS),
         "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
     }
 
 
