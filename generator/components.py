@@ -51,6 +51,8 @@ class Component(Strict):
     app_version: str | None = None
     secrets: list[Name] = []
     settings: dict[str, Any] = {}
+    ignore_differences: list[dict[str, Any]] = []
+    """Argo CD ``ignoreDifferences`` entries for fields the component's controllers write at run time."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,13 @@ PLATFORM_PROJECT = "platform"
 SECRETS_WAVE = -28
 """Credentials sync right after the Sealed Secrets controller (wave -30), before anything uses them."""
 TENANCY_WAVE = MODELS_WAVE - 10
+IGNORE_WEBHOOK_CA = [
+    # Operators inject their own CA into their webhooks at run time; Git never holds it.
+    {"group": "admissionregistration.k8s.io", "kind": "MutatingWebhookConfiguration",
+     "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"]},
+    {"group": "admissionregistration.k8s.io", "kind": "ValidatingWebhookConfiguration",
+     "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"]},
+]
 
 
 def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnvironment,
@@ -32,11 +39,11 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
     """All platform files of one environment, in a stable order."""
     env = loaded.env
     source = layout.relative(loaded.path)
-    digest = platform_hash(loaded, components)
+    env_digest = platform_hash(loaded, [])
     base = {"env": loaded.env_json}
     files: list[RenderedFile] = []
 
-    def emit(template: str, path: str, context: dict[str, Any]) -> None:
+    def emit(template: str, path: str, context: dict[str, Any], digest: str = env_digest) -> None:
         document = renderer.render_document(template, {**base, **context}, source)
         meta = document.get("metadata") or {}
         files.append(RenderedFile(path, header(source, digest) + yamlio.dump(document), document, env.name,
@@ -46,6 +53,7 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
     for component in enabled_components(components, env):
         override = env.platform.components.get(component.name)
         spec = component.spec
+        digest = platform_hash(loaded, [component])  # a component's files change only with it
         if spec.source.kind == "helm":
             values = deep_merge(component.values, override.values if override else {})
             app_source = {"repoURL": spec.source.repo_url, "chart": spec.source.chart,
@@ -57,11 +65,12 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
             context = {"settings": settings, "component": spec.model_dump(mode="json")}
             for template in component.templates:
                 name = template.rsplit("/", 1)[-1].removesuffix(".j2")
-                emit(f"@apps/{template}", f"{folder}/{name}", context)
+                emit(f"@apps/{template}", f"{folder}/{name}", context, digest)
             app_source = _repo_source(env, folder)
         emit("application.yaml.j2", f"{rendered}/apps/platform-{component.name}.yaml", {"app": _app(
             env, f"platform-{component.name}", spec.namespace, spec.wave, app_source,
-            ["CreateNamespace=true", "ServerSideApply=true", "PruneLast=true"], component.name)})
+            ["CreateNamespace=true", "ServerSideApply=true", "PruneLast=true", "RespectIgnoreDifferences=true"],
+            component.name, IGNORE_WEBHOOK_CA + spec.ignore_differences)}, digest)
 
     tenancy = tenancy_context(loaded)
     folder = f"{rendered}/platform/tenancy"
@@ -91,8 +100,9 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
 
 
 def _app(env: Any, name: str, namespace: str, wave: int, source: dict, sync_options: list[str],
-         component: str) -> dict:
-    return {"name": f"{name}-{env.name}", "project": PLATFORM_PROJECT, "namespace": namespace, "wave": wave,
+         component: str, ignore_differences: list[dict] | None = None) -> dict:
+    extra = {"ignore_differences": ignore_differences} if ignore_differences else {}
+    return {**extra, "name": f"{name}-{env.name}", "project": PLATFORM_PROJECT, "namespace": namespace, "wave": wave,
             "labels": {"app.kubernetes.io/name": component, "app.kubernetes.io/component": "platform",
                        "app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
                        f"{naming.LABEL_PREFIX}/environment": env.name},

@@ -65,6 +65,7 @@ CRD_SCHEMAS = {
     # Project-authored subsets (see schemas/SOURCES.md): upstream's Cluster CRD is too large to vendor.
     ("postgresql.cnpg.io/v1", "Cluster"): "postgresql.cnpg.io/cluster_v1.json",
     ("postgresql.cnpg.io/v1", "Database"): "postgresql.cnpg.io/database_v1.json",
+    ("networking.istio.io/v1", "Gateway"): "networking.istio.io/gateway_v1.json",
 }
 """(apiVersion, kind) of every custom resource the project emits -> vendored schema file."""
 
