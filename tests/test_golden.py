@@ -50,3 +50,32 @@ def test_rendered_output_matches_golden(tmp_path, case, update_golden):
     assert sorted(actual) == sorted(expected)
     for name in expected:
         assert actual[name] == expected[name], f"{case}/{name} differs from golden (review, then --update-golden)"
+
+
+def test_platform_applications_match_golden(tmp_path, update_golden):
+    """The real apps/ pins rendered for prod: every platform Application and manifest, byte for byte."""
+    import shutil
+
+    from helpers import REPO
+
+    for folder in ("templates", "schemas", "apps"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    (tmp_path / "environments/prod").mkdir(parents=True)
+    shutil.copy(REPO / "environments/prod/environment.yaml", tmp_path / "environments/prod/environment.yaml")
+    shutil.copytree(REPO / "environments/prod/secrets", tmp_path / "environments/prod/secrets")
+    result = CliRunner().invoke(cli, ["render", "--repo-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+
+    rendered = tmp_path / "environments/prod/rendered"
+    actual = {p.relative_to(rendered).as_posix(): p.read_text() for p in sorted(rendered.rglob("*.yaml"))
+              if p.name.startswith("platform-") or "platform/" in p.relative_to(rendered).as_posix()}
+    golden_dir = GOLDEN / "platform-prod"
+    if update_golden:
+        shutil.rmtree(golden_dir, ignore_errors=True)
+        for name, text in actual.items():
+            (golden_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (golden_dir / name).write_text(text)
+    expected = {p.relative_to(golden_dir).as_posix(): p.read_text() for p in sorted(golden_dir.rglob("*.yaml"))}
+    assert sorted(actual) == sorted(expected)
+    for name in expected:
+        assert actual[name] == expected[name], f"platform-prod/{name} differs from golden (review, then --update-golden)"
