@@ -199,7 +199,8 @@ def secret_problems(layout: RepoLayout, loaded: LoadedEnvironment, components: l
             fix = f"add {{name: {name}, namespace: {namespace}, keys: [...]}} to platform.secrets.items"
         else:
             fix = (f"seal it: kubectl create secret generic {name} -n {namespace} --from-literal=KEY=VALUE "
-                   f"--dry-run=client -o yaml | kubeseal --format yaml > environments/{env.name}/secrets/{namespace}-{name}.yaml")
+                   f"--dry-run=client -o yaml | kubeseal --cert sealed-secrets-{env.name}.crt --format yaml "
+                   f"> environments/{env.name}/secrets/{namespace}-{name}.yaml")
         problems.append(Problem(display, f"Secret {namespace}/{name} is needed by {needed_by} but nothing in "
                                 f"{env.platform.secrets.backend} provides it", field="platform.secrets", fix=fix))
     return problems

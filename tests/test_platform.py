@@ -101,7 +101,7 @@ def test_referenced_secret_without_sealed_secret(tmp_path):
     result = render(root)
     assert result.exit_code == 5
     assert "Secret demo/demo-db is needed by component demo but nothing in sealed-secrets provides it" in result.output
-    assert "kubeseal --format yaml > environments/dev/secrets/demo-demo-db.yaml" in result.output
+    assert "kubeseal --cert sealed-secrets-dev.crt --format yaml > environments/dev/secrets/demo-demo-db.yaml" in result.output
 
 
 def test_plain_secret_in_the_secrets_folder_is_refused(tmp_path):
