@@ -28,13 +28,15 @@ ENVS = ("dev", "staging", "prod")
 
 
 def build_repo(root: Path, models: int) -> None:
-    """A repository with ``models`` copies of the example model in every environment."""
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "schemas", root / "schemas")
+    """A repository with ``models`` copies of the example model in every environment, and the real
+    platform (apps/ and sealed credentials), so each run also renders every environment's platform."""
+    for folder in ("templates", "schemas", "apps"):
+        shutil.copytree(REPO / folder, root / folder)
     for env in ENVS:
         source = REPO / "environments" / env
         (root / "environments" / env / "models").mkdir(parents=True)
         shutil.copy(source / "environment.yaml", root / "environments" / env / "environment.yaml")
+        shutil.copytree(source / "secrets", root / "environments" / env / "secrets")
         example = (source / "models" / "fraud-detector.yaml").read_text()
         for index in range(models):
             name = f"model-{index:04d}"

@@ -25,7 +25,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = REPO / "bootstrap" / "argocd"
 UPSTREAM = BOOTSTRAP / "upstream" / "install.yaml"
-VENDORED = REPO.parent / "shared" / "vendor" / "argo-cd" / "v3.5.1" / "install.yaml"
 SELDON_LUA = BOOTSTRAP / "health" / "seldondeployment.lua"
 APPLICATION_LUA = BOOTSTRAP / "health" / "application.lua"
 SELDON_IGNORE = BOOTSTRAP / "diff" / "seldondeployment-ignore-differences.yaml"
@@ -63,12 +62,6 @@ def recorded_sha256() -> str:
 
 def test_upstream_manifest_matches_its_recorded_hash():
     assert hashlib.sha256(UPSTREAM.read_bytes()).hexdigest() == recorded_sha256()
-
-
-def test_upstream_manifest_is_byte_identical_to_the_vendored_release():
-    if not VENDORED.is_file():
-        pytest.skip(f"the shared vendor set is not beside the repository ({VENDORED})")
-    assert UPSTREAM.read_bytes() == VENDORED.read_bytes()
 
 
 def test_sources_name_the_release_and_forbid_edits():
