@@ -122,8 +122,12 @@ def tenancy_context(loaded: LoadedEnvironment) -> dict:
     return {
         "namespace": env.namespaces.models,
         "labels": labels,
+        # Enforce "baseline", warn and audit "restricted": Istio's init container (without the Istio CNI)
+        # and Seldon's injected executor do not meet "restricted", and enforcing it would block them.
         "namespace_labels": {**labels, "istio-injection": "enabled",
-                             "pod-security.kubernetes.io/enforce": "restricted"},
+                             "pod-security.kubernetes.io/enforce": "baseline",
+                             "pod-security.kubernetes.io/warn": "restricted",
+                             "pod-security.kubernetes.io/audit": "restricted"},
         "quota": tenancy.quota.model_dump(mode="json"),
         "default_limits": tenancy.default_limits.model_dump(mode="json"),
         "default_requests": tenancy.default_requests.model_dump(mode="json"),
