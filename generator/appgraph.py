@@ -21,6 +21,7 @@ from generator.bootstrap import PROD_LIKE
 from generator.components import EXACT_VERSION_RE
 from generator.errors import Problem
 from generator.layout import RepoLayout
+from generator.platform import SYSTEM_NAMESPACES
 from generator.policies import CLUSTER_SCOPED_KINDS
 from generator.render import PROJECTS_DIR
 
@@ -55,6 +56,45 @@ def graph_problems(layout: RepoLayout, envs: list[str]) -> list[Problem]:
         apps += [_App(layout.relative(p), _load(p)) for p in sorted(layout.rendered_apps_dir(env).glob("*.yaml"))]
         for app in apps:
             problems += _app_problems(layout, env, app, projects)
+        problems += _namespace_order_problems(layout, apps[1:])
+    return problems
+
+
+def _wave(app: _App) -> int:
+    return int((app.doc.get("metadata") or {}).get("annotations", {}).get("argocd.argoproj.io/sync-wave", 0))
+
+
+def _objects(layout: RepoLayout, app: _App) -> list[dict]:
+    path = (app.spec.get("source") or {}).get("path")
+    folder = layout.root / str(path) if path else None
+    if folder is None or not folder.is_dir():
+        return []
+    return [d for p in sorted(folder.glob("*.yaml")) for d in yamlio.load_all(p.read_text(encoding="utf-8"))
+            if isinstance(d, dict)]
+
+
+def _namespace_order_problems(layout: RepoLayout, apps: list[_App]) -> list[Problem]:
+    """Every namespace an Application syncs into must exist by its wave: created in an earlier wave by a
+    Namespace object, or by the Application itself (CreateNamespace=true for its destination)."""
+    created: dict[str, int] = {}
+    contents = {app.path: _objects(layout, app) for app in apps}
+    for app in apps:
+        for doc in contents[app.path]:
+            if doc.get("kind") == "Namespace":
+                name = (doc.get("metadata") or {}).get("name", "")
+                created[name] = min(created.get(name, _wave(app)), _wave(app))
+    problems = []
+    for app in apps:
+        destination = (app.spec.get("destination") or {}).get("namespace", "")
+        own = destination if "CreateNamespace=true" in ((app.spec.get("syncPolicy") or {}).get("syncOptions") or []) else None
+        needed = {(d.get("metadata") or {}).get("namespace") or destination for d in contents[app.path]
+                  if d.get("kind") not in CLUSTER_SCOPED_KINDS}
+        for namespace in sorted(needed - SYSTEM_NAMESPACES - {own}):
+            if created.get(namespace, _wave(app)) >= _wave(app):
+                problems.append(Problem(app.path, f"Application/{app.name}: syncs into namespace {namespace!r} "
+                                        f"(wave {_wave(app)}), which no earlier wave creates",
+                                        field="metadata.annotations", fix="add the namespace to a component in "
+                                        "apps/ (platform-namespaces creates them first), or sync this app later"))
     return problems
 
 

@@ -22,6 +22,8 @@ from generator.render import MODELS_WAVE, RenderedFile, Renderer, header
 from generator.validate import Manifest
 
 PLATFORM_PROJECT = "platform"
+NAMESPACES_WAVE = -40
+"""Namespaces first: credentials and components sync into namespaces that already exist."""
 SECRETS_WAVE = -28
 """Credentials sync right after the Sealed Secrets controller (wave -30), before anything uses them."""
 TENANCY_WAVE = MODELS_WAVE - 10
@@ -72,10 +74,16 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
             ["CreateNamespace=true", "ServerSideApply=true", "PruneLast=true", "RespectIgnoreDifferences=true"],
             component.name, IGNORE_WEBHOOK_CA + spec.ignore_differences)}, digest)
 
+    folder = f"{rendered}/platform/namespaces"
+    for namespace in namespaces_context(loaded, components):
+        emit("namespace.yaml.j2", f"{folder}/{namespace['name']}.yaml", {"namespace": namespace})
+    emit("application.yaml.j2", f"{rendered}/apps/platform-namespaces.yaml", {"app": _app(
+        env, "platform-namespaces", env.namespaces.models, NAMESPACES_WAVE, _repo_source(env, folder), [],
+        "namespaces")})
+
     tenancy = tenancy_context(loaded)
     folder = f"{rendered}/platform/tenancy"
-    for template, name in (("namespace.yaml.j2", "namespace.yaml"), ("resourcequota.yaml.j2", "resourcequota.yaml"),
-                           ("limitrange.yaml.j2", "limitrange.yaml"),
+    for template, name in (("resourcequota.yaml.j2", "resourcequota.yaml"), ("limitrange.yaml.j2", "limitrange.yaml"),
                            ("networkpolicy.yaml.j2", "networkpolicy-default-deny.yaml")):
         emit(template, f"{folder}/{name}", {"tenancy": tenancy, "policy": "default_deny",
                                              "network_policies": tenancy["network_policies"]})
@@ -111,6 +119,22 @@ def _app(env: Any, name: str, namespace: str, wave: int, source: dict, sync_opti
 
 def _repo_source(env: Any, path: str) -> dict:
     return {"repoURL": env.argocd.repo_url, "targetRevision": env.argocd.target_revision, "path": path}
+
+
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "default"})
+"""Namespaces Kubernetes owns: components may deploy there, the platform never manages them."""
+
+
+def namespaces_context(loaded: LoadedEnvironment, components: list[LoadedComponent]) -> list[dict]:
+    """Every namespace the environment's platform and models use, with its labels, sorted by name."""
+    env = loaded.env
+    base = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+            f"{naming.LABEL_PREFIX}/environment": env.name}
+    names = {c.spec.namespace for c in enabled_components(components, env)} | {
+        env.namespaces.monitoring, env.namespaces.kafka, env.namespaces.ingress}
+    result = [{"name": name, "labels": base} for name in sorted(names - SYSTEM_NAMESPACES - {env.namespaces.models})]
+    models = {"name": env.namespaces.models, "labels": tenancy_context(loaded)["namespace_labels"]}
+    return sorted([*result, models], key=lambda n: n["name"])
 
 
 def tenancy_context(loaded: LoadedEnvironment) -> dict:

@@ -96,3 +96,18 @@ def test_missing_root_app(tmp_path):
     root = copy_example_repo(tmp_path)
     (root / "bootstrap/root-staging.yaml").unlink()
     assert "bootstrap/root-staging.yaml: root app is missing" in messages(root)
+
+
+def test_namespace_must_exist_before_the_wave_that_uses_it(tmp_path):
+    root = copy_example_repo(tmp_path)
+    secret = root / "environments/dev/secrets/models-dev-s3-credentials.yaml"
+    secret.write_text(secret.read_text().replace("namespace: models-dev", "namespace: analytics"))
+    assert ("Application/platform-secrets-dev: syncs into namespace 'analytics' (wave -28), which no earlier "
+            "wave creates") in messages(root)
+
+
+def test_namespaces_app_must_come_first(tmp_path):
+    root = copy_example_repo(tmp_path)
+    edit(root, "environments/dev/rendered/apps/platform-namespaces.yaml",
+         lambda d: d["metadata"]["annotations"].update({"argocd.argoproj.io/sync-wave": "0"}))
+    assert "Application/platform-secrets-dev: syncs into namespace 'databases' (wave -28)" in messages(root)
