@@ -53,6 +53,11 @@ class Component(Strict):
     settings: dict[str, Any] = {}
     ignore_differences: list[dict[str, Any]] = []
     """Argo CD ``ignoreDifferences`` entries for fields the component's controllers write at run time."""
+    env_values: dict[str, str] = {}
+    """Helm value paths set from the environment spec, e.g. ``extraEnvVars.MLFLOW_S3_ENDPOINT_URL: s3.endpoint``,
+    so a setting lives once, in environment.yaml."""
+    replaceable: bool = False
+    """May be disabled although others depend on it: an existing external service takes its place."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,25 @@ def enabled_components(components: list[LoadedComponent], env: Environment) -> l
     return chosen
 
 
+def environment_values(component: LoadedComponent, env_json: dict) -> dict:
+    """The Helm values the component takes from the environment spec (``env_values``), as a nested dict.
+
+    Raises:
+        KeyError: an ``env_values`` source path that the environment spec does not have.
+    """
+    values: dict = {}
+    for target, source in component.spec.env_values.items():
+        value: Any = env_json
+        for part in source.split("."):
+            value = value[part]
+        node = values
+        *parents, leaf = target.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return values
+
+
 def override_problems(components: list[LoadedComponent], env: Environment, display: str) -> list[Problem]:
     """Overrides in ``environment.yaml`` that name no component, or do not fit its kind."""
     by_name = {c.name: c for c in components}
@@ -159,11 +183,18 @@ def override_problems(components: list[LoadedComponent], env: Environment, displ
         if unknown := sorted(set(override.settings) - set(component.spec.settings)):
             problems.append(Problem(display, f"unknown settings {unknown}", field=f"{where}.settings",
                                     fix=f"known settings: {', '.join(sorted(component.spec.settings)) or 'none'}"))
+    env_json = env.model_dump(mode="json")
     for component in components:
+        try:
+            environment_values(component, env_json)
+        except (KeyError, TypeError) as exc:
+            problems.append(Problem(f"{component.folder}/component.yaml", f"env_values reads {exc} which "
+                                    "environment.yaml does not have", field="env_values",
+                                    fix="use a field path of the environment spec, e.g. s3.endpoint"))
         if component.name not in enabled:
             continue
         for dependency in component.spec.depends_on:
-            if dependency in by_name and dependency not in enabled:
+            if dependency in by_name and dependency not in enabled and not by_name[dependency].spec.replaceable:
                 problems.append(Problem(display, f"{component.name} is enabled but its dependency {dependency} is not",
                                         field=f"platform.components.{dependency}.enabled",
                                         fix=f"enable {dependency}, or disable {component.name}"))

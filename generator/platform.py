@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from generator import naming, yamlio
-from generator.components import LoadedComponent, enabled_components
+from generator.components import LoadedComponent, enabled_components, environment_values
 from generator.errors import Problem
 from generator.layout import RENDERED_DIR, RepoLayout
 from generator.loader import LoadedEnvironment, deep_merge
@@ -57,7 +57,8 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
         spec = component.spec
         digest = platform_hash(loaded, [component])  # a component's files change only with it
         if spec.source.kind == "helm":
-            values = deep_merge(component.values, override.values if override else {})
+            values = deep_merge(deep_merge(component.values, environment_values(component, loaded.env_json)),
+                                override.values if override else {})
             app_source = {"repoURL": spec.source.repo_url, "chart": spec.source.chart,
                           "targetRevision": spec.source.version,
                           "helm": {"releaseName": spec.source.release_name, "valuesObject": values}}

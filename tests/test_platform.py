@@ -151,3 +151,28 @@ def test_long_running_containers_need_probes(tmp_path):
     problems = Validator(root / "schemas").validate([Manifest(path, doc, "dev")])
     assert [p.field for p in problems] == ["spec.template.spec.containers[0].livenessProbe"]
     assert "container 'drift-detector' has no livenessProbe" in problems[0].message
+
+
+def test_values_from_the_environment_and_a_replaceable_dependency(tmp_path):
+    root = repo(tmp_path)
+    write_yaml(root / "apps/cache/component.yaml", {**MANIFESTS, "depends_on": []})
+    write_yaml(root / "apps/user/component.yaml", {
+        **HELM, "name": "user", "wave": 10, "depends_on": ["demo"], "secrets": [],
+        "env_values": {"extraEnv.S3_ENDPOINT": "s3.endpoint", "extraEnv.REGION": "s3.region"}})
+    write_yaml(root / "apps/demo/component.yaml", {**HELM, "replaceable": True})
+    env = environment("dev", s3={"endpoint": "https://minio.example.com", "credentials_secret": "s3-credentials"},
+                      platform={"components": {"demo": {"enabled": False}}})
+    write_yaml(root / "environments/dev/environment.yaml", env)
+    result = render(root)
+    assert result.exit_code == 0, result.output
+    app = load(root, "environments/dev/rendered/apps/platform-user.yaml")
+    assert app["spec"]["source"]["helm"]["valuesObject"]["extraEnv"] == {
+        "S3_ENDPOINT": "https://minio.example.com", "REGION": "us-east-1"}
+    assert not (root / "environments/dev/rendered/apps/platform-demo.yaml").exists()
+
+
+def test_env_values_must_name_an_environment_field(tmp_path):
+    root = repo(tmp_path)
+    write_yaml(root / "apps/demo/component.yaml", {**HELM, "env_values": {"x": "s3.nope"}})
+    result = render(root)
+    assert result.exit_code == 3 and "apps/demo/component.yaml: env_values: env_values reads 'nope'" in result.output
