@@ -111,3 +111,14 @@ def test_namespaces_app_must_come_first(tmp_path):
     edit(root, "environments/dev/rendered/apps/platform-namespaces.yaml",
          lambda d: d["metadata"]["annotations"].update({"argocd.argoproj.io/sync-wave": "0"}))
     assert "Application/platform-secrets-dev: syncs into namespace 'databases' (wave -28)" in messages(root)
+
+
+def test_bootstrap_build_is_checked(tmp_path):
+    from generator.appgraph import kustomize_problems
+
+    root = copy_example_repo(tmp_path)
+    assert kustomize_problems(RepoLayout(root)) == []
+    kustomization = root / "bootstrap/argocd/kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("upstream/install.yaml", "upstream/missing.yaml"))
+    (problem,) = kustomize_problems(RepoLayout(root))
+    assert problem.file == "bootstrap/argocd" and "kubectl kustomize fails" in problem.message
