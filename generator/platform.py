@@ -82,12 +82,14 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
         env, "platform-namespaces", env.namespaces.models, NAMESPACES_WAVE, _repo_source(env, folder), [],
         "namespaces")})
 
-    tenancy = tenancy_context(loaded)
+    mesh = next((c.spec.namespace for c in enabled_components(components, env) if c.name == ISTIO_CONTROL_PLANE), None)
+    tenancy = tenancy_context(loaded, mesh)
     folder = f"{rendered}/platform/tenancy"
-    for template, name in (("resourcequota.yaml.j2", "resourcequota.yaml"), ("limitrange.yaml.j2", "limitrange.yaml"),
-                           ("networkpolicy.yaml.j2", "networkpolicy-default-deny.yaml")):
-        emit(template, f"{folder}/{name}", {"tenancy": tenancy, "policy": "default_deny",
-                                             "network_policies": tenancy["network_policies"]})
+    for template, name in (("resourcequota.yaml.j2", "resourcequota.yaml"), ("limitrange.yaml.j2", "limitrange.yaml")):
+        emit(template, f"{folder}/{name}", {"tenancy": tenancy})
+    for policy in tenancy["network_policies"]:
+        emit("networkpolicy.yaml.j2", f"{folder}/networkpolicy-{policy.replace('_', '-')}.yaml",
+             {"policy": policy, "network_policies": tenancy["network_policies"]})
     emit("application.yaml.j2", f"{rendered}/apps/platform-tenancy.yaml", {"app": _app(
         env, "platform-tenancy", env.namespaces.models, TENANCY_WAVE, _repo_source(env, folder), ["PruneLast=true"],
         "tenancy")})
@@ -138,8 +140,14 @@ def namespaces_context(loaded: LoadedEnvironment, components: list[LoadedCompone
     return sorted([*result, models], key=lambda n: n["name"])
 
 
-def tenancy_context(loaded: LoadedEnvironment) -> dict:
-    """Namespace, quota, default resources and default-deny policy of the model namespace."""
+ISTIO_CONTROL_PLANE = "istiod"
+ISTIOD_XDS_PORT = 15012
+"""Sidecars in the model namespace fetch config and certificates from istiod on this port."""
+
+
+def tenancy_context(loaded: LoadedEnvironment, mesh_namespace: str | None = None) -> dict:
+    """Namespace labels, quota, default resources and network policies of the model namespace: deny all
+    but DNS, plus the sidecars' connection to istiod when the mesh runs (``mesh_namespace``)."""
     env = loaded.env
     labels = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
               "app.kubernetes.io/component": "tenancy", f"{naming.LABEL_PREFIX}/environment": env.name}
@@ -156,9 +164,14 @@ def tenancy_context(loaded: LoadedEnvironment) -> dict:
         "quota": tenancy.quota.model_dump(mode="json"),
         "default_limits": tenancy.default_limits.model_dump(mode="json"),
         "default_requests": tenancy.default_requests.model_dump(mode="json"),
-        "network_policies": {"default_deny": {
-            "name": "default-deny", "namespace": env.namespaces.models, "labels": labels, "pod_selector": {},
-            "ingress": [], "egress": []}},
+        "network_policies": {
+            "default_deny": {"name": "default-deny", "namespace": env.namespaces.models, "labels": labels,
+                             "pod_selector": {}, "ingress": [], "egress": []},
+            **({"allow_istio": {"name": "allow-istio-control-plane", "namespace": env.namespaces.models,
+                                "labels": labels, "pod_selector": {}, "ingress": [],
+                                "egress": [{"namespace": mesh_namespace, "port": ISTIOD_XDS_PORT}]}}
+               if mesh_namespace else {}),
+        },
     }
 
 

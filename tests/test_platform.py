@@ -176,3 +176,16 @@ def test_env_values_must_name_an_environment_field(tmp_path):
     write_yaml(root / "apps/demo/component.yaml", {**HELM, "env_values": {"x": "s3.nope"}})
     result = render(root)
     assert result.exit_code == 3 and "apps/demo/component.yaml: env_values: env_values reads 'nope'" in result.output
+
+
+def test_sidecars_may_reach_istiod_when_the_mesh_runs(tmp_path):
+    root = repo(tmp_path)
+    assert render(root).exit_code == 0
+    assert not (root / "environments/dev/rendered/platform/tenancy/networkpolicy-allow-istio.yaml").exists()
+    write_yaml(root / "apps/istiod/component.yaml", {**HELM, "name": "istiod", "namespace": "istio-system",
+                                                     "secrets": [], "wave": -24})
+    assert render(root).exit_code == 0
+    policy = load(root, "environments/dev/rendered/platform/tenancy/networkpolicy-allow-istio.yaml")
+    assert policy["spec"]["egress"][1] == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}],
+        "ports": [{"protocol": "TCP", "port": 15012}]}
