@@ -1,0 +1,364 @@
+"""The inference-log record: the one schema the model server writes and the drift detector reads.
+
+One Kafka message carries one JSON object (UTF-8, compact)::
+
+    {"schema_version": 1, "model": "fraud-detector", "version": "7", "predictor": "main",
+     "request_id": "3f2a…", "timestamp": 1767225600.123, "features": [12.5, 3, "grocery", 1],
+     "prediction": 0.03}
+
+``features`` are the model's inputs in the order of the release spec's ``drift.features``; numeric
+features are JSON numbers, categorical features one of the listed categories. ``prediction`` is any
+JSON value. Unknown keys are refused, so a producer that changes the format must bump
+``schema_version`` (readers refuse versions they do not know rather than misread them).
+
+Which function to call:
+
+* producers (the model server): :func:`encode` of an :class:`InferenceRecord` (or a plain ``dict``
+  that is validated first);
+* a reader that wants one validated object: :func:`decode`, raising :class:`RecordError` with a short
+  machine ``reason``;
+* the drift detector's consumer, per ``getmany`` batch: :func:`decode_batch`. It validates the same
+  schema without building a pydantic object per record (about 2x faster, see the benchmark note on
+  :func:`decode_batch`) and returns the feature matrix ready for ``FittedDetector.score``, the
+  ``(model, version, predictor)`` key of each row, and ``(position, reason)`` for every rejected
+  payload, so the caller can send those to the dead-letter topic::
+
+      batch = decode_batch([m.value for m in messages], n_features, categories)
+      for pos, reason in batch.errors: ...                  # dead-letter messages[pos], count reason
+      for key, idx in batch.groups().items(): ...           # append batch.rows[idx] to key's window
+
+Rejection reasons (label values of the rejected-records metric): ``not_json``, ``schema``,
+``unsupported_version`` (all three from :func:`decode` too), and from :func:`decode_batch` also
+``feature_count`` (the list has the wrong length) and ``feature_type`` (a numeric feature that is not a
+number, or a categorical value that is not a scalar).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+try:  # orjson is 5-10x faster than json on these records; the service image installs it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised only where orjson is absent
+    _orjson = None
+
+__all__ = [
+    "REASONS",
+    "SCHEMA_VERSION",
+    "UNKNOWN_CATEGORY",
+    "DecodedBatch",
+    "InferenceRecord",
+    "RecordError",
+    "decode",
+    "decode_batch",
+    "encode",
+]
+
+SCHEMA_VERSION = 1
+
+#: Every reason a payload can be rejected for, in the order the checks run.
+REASONS = ("not_json", "schema", "unsupported_version", "feature_count", "feature_type")
+
+#: Code of a categorical value that is not one of the configured categories. It stays in the window
+#: (an unseen category is itself a sign of drift) and the Chi² test counts it as one more category.
+UNKNOWN_CATEGORY = -1.0
+
+FeatureValue = float | int | str | bool | None
+
+
+class RecordError(ValueError):
+    """A payload that is not a valid inference-log record; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class InferenceRecord(BaseModel):
+    """One logged prediction. Strict types: a producer bug should surface here, not as odd drift."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    version: str
+    predictor: str
+    request_id: str
+    timestamp: float
+    features: list[FeatureValue]
+    prediction: Any
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema_version {value}, this reader knows {SCHEMA_VERSION}")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _finite_timestamp(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("timestamp must be finite")
+        return value
+
+
+_REQUIRED = frozenset({"model", "version", "predictor", "request_id", "timestamp", "features", "prediction"})
+_WITH_VERSION = _REQUIRED | {"schema_version"}
+
+
+def _refuse_constant(name: str) -> Any:
+    # The stdlib parser accepts NaN/Infinity, which are not JSON; orjson refuses them, so must we.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+if _orjson is not None:
+    _loads = _orjson.loads
+    _JSONError: tuple[type[Exception], ...] = (_orjson.JSONDecodeError,)
+
+    def _dumps(obj: Any) -> bytes:
+        return _orjson.dumps(obj)
+else:  # pragma: no cover
+
+    def _loads(payload: bytes | str) -> Any:
+        return json.loads(payload, parse_constant=_refuse_constant)
+
+    _JSONError = (ValueError, UnicodeDecodeError)
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+
+
+def encode(record: InferenceRecord | Mapping[str, Any]) -> bytes:
+    """Serialise ``record`` to compact UTF-8 JSON (a mapping is validated as an InferenceRecord first)."""
+    if not isinstance(record, InferenceRecord):
+        record = InferenceRecord.model_validate(dict(record))
+    return _dumps(record.model_dump(mode="json"))
+
+
+def _version_problem(obj: dict) -> str | None:
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if type(version) is int and version != SCHEMA_VERSION:
+        return f"schema_version {version} is not supported (this reader knows {SCHEMA_VERSION})"
+    return None
+
+
+def decode(payload: bytes) -> InferenceRecord:
+    """Parse and validate one payload; raise :class:`RecordError` (``not_json``, ``schema``,
+    ``unsupported_version``) if it is not a valid record."""
+    try:
+        obj = _loads(payload)
+    except _JSONError as exc:
+        raise RecordError("not_json", str(exc)) from None
+    if type(obj) is not dict:
+        raise RecordError("schema", f"expected a JSON object, got {type(obj).__name__}")
+    # The version is looked at before the rest: a newer record may legitimately have other fields.
+    problem = _version_problem(obj)
+    if problem:
+        raise RecordError("unsupported_version", problem)
+    try:
+        return InferenceRecord.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise RecordError("schema", f"{where}: {first['msg']}") from None
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """What :func:`decode_batch` returns; row ``i`` of every per-row field belongs together.
+
+    ``rows``: float64 matrix ``(n_valid, n_features)`` in feature order, categorical values replaced by
+    the index of their category (:data:`UNKNOWN_CATEGORY` if not listed). ``positions``: index of each
+    row's payload in the input list (for offsets and dead-lettering). ``keys``: ``(model, version,
+    predictor)`` of each row. ``timestamps``: the records' ``timestamp``. ``errors``: ``(position,
+    reason)`` of every rejected payload, in input order.
+    """
+
+    rows: np.ndarray
+    positions: np.ndarray
+    keys: list[tuple[str, str, str]]
+    timestamps: np.ndarray
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def groups(self) -> dict[tuple[str, str, str], np.ndarray]:
+        """Row indices per ``(model, version, predictor)``, in arrival order (windows are per key)."""
+        out: dict[tuple[str, str, str], list[int]] = {}
+        for i, key in enumerate(self.keys):
+            bucket = out.get(key)
+            if bucket is None:
+                out[key] = bucket = []
+            bucket.append(i)
+        return {key: np.asarray(idx, dtype=np.intp) for key, idx in out.items()}
+
+
+def _is_number(value: object) -> bool:
+    kind = type(value)
+    return (kind is float and math.isfinite(value)) or kind is int or kind is bool  # type: ignore[arg-type]
+
+
+def decode_batch(
+    payloads: Sequence[bytes],
+    n_features: int,
+    categories: Sequence[Sequence[Any] | None] | None = None,
+) -> DecodedBatch:
+    """Decode and validate a batch of payloads into a feature matrix; never raises for bad payloads.
+
+    ``n_features`` is the length every ``features`` list must have. ``categories`` (optional, one entry
+    per feature) is ``None`` for a numeric feature and the list of categories of a categorical one, as
+    in the drift config; without it every feature must be numeric. Booleans count as the numbers 0/1.
+
+    Same acceptance as :func:`decode` for the envelope (keys, string fields, version), plus the feature
+    checks. It parses with orjson and checks fields with plain ``type()`` tests, then converts all
+    feature lists with one ``np.array`` call, falling back to a per-row check only if that call finds a
+    bad row. Measured on this project's 2-core machine, 20 numeric features, batches of 500: about
+    350k records/s (2.9 us each), against 160k/s for :func:`decode` per record; with 5 of 20 features
+    categorical about 190k/s (see tests/test_drift_core.py::test_decode_batch_throughput).
+    """
+    if categories is not None and len(categories) != n_features:
+        raise ValueError(f"categories has {len(categories)} entries for {n_features} features")
+    cat_columns = [] if categories is None else [j for j, c in enumerate(categories) if c is not None]
+    lookups = {j: _category_lookup(categories[j]) for j in cat_columns} if categories else {}
+
+    loads = _loads
+    errors: list[tuple[int, str]] = []
+    positions: list[int] = []
+    keys: list[tuple[str, str, str]] = []
+    stamps: list[float] = []
+    feats: list[list] = []
+    for pos, payload in enumerate(payloads):
+        try:
+            obj = loads(payload)
+        except _JSONError:
+            errors.append((pos, "not_json"))
+            continue
+        except TypeError:  # not bytes/str at all (a tombstone's None value)
+            errors.append((pos, "not_json"))
+            continue
+        if type(obj) is not dict:
+            errors.append((pos, "schema"))
+            continue
+        present = obj.keys()
+        if present != _REQUIRED:
+            if present != _WITH_VERSION:
+                errors.append((pos, "unsupported_version" if _version_problem(obj) else "schema"))
+                continue
+            version = obj["schema_version"]
+            if type(version) is not int:
+                errors.append((pos, "schema"))
+                continue
+            if version != SCHEMA_VERSION:
+                errors.append((pos, "unsupported_version"))
+                continue
+        model = obj["model"]
+        ver = obj["version"]
+        pred = obj["predictor"]
+        ts = obj["timestamp"]
+        f = obj["features"]
+        if (
+            type(model) is not str
+            or type(ver) is not str
+            or type(pred) is not str
+            or type(obj["request_id"]) is not str
+            or not ((type(ts) is float and math.isfinite(ts)) or type(ts) is int)
+            or type(f) is not list
+        ):
+            errors.append((pos, "schema"))
+            continue
+        if len(f) != n_features:
+            errors.append((pos, "feature_count"))
+            continue
+        positions.append(pos)
+        keys.append((model, ver, pred))
+        stamps.append(ts)
+        feats.append(f)
+
+    rows, bad = _to_matrix(feats, n_features, cat_columns, lookups)
+    if bad:
+        # Rare path: drop the rows whose features have the wrong type and report them in order.
+        keep = np.ones(len(feats), dtype=bool)
+        keep[list(bad)] = False
+        errors.extend((positions[i], "feature_type") for i in bad)
+        errors.sort()
+        positions = [p for p, k in zip(positions, keep, strict=True) if k]
+        keys = [k for k, ok in zip(keys, keep, strict=True) if ok]
+        stamps = [s for s, ok in zip(stamps, keep, strict=True) if ok]
+    return DecodedBatch(
+        rows=rows,
+        positions=np.asarray(positions, dtype=np.intp),
+        keys=keys,
+        timestamps=np.asarray(stamps, dtype=np.float64),
+        errors=errors,
+    )
+
+
+def _category_lookup(cats: Sequence[Any]) -> dict[Any, float]:
+    # Keyed by (type, value) so that "1" and 1 stay distinct, while True/1 and False/0 deliberately
+    # match (a producer that logs a 0/1 flag as a JSON boolean means the same category).
+    lut: dict[Any, float] = {}
+    for code, cat in enumerate(cats):
+        lut[_cat_key(cat)] = float(code)
+    return lut
+
+
+def _cat_key(value: Any) -> Any:
+    if type(value) is bool:
+        return ("n", int(value))
+    if type(value) in (int, float):
+        return ("n", value)
+    return (type(value).__name__, value)
+
+
+def _to_matrix(
+    feats: list[list], n_features: int, cat_columns: list[int], lookups: dict[int, dict]
+) -> tuple[np.ndarray, list[int]]:
+    """Feature lists -> float64 matrix; returns the indices of rows with a wrongly typed value."""
+    if not feats:
+        return np.empty((0, n_features), dtype=np.float64), []
+    if not cat_columns:
+        try:
+            arr = np.array(feats)
+        except ValueError:
+            arr = None
+        # float/int (and bool mixed with numbers) give kind f/i; any str, None, list or dict gives
+        # another dtype, and then the per-row check below finds the culprit.
+        if arr is not None and arr.dtype.kind in "fi" and arr.ndim == 2:
+            rows = arr.astype(np.float64, copy=False)
+            if arr.dtype.kind == "i" or np.isfinite(rows).all():
+                return rows, []
+    bad: list[int] = []
+    out = np.empty((len(feats), n_features), dtype=np.float64)
+    for i, f in enumerate(feats):
+        ok = True
+        for j, value in enumerate(f):
+            lut = lookups.get(j) if cat_columns else None
+            if lut is not None:
+                if value is None or type(value) in (str, int, float, bool):
+                    try:
+                        out[i, j] = lut.get(_cat_key(value), UNKNOWN_CATEGORY)
+                    except TypeError:  # unhashable, cannot happen for scalars but be safe
+                        ok = False
+                        break
+                else:
+                    ok = False
+                    break
+            elif _is_number(value):
+                out[i, j] = value
+            else:
+                ok = False
+                break
+        if not ok:
+            bad.append(i)
+    if bad:
+        keep = np.ones(len(feats), dtype=bool)
+        keep[bad] = False
+        out = out[keep]
+    return out, bad
