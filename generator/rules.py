@@ -7,6 +7,7 @@ policies (digest-pinned images in staging and prod) so mistakes surface before a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -163,6 +164,11 @@ def _drift_problems(spec: ModelSpec) -> Iterator[Problem]:
     if needs and types != {needs}:
         yield Problem("", f"method {drift.method} takes only {needs} features", field="drift.method",
                       fix="use method tabular for mixed features, or change the feature types")
+    if drift.method == "cvm_online" and drift.ert < 10 * drift.window:
+        # ERT counts records, not windows: at ert == window about 63% of windows would hold a false alarm.
+        share = 100 * (1 - math.exp(-drift.window / drift.ert))
+        yield Problem("", f"{drift.ert} counts records; with window {drift.window} about {share:.0f}% of windows "
+                      "would raise a false alarm", field="drift.ert", fix=f"set ert to at least {10 * drift.window}")
     seen: set[str] = set()
     for index, feature in enumerate(drift.features):
         if feature.name in seen:

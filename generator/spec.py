@@ -149,8 +149,8 @@ class DriftSettings(Strict):
     p_value: Annotated[float, Field(gt=0, lt=1)] = 0.01
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
     window: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
-    ert: Annotated[int, Field(ge=10)] = 1000
-    """Expected run time between false alarms, online methods only (alibi-detect ``ert``)."""
+    ert: Annotated[int, Field(ge=10)] = 10000
+    """Expected run time between false alarms in records, online methods only (alibi-detect ``ert``)."""
     resources: Resources = Resources(
         requests=ResourceAmounts(cpu="100m", memory="256Mi"),
         limits=ResourceAmounts(cpu="500m", memory="512Mi"),

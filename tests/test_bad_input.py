@@ -223,3 +223,12 @@ def test_rule_broken_by_an_environment_default_points_there(tmp_path):
     output = render_fails(root, 3)
     assert ("environments/dev/models/churn.yaml: alerts.interval: 15s is not a positive multiple of 10s, which "
             "Grafana requires (value inherited from environment.yaml defaults)") in output
+
+
+def test_online_detector_with_too_short_expected_run_time(tmp_path):
+    spec = model_spec(drift={"method": "cvm_online", "window": 1000, "ert": 1000,
+                             "features": [{"name": "tenure", "type": "numeric"}]})
+    root = make_repo(tmp_path, models={"dev": {"churn": spec}})
+    output = render_fails(root, 3)
+    assert "drift.ert: 1000 counts records; with window 1000 about 63% of windows would raise a false alarm" in output
+    assert "set ert to at least 10000" in output

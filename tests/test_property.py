@@ -32,8 +32,9 @@ def features(draw):
     items = [{"name": n, "type": k} for n, k in zip(chosen, kinds, strict=True)]
     methods = ["tabular"] + (["ks", "cvm_online"] if set(kinds) == {"numeric"} else []) + (
         ["chi2"] if set(kinds) == {"categorical"} else [])
-    return {"method": draw(st.sampled_from(methods)), "features": items,
-            "p_value": draw(st.floats(0.0001, 0.2)), "window": draw(st.integers(10, 100_000))}
+    window = draw(st.integers(10, 100_000))
+    return {"method": draw(st.sampled_from(methods)), "features": items, "ert": 10 * window,
+            "p_value": draw(st.floats(0.0001, 0.2)), "window": window}
 
 
 @st.composite
