@@ -1,0 +1,487 @@
+"""Benchmark: the drift detector service against a real Kafka broker (tansu), side by side in one run.
+
+One broker, one data set (20 numeric features, standard normal, the same seed as the reference), one run:
+
+1. **Throughput, ours.** N records (default 1,000,000) are produced to a one-partition topic first; then
+   the real service (``python -m drift_detector``, pinned to CPU 0 with ``taskset``) consumes them with a
+   fresh consumer group: getmany → ``decode_batch`` → windows of 1,000 → ``FittedDetector.score`` →
+   Prometheus metrics → commit. Elapsed = from the service's "joined group" log line (its own clock,
+   ms) to the moment the bench sees the group's committed offset reach N (polled every 0.1 s), so
+   records/s = N / elapsed. Run once with a ``ks`` detector and once with a ``cvm_online`` detector.
+   The same records are also read by bare aiokafka (getmany, no decoding) as the ceiling.
+2. **Baseline in the prototype's style** on the first ``--baseline-records`` of the same records
+   (pinned to CPU 0 too): aiokafka, one message at a time, ``json.loads``, alibi-detect ``KSDrift``
+   (fitted on the same reference) called on that 1-row batch, one gauge set.
+3. **Lag.** The service (``ks``) on a fresh one-partition topic while the bench produces 10,000
+   records/s for ``--lag-seconds``, each record stamped with ``time.time()`` when it is sent. The bench
+   scrapes ``/metrics`` every 20 ms; a record's lag = the ``mlops_drift_last_window_timestamp_seconds``
+   of the first scrape that shows its window evaluated − its stamp (windows are records i*1000 …
+   i*1000+999 of the partition; a window exported between two scrapes gets the later window's
+   timestamp, so the figure errs high). p50/p99/max over every record of every full window.
+4. **Cold start.** ``detector.fit(..., method="cvm_online")`` on 5,000 × 20 reference rows (window 1000,
+   ert 1000, window sizes (20, 100), default bootstrap count unless ``--cvm-bootstraps``) vs
+   ``persistence.load`` of the persisted artifact (sha256 check included; median of 5).
+5. **Peak RSS** (``VmHWM``) of the service process in each throughput run.
+
+The broker and this process are pinned to CPU 1, the service and the baselines to CPU 0 (no pinning on
+a single-CPU machine or without ``taskset``). Commit interval of the service: 0.2 s (default 1.0 s) so the
+end of a run is seen promptly; everything else is the service's default.
+
+    .venv/bin/python benchmarks/drift.py [--records 1000000] [--baseline-records 5000] [--lag-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+COMPONENTS = REPO / "components"
+for _path in (REPO / "tests", COMPONENTS):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+MODEL = "bench-model"
+ENVIRONMENT = "bench"
+N_FEATURES = 20
+WINDOW = 1000
+REFERENCE_ROWS = 5000
+ERT = 1000
+DATA_SEED = 7
+REFERENCE_SEED = 1
+FEATURES = [{"name": f"f{i:02d}", "type": "numeric", "categories": None} for i in range(N_FEATURES)]
+TASKSET = shutil.which("taskset")
+PIN = TASKSET is not None and (os.cpu_count() or 1) >= 2
+SERVICE_CPU, BENCH_CPU = "0", "1"
+JOINED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO drift_detector\.consumer: joined group", re.M)
+
+
+def pinned(cpu: str, args: list[str]) -> list[str]:
+    return [TASKSET, "-c", cpu, *args] if PIN else args
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def reference() -> np.ndarray:
+    return np.random.default_rng(REFERENCE_SEED).normal(size=(REFERENCE_ROWS, N_FEATURES))
+
+
+def payload(index: int, features: list[float], timestamp: float) -> bytes:
+    """One inference-log record, exactly what ``inference_log.encode`` writes (checked in main)."""
+    return orjson.dumps({"schema_version": 1, "model": MODEL, "version": "1", "predictor": "main",
+                         "request_id": f"{index:032x}", "timestamp": timestamp, "features": features,
+                         "prediction": 0.5})
+
+
+async def produce_bulk(bootstrap: str, topic: str, n: int) -> float:
+    """Produce ``n`` records to partition 0 of ``topic`` in large batches; return the seconds it took."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=512 * 1024,
+                                max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    started = time.perf_counter()
+    rng = np.random.default_rng(DATA_SEED)
+    try:
+        sent = 0
+        batch = producer.create_batch()
+        while sent < n:
+            m = min(20_000, n - sent)
+            now = time.time()
+            futures = []
+            for i, features in enumerate(rng.normal(size=(m, N_FEATURES)).tolist()):
+                value = payload(sent + i, features, now)
+                if batch.append(key=None, value=value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=0))
+                    batch = producer.create_batch()
+                    batch.append(key=None, value=value, timestamp=None)
+            sent += m
+            await asyncio.gather(*futures)
+        await (await producer.send_batch(batch, topic, partition=0))
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+def write_config(path: Path, method: str, artifact: Path, sha256: str) -> Path:
+    import yaml
+
+    config = {"model": MODEL, "environment": ENVIRONMENT, "method": method, "p_value": 0.01,
+              "correction": "bonferroni", "window": WINDOW, "ert": ERT, "features": FEATURES,
+              "predictors": [{"name": "main", "version": "1", "release_id": "bench",
+                              "detector": {"uri": str(artifact), "sha256": sha256}}]}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@contextlib.contextmanager
+def drift_service(name: str, bootstrap: str, topic: str, config_file: Path, work: Path) -> Iterator[tuple[Any, int]]:
+    from services import free_port, run_service
+
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DRIFT_")}
+    env.update({
+        "PYTHONPATH": str(COMPONENTS), "DRIFT_MODEL": MODEL, "DRIFT_ENVIRONMENT": ENVIRONMENT,
+        "DRIFT_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DRIFT_TOPIC": topic, "DRIFT_DEAD_LETTER_TOPIC": f"{topic}-dlq",
+        "DRIFT_GROUP_ID": f"{topic}-{name}-{uuid.uuid4().hex[:8]}", "DRIFT_CONFIG_FILE": str(config_file),
+        "DRIFT_HTTP_PORT": str(port), "DRIFT_HTTP_HOST": "127.0.0.1", "DRIFT_ARTIFACT_DIR": str(work / "artifacts"),
+        "DRIFT_COMMIT_INTERVAL_SECONDS": "0.2",
+    })
+    args = pinned(SERVICE_CPU, [sys.executable, "-m", "drift_detector"])
+    with run_service(f"drift-{name}", args, url=f"http://127.0.0.1:{port}/healthz", env=env, timeout=60,
+                     log_dir=work / "logs") as process:
+        process.group_id = env["DRIFT_GROUP_ID"]
+        yield process, port
+
+
+def joined_at(process: Any) -> float | None:
+    match = JOINED.search(process.output(limit=10**7))
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if match else None
+
+
+async def http_get(port: int, target: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def proc_status(pid: int, field: str) -> float:
+    """``VmHWM``/``VmRSS`` of ``pid`` in MiB (0 when unavailable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+async def throughput_run(name: str, bootstrap: str, topic: str, n: int, config_file: Path, work: Path) -> dict:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    with drift_service(name, bootstrap, topic, config_file, work) as (process, port):
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=process.group_id, enable_auto_commit=False)
+        await probe.start()
+        tp = TopicPartition(topic, 0)
+        deadline = time.monotonic() + 600
+        try:
+            while (await probe.committed(tp) or 0) < n:
+                if process.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"service {name} stopped or timed out:\n{process.output()}")
+                await asyncio.sleep(0.1)
+            committed_at = time.time()
+        finally:
+            await probe.stop()
+        _, text = await http_get(port, "/metrics")
+        peak = proc_status(process.pid, "VmHWM")
+        started = joined_at(process)
+    if started is None:
+        raise RuntimeError(f"no 'joined group' line in the output of service {name}")
+    last_window = metric(text, "mlops_drift_last_window_timestamp_seconds")
+    windows = metric(text, "mlops_drift_windows_evaluated_total")
+    consumed = metric(text, "mlops_drift_records_consumed_total")
+    assert windows == n // WINDOW and consumed == n, (windows, consumed)
+    return {"variant": f"ours ({name})", "records": n, "seconds": committed_at - started,
+            "rate": n / (committed_at - started), "scored_rate": n / (last_window - started),
+            "drifted": metric(text, "mlops_drift_windows_drifted_total"), "peak_rss_mib": peak}
+
+
+# --- baselines (run as pinned subprocesses of this script) ----------------------------------------
+
+
+async def baseline_worker(mode: str, bootstrap: str, topic: str, n: int) -> dict:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    detector = gauge = None
+    if mode == "prototype":
+        from alibi_detect.cd import KSDrift
+        from prometheus_client import CollectorRegistry, Gauge
+
+        detector = KSDrift(reference(), p_val=0.01)  # the prototype refits at every start (not timed)
+        gauge = Gauge("drift_detected", "prototype-style unlabelled gauge", registry=CollectorRegistry())
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    count, started = 0, None
+    try:
+        if mode == "prototype":
+            async for message in consumer:
+                if started is None:
+                    started = time.perf_counter()
+                record = json.loads(message.value)
+                x = np.asarray([record["features"]], dtype=np.float64)
+                out = detector.predict(x)
+                gauge.set(out["data"]["is_drift"])
+                count += 1
+                if count >= n:
+                    break
+        else:  # bare aiokafka: fetch only
+            while count < n:
+                batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                if batch and started is None:
+                    started = time.perf_counter()
+                count += sum(len(records) for records in batch.values())
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    return {"records": count, "seconds": elapsed, "rate": count / elapsed,
+            "peak_rss_mib": proc_status(os.getpid(), "VmHWM")}
+
+
+def run_worker(mode: str, bootstrap: str, topic: str, n: int) -> dict:
+    import subprocess
+
+    args = pinned(SERVICE_CPU, [sys.executable, __file__, "--worker", mode, "--bootstrap", bootstrap,
+                                "--topic", topic, "--records", str(n)])
+    env = {**os.environ, "PYTHONPATH": str(COMPONENTS)}
+    out = subprocess.run(args, check=True, capture_output=True, text=True, env=env, timeout=1800).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# --- lag ------------------------------------------------------------------------------------------
+
+
+async def lag_run(bootstrap: str, topic: str, config_file: Path, work: Path, rate: int, seconds: float) -> dict:
+    from aiokafka import AIOKafkaProducer
+
+    total = int(rate * seconds)
+    stamps = np.zeros(total)
+    exported: dict[int, float] = {}
+    with drift_service("lag", bootstrap, topic, config_file, work) as (process, port):
+        deadline = time.monotonic() + 60
+        while (await http_get(port, "/readyz"))[0] != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the lag service never got ready:\n{process.output()}")
+            await asyncio.sleep(0.05)
+        done = asyncio.Event()
+
+        async def scrape() -> None:
+            seen = 0
+            while True:
+                _, text = await http_get(port, "/metrics")
+                windows = int(metric(text, "mlops_drift_windows_evaluated_total") or 0)
+                if windows > seen:
+                    when = metric(text, "mlops_drift_last_window_timestamp_seconds")
+                    for j in range(seen, windows):
+                        exported[j] = when
+                    seen = windows
+                if done.is_set() and seen >= produced // WINDOW:
+                    return
+                await asyncio.sleep(0.02)
+
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=1)
+        await producer.start()
+        produced = 0
+        scraper = asyncio.create_task(scrape())
+        rng = np.random.default_rng(DATA_SEED + 1)
+        futures = []
+        try:
+            started = time.perf_counter()
+            while produced < total:
+                due = min(total, int((time.perf_counter() - started) * rate) + 1)
+                if due > produced:
+                    for features in rng.normal(size=(due - produced, N_FEATURES)).tolist():
+                        now = time.time()
+                        futures.append(await producer.send(topic, payload(produced, features, now), partition=0))
+                        stamps[produced] = now
+                        produced += 1
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        done.set()
+        await asyncio.wait_for(scraper, 30)
+    full = produced // WINDOW * WINDOW
+    lags = np.array([exported[i // WINDOW] for i in range(full)]) - stamps[:full]
+    return {"records": full, "rate": produced / elapsed, "p50": float(np.percentile(lags, 50)),
+            "p99": float(np.percentile(lags, 99)), "max": float(lags.max())}
+
+
+# --- cold start -----------------------------------------------------------------------------------
+
+
+def cold_start(work: Path, n_bootstraps: int | None) -> tuple[dict, Path, str]:
+    from drift_detector import persistence
+    from drift_detector.detector import FeatureSpec, fit
+
+    specs = [FeatureSpec(f["name"], "numeric") for f in FEATURES]
+    ref = reference()
+    started = time.perf_counter()
+    detector = fit(ref, specs, "cvm_online", p_value=0.01, window=WINDOW, ert=ERT, n_bootstraps=n_bootstraps,
+                   seed=REFERENCE_SEED)
+    fit_s = time.perf_counter() - started
+    path = work / "cvm_online.npz"
+    sha256 = persistence.save(detector, path)
+    loads = []
+    for _ in range(5):
+        started = time.perf_counter()
+        loaded = persistence.load(path, sha256)
+        loads.append(time.perf_counter() - started)
+    assert np.array_equal(loaded.thresholds, detector.thresholds, equal_nan=True)
+    return ({"fit_s": fit_s, "load_s": statistics.median(loads), "n_bootstraps": detector.n_bootstraps,
+             "window_sizes": detector.window_sizes, "artifact_kib": path.stat().st_size / 1024}, path, sha256)
+
+
+def ks_artifact(work: Path) -> tuple[Path, str]:
+    from drift_detector import persistence
+    from drift_detector.detector import FeatureSpec, fit
+
+    detector = fit(reference(), [FeatureSpec(f["name"], "numeric") for f in FEATURES], "ks", p_value=0.01,
+                   window=WINDOW)
+    path = work / "ks.npz"
+    return path, persistence.save(detector, path)
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+
+
+def check_payload() -> None:
+    import inference_log
+
+    record = inference_log.InferenceRecord(model=MODEL, version="1", predictor="main", request_id=f"{3:032x}",
+                                           timestamp=1.5, features=[0.25] * N_FEATURES, prediction=0.5)
+    assert inference_log.encode(record) == payload(3, [0.25] * N_FEATURES, 1.5), "payload differs from encode()"
+
+
+@contextlib.contextmanager
+def broker(work: Path) -> Iterator[Any]:
+    from services import KafkaBroker, free_port, tansu_binary
+
+    class PinnedBroker(KafkaBroker):
+        def command(self) -> list[str]:
+            return pinned(BENCH_CPU, super().command())
+
+    kafka = PinnedBroker(free_port(), "memory://tansu/", {}, work / "logs", tansu_binary())
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+async def bench(args: argparse.Namespace, work: Path) -> None:
+    n = -(-args.records // WINDOW) * WINDOW  # whole windows: a partial window is never committed
+    check_payload()
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, python "
+          f"{platform.python_version()}, pinning {'service CPU 0, broker+bench CPU 1' if PIN else 'off'}",
+          flush=True)
+    print(f"cold start: fitting cvm_online on {REFERENCE_ROWS} x {N_FEATURES} ...", flush=True)
+    cold, cvm_path, cvm_sha = cold_start(work, args.cvm_bootstraps)
+    ks_path, ks_sha = ks_artifact(work)
+    with broker(work) as kafka:
+        bootstrap = kafka.bootstrap_servers
+        kafka.create_topic("bench-log", partitions=1)
+        kafka.create_topic("bench-lag", partitions=1)
+        print(f"producing {n:,} records ...", flush=True)
+        produce_s = await produce_bulk(bootstrap, "bench-log", n)
+        print(f"produced in {produce_s:.1f}s ({n / produce_s:,.0f}/s)", flush=True)
+        runs = []
+        for method, path, sha in (("ks", ks_path, ks_sha), ("cvm_online", cvm_path, cvm_sha)):
+            config = write_config(work / f"{method}.yaml", method, path, sha)
+            runs.append(await throughput_run(method, bootstrap, "bench-log", n, config, work))
+            print(runs[-1], flush=True)
+        raw = run_worker("raw", bootstrap, "bench-log", n)
+        print("aiokafka alone:", raw, flush=True)
+        proto = run_worker("prototype", bootstrap, "bench-log", min(args.baseline_records, n))
+        print("prototype:", proto, flush=True)
+        lag = await lag_run(bootstrap, "bench-lag", work / "ks.yaml", work, args.lag_rate, args.lag_seconds)
+        print("lag:", lag, flush=True)
+
+    print()
+    print(f"records: {n:,} x {N_FEATURES} numeric features, window {WINDOW}, 1 partition; produced at "
+          f"{n / produce_s:,.0f}/s")
+    print("variant | records | seconds | records/s | peak RSS MiB")
+    for run in runs:
+        print(f"{run['variant']} | {run['records']:,} | {run['seconds']:.2f} | {run['rate']:,.0f} | "
+              f"{run['peak_rss_mib']:.0f}")
+    print(f"aiokafka alone (getmany, no decode) | {raw['records']:,} | {raw['seconds']:.2f} | {raw['rate']:,.0f} | "
+          f"{raw['peak_rss_mib']:.0f}")
+    print(f"prototype style (per message json + alibi KSDrift 1 row + gauge) | {proto['records']:,} | "
+          f"{proto['seconds']:.2f} | {proto['rate']:,.1f} | {proto['peak_rss_mib']:.0f}")
+    for run in runs:
+        print(f"{run['variant']}: all windows scored and exported at {run['scored_rate']:,.0f} records/s "
+              f"(to the last window's metric timestamp); windows drifted: {run['drifted']:.0f} of {n // WINDOW}")
+    for run in runs:
+        print(f"ratio {run['variant']} / prototype: {run['rate'] / proto['rate']:,.0f}x (target >= 100x)")
+    print(f"ratio ours (ks) / aiokafka alone: {runs[0]['rate'] / raw['rate']:.2f}")
+    print(f"lag at {lag['rate']:,.0f} records/s for {args.lag_seconds:.0f}s ({lag['records']:,} records in full windows): "
+          f"p50 {lag['p50']:.3f}s, p99 {lag['p99']:.3f}s, max {lag['max']:.3f}s (target p99 < 2 s)")
+    print(f"cold start cvm_online ({REFERENCE_ROWS} x {N_FEATURES}, window sizes {cold['window_sizes']}, ert {ERT}, "
+          f"{cold['n_bootstraps']:,} bootstraps): fit {cold['fit_s']:.2f}s, persistence.load "
+          f"{cold['load_s'] * 1000:.1f}ms (median of 5, artifact {cold['artifact_kib']:.0f} KiB), "
+          f"ratio {cold['fit_s'] / cold['load_s']:,.0f}x (target >= 50x)")
+    print(f"peak RSS of the service: {max(run['peak_rss_mib'] for run in runs):.0f} MiB (target < 400 MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="records for the throughput runs")
+    parser.add_argument("--baseline-records", type=int, default=5000, help="records for the prototype baseline")
+    parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument("--lag-rate", type=int, default=10_000, help="records/s produced in the lag run")
+    parser.add_argument("--cvm-bootstraps", type=int, default=None,
+                        help="bootstrap streams of the cvm_online fit (default: the fit's own default)")
+    parser.add_argument("--worker", choices=["raw", "prototype"], help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(asyncio.run(baseline_worker(args.worker, args.bootstrap, args.topic, args.records))))
+        return
+    if PIN:
+        os.sched_setaffinity(0, {int(BENCH_CPU)})
+    work = Path(tempfile.mkdtemp(prefix="drift-bench-"))
+    try:
+        asyncio.run(bench(args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
