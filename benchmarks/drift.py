@@ -53,6 +53,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = REPO / "components"
 for _path in (REPO / "tests", COMPONENTS):
@@ -373,14 +375,6 @@ def ks_artifact(work: Path) -> tuple[Path, str]:
 # --- main -----------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
-
-
 def check_payload() -> None:
     import inference_log
 
@@ -408,7 +402,7 @@ def broker(work: Path) -> Iterator[Any]:
 async def bench(args: argparse.Namespace, work: Path) -> None:
     n = -(-args.records // WINDOW) * WINDOW  # whole windows: a partial window is never committed
     check_payload()
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, python "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, python "
           f"{platform.python_version()}, pinning {'service CPU 0, broker+bench CPU 1' if PIN else 'off'}",
           flush=True)
     print(f"cold start: fitting cvm_online on {REFERENCE_ROWS} x {N_FEATURES} ...", flush=True)

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 ENVS = ("dev", "staging", "prod")
 
@@ -83,14 +85,6 @@ def measure(models: int) -> dict:
     }
 
 
-def _cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300])
@@ -110,7 +104,7 @@ def main() -> None:
             if size not in results or run["render_validate_s"] < results[size]["render_validate_s"]:
                 results[size] = run
 
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, "
           f"python {platform.python_version()}, jobs {os.environ.get('MLOPS_JOBS', 'default')}")
     columns = [("models", "models", "d"), ("renders", "renders", "d"), ("files", "files", "d"),
                ("render s", "render_s", ".2f"), ("render+validate s", "render_validate_s", ".2f"),

@@ -136,7 +136,7 @@ def namespaces_context(loaded: LoadedEnvironment, components: list[LoadedCompone
     names = {c.spec.namespace for c in enabled_components(components, env)} | {
         env.namespaces.monitoring, env.namespaces.kafka, env.namespaces.ingress}
     result = [{"name": name, "labels": base} for name in sorted(names - SYSTEM_NAMESPACES - {env.namespaces.models})]
-    models = {"name": env.namespaces.models, "labels": tenancy_context(loaded)["namespace_labels"]}
+    models = {"name": env.namespaces.models, "labels": _models_namespace_labels(env.name)}
     return sorted([*result, models], key=lambda n: n["name"])
 
 
@@ -145,22 +145,29 @@ ISTIOD_XDS_PORT = 15012
 """Sidecars in the model namespace fetch config and certificates from istiod on this port."""
 
 
+def _tenancy_labels(env_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+            "app.kubernetes.io/component": "tenancy", f"{naming.LABEL_PREFIX}/environment": env_name}
+
+
+def _models_namespace_labels(env_name: str) -> dict[str, str]:
+    # Enforce "baseline", warn and audit "restricted": Istio's init container (without the Istio CNI)
+    # and Seldon's injected executor do not meet "restricted", and enforcing it would block them.
+    return {**_tenancy_labels(env_name), "istio-injection": "enabled",
+            "pod-security.kubernetes.io/enforce": "baseline",
+            "pod-security.kubernetes.io/warn": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted"}
+
+
 def tenancy_context(loaded: LoadedEnvironment, mesh_namespace: str | None = None) -> dict:
     """Namespace labels, quota, default resources and network policies of the model namespace: deny all
     but DNS, plus the sidecars' connection to istiod when the mesh runs (``mesh_namespace``)."""
     env = loaded.env
-    labels = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
-              "app.kubernetes.io/component": "tenancy", f"{naming.LABEL_PREFIX}/environment": env.name}
+    labels = _tenancy_labels(env.name)
     tenancy = env.platform.tenancy
     return {
         "namespace": env.namespaces.models,
         "labels": labels,
-        # Enforce "baseline", warn and audit "restricted": Istio's init container (without the Istio CNI)
-        # and Seldon's injected executor do not meet "restricted", and enforcing it would block them.
-        "namespace_labels": {**labels, "istio-injection": "enabled",
-                             "pod-security.kubernetes.io/enforce": "baseline",
-                             "pod-security.kubernetes.io/warn": "restricted",
-                             "pod-security.kubernetes.io/audit": "restricted"},
         "quota": tenancy.quota.model_dump(mode="json"),
         "default_limits": tenancy.default_limits.model_dump(mode="json"),
         "default_requests": tenancy.default_requests.model_dump(mode="json"),

@@ -1,7 +1,8 @@
 """Render validated specs into Kubernetes manifests, in memory first, then write all or nothing.
 
-The pipeline is: load every spec → render every template → parse → validate → compare with the tree →
-write. Nothing touches the tree until every step has passed, so a failure leaves it as it was.
+This module renders templates (:class:`Renderer`) and compares and writes files (:func:`plan`,
+:func:`apply`); :mod:`generator.pipeline` runs the stages (load, render, validate) before anything is
+written, so a failure leaves the tree as it was.
 Output is canonical YAML (re-dumped from the parsed template output), so re-rendering is
 byte-identical and hand edits show up as diffs.
 """
