@@ -3,7 +3,8 @@
 Every expected failure is an :class:`MlopsError` whose message is meant for a person: it names the
 file, the line when known, the field and the fix. Tracebacks are for bugs only.
 
-Exit codes: 1 stale output (``render --check``), 2 usage, 3 spec, 4 render, 5 validation, 6 registry.
+Exit codes: 1 stale output (``render --check``), 2 usage, 3 spec, 4 render, 5 validation, 6 registry,
+7 git, 8 Git host (pull requests).
 """
 
 from __future__ import annotations
@@ -87,3 +88,15 @@ class UsageError(MlopsError):
     """Options that cannot work together, or an operation the current spec does not allow."""
 
     exit_code = 2
+
+
+class GitError(MlopsError):
+    """A ``git`` command failed, or the working tree is not in a state the operation can use."""
+
+    exit_code = 7
+
+
+class GitHostError(MlopsError):
+    """The Git host (GitHub) refused or could not be reached for a pull request."""
+
+    exit_code = 8
