@@ -31,6 +31,9 @@ METRICS = {
 
 MODEL_SERVER_HTTP_PORT = 9000
 MODEL_SERVER_METRICS_PORT = 6000
+"""Seldon's wrapper metrics (scraped by the platform's seldon PodMonitor at /prometheus)."""
+MODEL_SERVER_APP_METRICS_PORT = 6001
+"""Our model server's own metrics (inference logging, predictions), prometheus-client multiprocess."""
 EXECUTOR_HTTP_PORT = 8000
 DRIFT_HTTP_PORT = 8080
 
@@ -54,6 +57,8 @@ class ModelNames:
     alert_group: str
     network_policy_model: str
     network_policy_drift: str
+    alias_job: str
+    network_policy_alias: str
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -78,6 +83,8 @@ def model_names(model: str, env: str) -> ModelNames:
         alert_group=f"{model}-{env}",
         network_policy_model=f"{model}-model-server",
         network_policy_drift=f"{model}-drift",
+        alias_job=f"{model}-mlflow-alias",
+        network_policy_alias=f"{model}-mlflow-alias",
     )
 
 

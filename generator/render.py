@@ -51,6 +51,7 @@ class RenderedFile:
 # the same template renders twice where a model needs two objects of that kind.
 MODEL_FILES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("seldondeployment.yaml.j2", "seldondeployment.yaml", {}),
+    ("podmonitor.yaml.j2", "model-server-podmonitor.yaml", {}),
     ("deployment.yaml.j2", "drift-detector-deployment.yaml", {}),
     ("service.yaml.j2", "drift-detector-service.yaml", {}),
     ("servicemonitor.yaml.j2", "drift-detector-servicemonitor.yaml", {}),
@@ -182,7 +183,8 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
             "ingress": [{"namespace": ns.ingress, "ports": [naming.EXECUTOR_HTTP_PORT]},
                         {"namespace": ns.models, "ports": [naming.EXECUTOR_HTTP_PORT]},
                         {"namespace": ns.monitoring,
-                         "ports": [naming.EXECUTOR_HTTP_PORT, naming.MODEL_SERVER_METRICS_PORT]}],
+                         "ports": [naming.EXECUTOR_HTTP_PORT, naming.MODEL_SERVER_METRICS_PORT,
+                                   naming.MODEL_SERVER_APP_METRICS_PORT]}],
             "egress": [kafka, s3, mlflow],
         },
         "drift_detector": {
@@ -220,6 +222,7 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
         "label_prefix": naming.LABEL_PREFIX,
         "metrics": naming.METRICS,
         "ports": {"model_http": naming.MODEL_SERVER_HTTP_PORT, "model_metrics": naming.MODEL_SERVER_METRICS_PORT,
+                  "model_app_metrics": naming.MODEL_SERVER_APP_METRICS_PORT,
                   "executor_http": naming.EXECUTOR_HTTP_PORT, "drift_http": naming.DRIFT_HTTP_PORT},
         "feature_names": [f.name for f in spec.drift.features],
         "grafana_uids": {rule: naming.grafana_uid(spec.model, env.name, rule)

@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from generator.cli import cli, generate_model_command
+from generator.render import MODEL_FILES
 from helpers import copy_example_repo, digest, make_repo, model_spec, release, snapshot
 
 DEV_SPEC = "environments/dev/models/fraud-detector.yaml"
@@ -41,7 +42,7 @@ def test_every_generated_file_starts_with_the_header(tmp_path):
     assert run(root, "render").exit_code == 0
     rendered = root / "environments/dev/rendered"
     model_files = [*(rendered / "models").rglob("*.yaml"), rendered / "apps/model-churn.yaml"]
-    assert len(model_files) == 13
+    assert len(model_files) == len(MODEL_FILES) + 1  # + the model's Argo CD Application
     for path in sorted(rendered.rglob("*.yaml")):
         first = path.read_text().splitlines()[0]
         source = "models/churn.yaml" if path in model_files else "environment.yaml"
