@@ -6,7 +6,8 @@ A pytest plugin: load it from ``tests/conftest.py`` with ``pytest_plugins = ["se
   stop it and its children), :func:`register_sklearn_model`;
 * fixtures: ``postgres_server`` and ``postgres_database`` (a fresh database, dropped afterwards),
   ``s3_server`` (a ``moto_server`` process), ``mlflow_server`` (``mlflow server`` on a fresh
-  PostgreSQL database with ``s3://`` artifacts on the moto endpoint).
+  PostgreSQL database with ``s3://`` artifacts on the moto endpoint), ``prefect_server``
+  (``prefect server start`` on a fresh PostgreSQL database), ``kafka_broker`` (tansu).
 
 Nothing global is changed: every service is a child process on a free port of 127.0.0.1, and the
 environment variables clients need are handed out as dicts (see :meth:`MlflowServer.client_environment`).
@@ -544,6 +545,98 @@ def register_sklearn_model(server: MlflowServer, name: str, *, seed: int = 0,
     details = client.get_model_version(name, str(version))
     return RegisteredVersion(name, version, client.get_model_version_download_uri(name, str(version)),
                              details.source, details.run_id or run.info.run_id)
+
+
+# --- Prefect ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """A running ``prefect server start``: its API URL, its database, and the client settings.
+
+    ``env`` holds what a client process needs (``PREFECT_API_URL``, its own ``PREFECT_HOME``, telemetry
+    off); :meth:`client_settings` applies the same to this process for the duration of a block.
+    """
+
+    api_url: str
+    """``http://127.0.0.1:<port>/api``: what ``PREFECT_API_URL`` takes."""
+    database_url: str
+    """The server's SQLAlchemy URL (``postgresql+asyncpg://...``)."""
+    home: Path
+    """The server's ``PREFECT_HOME``."""
+    env: dict[str, str]
+    process: ManagedProcess = field(repr=False)
+
+    @contextlib.contextmanager
+    def client_settings(self) -> Iterator[None]:
+        """Point Prefect clients in this process (flows, ``get_client``) at this server, then restore.
+
+        Prefect reads its settings once into a context, so changing ``os.environ`` alone is not enough:
+        both are set, ``os.environ`` for subprocesses and ``temporary_settings`` for this process.
+        """
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        saved = _environ_patch(self.env)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+                try:
+                    yield
+                finally:
+                    _drain_prefect_workers()
+        finally:
+            _environ_restore(saved)
+
+
+def _drain_prefect_workers() -> None:
+    """Send the logs and events Prefect still queues in background threads, while the server is up.
+
+    Otherwise they are sent at interpreter exit, after the server is gone, and fail noisily.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=10)
+
+
+def prefect_server_command(port: int) -> list[str]:
+    """The ``prefect server start`` command line of the fixture: local only, no UI, no analytics."""
+    beside_python = Path(sys.executable).parent / "prefect"
+    executable = [str(beside_python)] if beside_python.exists() else [sys.executable, "-m", "prefect"]
+    return [*executable, "server", "start", "--host", LOCALHOST, "--port", str(port), "--no-ui",
+            "--analytics-off"]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(postgres_server: PostgresServer,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect 3 server for the session on a fresh PostgreSQL database; yields a :class:`PrefectServer`.
+
+    The server has its own ``PREFECT_HOME`` and keeps its background services (the task-run recorder
+    among them, without which task runs are not stored). Ready means ``/api/health`` answers; at teardown
+    the server gets SIGTERM and its database is dropped.
+    """
+    require_module("prefect", "prefect")
+    require_module("asyncpg", "asyncpg (a dependency of prefect)")
+    port = free_port()
+    api_url = f"http://{LOCALHOST}:{port}/api"
+    server_home = tmp_path_factory.mktemp("prefect-server")
+    client_home = tmp_path_factory.mktemp("prefect-client")
+    quiet = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    name = postgres_server.create_database("prefect")
+    database_url = f"postgresql+asyncpg://{postgres_server.user}@{postgres_server.host}:{postgres_server.port}/{name}"
+    server_env = {**inherited, **quiet, "PREFECT_HOME": str(server_home),
+                  "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
+                  "PREFECT_SERVER_UI_ENABLED": "false"}
+    client_env = {**quiet, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(client_home)}
+    try:
+        # A fresh database runs every migration first: ~10 s here, more on a loaded machine.
+        with run_service("prefect server", prefect_server_command(port), url=f"{api_url}/health",
+                         env=server_env, cwd=server_home, timeout=180, log_dir=server_home) as process:
+            yield PrefectServer(api_url, database_url, server_home, client_env, process)
+    finally:
+        postgres_server.drop_database(name)
 
 
 # --- Kafka (tansu) ------------------------------------------------------------------------------
