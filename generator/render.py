@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from generator import __version__, naming, yamlio
+from generator import __version__, aliases, naming, yamlio
 from generator.errors import Problem, RenderError
 from generator.layout import RENDERED_DIR, RepoLayout
 from generator.loader import LoadedEnvironment, LoadedModel
@@ -63,6 +63,8 @@ MODEL_FILES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("kafkatopic.yaml.j2", "kafkatopic-dead-letter.yaml", {"topic": "dead_letter"}),
     ("networkpolicy.yaml.j2", "networkpolicy-model-server.yaml", {"policy": "model_server"}),
     ("networkpolicy.yaml.j2", "networkpolicy-drift-detector.yaml", {"policy": "drift_detector"}),
+    ("job.yaml.j2", "mlflow-alias-job.yaml", {"job": aliases.JOB_KEY}),
+    ("networkpolicy.yaml.j2", "networkpolicy-mlflow-alias.yaml", {"policy": aliases.JOB_KEY}),
 )
 APPLICATION_TEMPLATE = "application.yaml.j2"
 # Files embedded in ConfigMaps, rendered from their own templates and parsed before embedding.
@@ -115,6 +117,7 @@ class Renderer:
         self.jinja.filters["to_yaml"] = _strict(yamlio.dump)
         self.jinja.filters["to_pretty_json"] = _strict(
             lambda value: json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+        self._alias_script_text: str | None = None
 
     def render_model(self, loaded: LoadedEnvironment, model: LoadedModel) -> list[RenderedFile]:
         """The files of one model: its folder under ``rendered/models/`` plus its Argo CD Application."""
@@ -122,6 +125,8 @@ class Renderer:
         context = model_context(loaded, model, source)
         context["payloads"] = {key: self.render_document(tpl, context, source)
                                for key, tpl in PAYLOAD_TEMPLATES.items()}
+        context["jobs"] = {
+            aliases.JOB_KEY: aliases.alias_job_context(loaded.env, model.spec, self._alias_script())}
         folder = self.layout.relative(self.layout.rendered_model_dir(loaded.name, model.spec.model))
         outputs = [(tpl, f"{folder}/{name}", extra) for tpl, name, extra in MODEL_FILES]
         app_path = self.layout.relative(self.layout.rendered_apps_dir(loaded.name) / f"model-{model.spec.model}.yaml")
@@ -135,6 +140,16 @@ class Renderer:
             summary = f"{document.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
             files.append(RenderedFile(path, text, document, loaded.name, summary))
         return files
+
+    def _alias_script(self) -> str:
+        """The alias Job's script (a plain file in ``templates/``, embedded verbatim), read once."""
+        if self._alias_script_text is None:
+            try:
+                self._alias_script_text = self.jinja.loader.get_source(self.jinja, aliases.ALIAS_SCRIPT)[0]
+            except jinja2.TemplateNotFound:
+                raise RenderError([Problem(f"templates/{aliases.ALIAS_SCRIPT}", "file not found",
+                                           fix="restore it from the mlops-gitops repository")]) from None
+        return self._alias_script_text
 
     def render_document(self, template: str, context: dict, source: str) -> dict:
         """Render one template to one parsed document; any failure is a RenderError naming the template."""
@@ -194,6 +209,7 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
             "ingress": [{"namespace": ns.monitoring, "ports": [naming.DRIFT_HTTP_PORT]}],
             "egress": [kafka, s3],
         },
+        aliases.JOB_KEY: aliases.alias_network_policy(env, spec),
     }
     app = {
         "name": names.application, "project": env.argocd.project, "namespace": ns.models,

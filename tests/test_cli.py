@@ -227,6 +227,7 @@ def test_parallel_render_matches_sequential_and_sees_duplicates_across_workers(t
     from generator.errors import ValidationError
     from generator.layout import RepoLayout
     from generator.pipeline import render_all
+    from generator.render import MODEL_FILES
 
     models = {f"m{i}": model_spec(f"m{i}") for i in range(6)}
     root = make_repo(tmp_path, models={"dev": models, "prod": models})
@@ -234,7 +235,7 @@ def test_parallel_render_matches_sequential_and_sees_duplicates_across_workers(t
     sequential = [(f.path, f.text) for f in render_all(layout, ["dev", "prod"], jobs=1)]
     parallel = [(f.path, f.text) for f in render_all(layout, ["dev", "prod"], jobs=2)]
     assert parallel == sequential
-    assert len([path for path, _ in sequential if "/rendered/models/" in path]) == 2 * 6 * 12
+    assert len([path for path, _ in sequential if "/rendered/models/" in path]) == 2 * 6 * len(MODEL_FILES)
 
     template = root / "templates" / "service.yaml.j2"
     template.write_text(template.read_text().replace("{{ names.drift_detector | tojson }}", "shared-name", 1))

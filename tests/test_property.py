@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from generator.layout import RepoLayout
 from generator.loader import LoadedEnvironment, load_model
-from generator.render import Renderer
+from generator.render import MODEL_FILES, Renderer
 from generator.spec import Environment
 from generator.validate import Manifest, Validator
 from helpers import environment, release
@@ -81,7 +81,7 @@ def test_any_valid_spec_renders_to_schema_valid_manifests(spec, env_name):
     loaded, problems = load_model(LAYOUT, env, path, yaml.safe_dump(spec, sort_keys=False))
     assert problems == [] and loaded is not None
     files = RENDERER.render_model(LoadedEnvironment(env_name, env, LAYOUT.env_file(env_name), (loaded,)), loaded)
-    assert len(files) == 13
+    assert len(files) == len(MODEL_FILES) + 1  # and the model's Application
     found = VALIDATOR.validate(Manifest(f.path, f.document, f.env) for f in files)
     assert found == [], "\n".join(map(str, found))
     sdep = next(f.document for f in files if f.document["kind"] == "SeldonDeployment")
