@@ -1,0 +1,440 @@
+"""The rendered Grafana alert rules really fire: ``promtool test rules`` for every model of every environment.
+
+Each model's rules are rendered in memory from the real specs and templates, translated by
+:mod:`generator.promrules` into the Prometheus rules Grafana's query -> reduce -> threshold pipeline is
+equivalent to, and unit-tested with promtool on synthetic series shaped like the real ones:
+
+* drift detector series are taken from the detector's own metrics class
+  (``components/drift_detector/metrics.py``), created the way the service creates them, plus the
+  target labels Prometheus adds when it scrapes them through the rendered ServiceMonitor and Service;
+* Seldon executor series carry the executor's labels and the target labels of the Seldon PodMonitor in
+  ``apps/kube-prometheus-stack/values.yaml``.
+
+Every rule is checked both ways: a condition that lasts ``for`` fires, with the labels the retrain
+trigger and people rely on (derived from the spec, not copied from the rendered file); healthy series,
+another model's or another namespace's series, and a condition shorter than ``for`` fire nothing.
+Timings and thresholds come from the model spec, so a rendered unit or duration that disagrees with
+the spec fails too.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from drift_detector.metrics import DriftMetrics
+from prometheus_client import CollectorRegistry
+
+from generator import promrules
+from generator.errors import RenderError
+from generator.layout import RepoLayout
+from generator.loader import load_environment
+from generator.render import Renderer
+from generator.rules import parse_duration_seconds
+from helpers import REPO
+from services import service_unavailable
+
+LAYOUT = RepoLayout(REPO)
+CASES = [(env, path.stem) for env in LAYOUT.existing_environments()
+         for path in sorted(LAYOUT.models_dir(env).glob("*.yaml"))]
+RULE_KEYS = ("drift", "errors", "latency", "traffic")
+"""Every rule the template renders has a scenario here; a new rule fails test_every_rendered_rule_is_tested."""
+
+# Seldon Core v1 executor request metrics (executor/api/metric, v1.17.1): a histogram in seconds with
+# Prometheus' default buckets, labelled per SeldonDeployment and predictor.
+EXECUTOR_METRIC = "seldon_api_executor_server_requests_seconds"
+EXECUTOR_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+EXECUTOR_CONTAINER = "seldon-container-engine"
+FAKE_POD_SUFFIX = "-5d8f7c9b6d-x2x4z"
+
+
+@functools.cache
+def _environment(env: str):
+    return load_environment(LAYOUT, env)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """One model in one environment: its loaded spec and its rendered documents by file name."""
+
+    env_name: str
+    loaded_env: object
+    spec: object
+    files: dict[str, dict]
+
+    @property
+    def grafana_rules(self) -> dict:
+        configmap = self.files["grafana-alerts-configmap.yaml"]
+        (text,) = configmap["data"].values()
+        return yaml.safe_load(text)
+
+    @property
+    def drift_config(self) -> dict:
+        return yaml.safe_load(self.files["drift-detector-configmap.yaml"]["data"]["config.yaml"])
+
+    def grafana_rule(self, key: str) -> dict:
+        (rule,) = [r for g in self.grafana_rules["groups"] for r in g["rules"] if r["labels"]["mlops_alert"] == key]
+        return rule
+
+    @property
+    def interval(self) -> int:
+        return parse_duration_seconds(self.grafana_rules["groups"][0]["interval"])
+
+    def rule_labels(self, key: str) -> dict[str, str]:
+        """The labels every alert instance of rule ``key`` must carry, derived from the spec."""
+        spec, env = self.spec, self.loaded_env.env
+        return {"mlops_alert": key, "model": spec.model, "env": env.name, "team": spec.owner,
+                "severity": spec.alerts.severity, "grafana_folder": env.grafana.folder,
+                "retrain": "true" if key == "drift" and spec.retrain.on_drift else "false"}
+
+
+@functools.cache
+def model_case(env: str, model: str) -> ModelCase:
+    loaded = _environment(env)
+    (entry,) = [m for m in loaded.models if m.spec.model == model]
+    files = Renderer(LAYOUT).render_model(loaded, entry)
+    return ModelCase(env, loaded, entry.spec, {Path(f.path).name: f.document for f in files})
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        service_unavailable("promtool is not installed (Debian/Ubuntu: apt-get install prometheus)")
+    return found
+
+
+# --- synthetic series ---------------------------------------------------------------------------
+
+
+def series(name: str, labels: dict[str, str]) -> str:
+    """A series in promtool's input notation, ``name{a="b", ...}``."""
+    escaped = (f'{key}="{value}"'.replace("\\", "\\\\").replace("\n", "\\n")
+               for key, value in sorted(labels.items()))
+    return f"{name}{{{', '.join(escaped)}}}"
+
+
+def drift_target_labels(case: ModelCase) -> dict[str, str]:
+    """Labels Prometheus (operator) adds to the detector's series, scraped through the rendered ServiceMonitor."""
+    monitor, service = case.files["drift-detector-servicemonitor.yaml"], case.files["drift-detector-service.yaml"]
+    deployment = case.files["drift-detector-deployment.yaml"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items(), "the ServiceMonitor does not select the Service"
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    endpoint = monitor["spec"]["endpoints"][0]["port"]
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    name = service["metadata"]["name"]
+    return {"namespace": service["metadata"]["namespace"], "service": name, "job": name, "endpoint": endpoint,
+            "pod": deployment["metadata"]["name"] + FAKE_POD_SUFFIX, "container": container["name"],
+            "instance": f"10.0.3.17:{port['port']}"}
+
+
+def drift_series(case: ModelCase, rule_expr: str, model: str | None = None) -> list[tuple[str, dict[str, str]]]:
+    """The detector's series that ``rule_expr`` queries, one per predictor, as the service creates them.
+
+    The service declares every predictor of its config at start (metrics.py ``declare_predictor``);
+    the series the rule reads are found by name in the rendered expression, so renaming a metric on
+    either side breaks this test instead of silently breaking the alert.
+    """
+    config = case.drift_config
+    metrics = DriftMetrics(model or config["model"], CollectorRegistry())
+    for predictor in config["predictors"]:
+        metrics.declare_predictor(predictor["version"], predictor["name"], [f["name"] for f in config["features"]])
+    samples = [(s.name, dict(s.labels)) for family in metrics.registry.collect() for s in family.samples
+               if re.search(rf"\b{re.escape(s.name)}\b", rule_expr)]
+    assert samples, f"the drift rule queries no series the drift detector exports: {rule_expr}"
+    return samples
+
+
+def podmonitor_target_labels(case: ModelCase) -> dict[str, str]:
+    """Labels the Seldon PodMonitor of kube-prometheus-stack adds to executor series."""
+    values = yaml.safe_load((REPO / "apps/kube-prometheus-stack/values.yaml").read_text())
+    (monitor,) = [m for m in values["prometheus"]["additionalPodMonitors"] if m["name"] == "seldon-executor"]
+    namespace = case.files["seldondeployment.yaml"]["metadata"]["namespace"]
+    component = values.get("namespaceOverride", "monitoring")
+    return {"namespace": namespace, "pod": f"{case.spec.model}-main-0-model{FAKE_POD_SUFFIX}",
+            "container": EXECUTOR_CONTAINER, "endpoint": monitor["podMetricsEndpoints"][0]["port"],
+            "job": f"{component}/{monitor['name']}", "instance": "10.0.4.21:8000"}
+
+
+def executor_labels(case: ModelCase, predictor: str, code: str) -> dict[str, str]:
+    sdep = case.files["seldondeployment.yaml"]
+    return {**podmonitor_target_labels(case), "deployment_name": sdep["metadata"]["name"],
+            "predictor_name": predictor, "service": "predictions", "method": "POST", "code": code}
+
+
+def predictor_names(case: ModelCase) -> list[str]:
+    return [p["name"] for p in case.files["seldondeployment.yaml"]["spec"]["predictors"]]
+
+
+# --- promtool -----------------------------------------------------------------------------------
+
+
+def run_promtool(promtool: str, tmp_path: Path, case: ModelCase, tests: list[dict], annotations: bool = True) -> None:
+    """Write the translated rules and ``tests``, check the rules and run the unit tests; fail with promtool's report.
+
+    promtool compares annotations exactly, and an annotation printing ``$value`` shows the last bits of
+    Prometheus' float arithmetic. Scenarios whose value is not exact run with ``annotations=False``:
+    only their labels are compared; the annotations are checked by scenarios with exact values.
+    """
+    rules = promrules.prometheus_rules(case.grafana_rules, f"{case.env_name}/{case.spec.model}")
+    if not annotations:
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                rule.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    interval = f"{case.interval}s"
+    document = {"rule_files": ["rules.yaml"], "evaluation_interval": interval,
+                "tests": [{"interval": interval, **test} for test in tests]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    for command in (["check", "rules", "rules.yaml"], ["test", "rules", "tests.yaml"]):
+        result = subprocess.run([promtool, *command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (f"promtool {' '.join(command)} failed for {case.env_name}/{case.spec.model}:\n"
+                                        f"{result.stdout}{result.stderr}\nrules:\n{(tmp_path / 'rules.yaml').read_text()}")
+
+
+def alert_test(title: str, at_seconds: int, alerts: list[dict]) -> dict:
+    return {"eval_time": f"{at_seconds}s", "alertname": title, "exp_alerts": alerts}
+
+
+def steps(seconds: int, interval: int) -> int:
+    return math.ceil(seconds / interval)
+
+
+def go_float(value: float) -> str:
+    """How Go's text/template prints a float64 (``$value`` in an annotation): shortest repr, no ``.0``."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e21 else repr(value)
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_drift_alert_fires_on_the_detector_series_with_the_retrain_labels(promtool, tmp_path, env, model):
+    case = model_case(env, model)
+    rule = case.grafana_rule("drift")
+    expr, title, step = rule["data"][0]["model"]["expr"], rule["title"], case.interval
+    hold = steps(parse_duration_seconds(case.spec.alerts.drift_for), step)
+    onset, total = 5, 5 + hold + 10
+    target = drift_target_labels(case)
+    detected = drift_series(case, expr)
+    drifting = detected[-1][1]  # the last predictor drifts (the candidate, when there is one)
+    versions = {p["name"]: p["version"] for p in case.drift_config["predictors"]}
+
+    def timeline(drifts: list[bool]) -> str:
+        return " ".join("1" if d else "0" for d in drifts)
+
+    lasting = [False] * onset + [True] * (total - onset)
+    input_series = [{"series": series(name, {**labels, **target}),
+                     "values": timeline(lasting if labels == drifting else [False] * total)}
+                    for name, labels in detected]
+    # Decoys: the same model in another namespace, and another model in this one, both drifting.
+    for name, labels in detected:
+        input_series.append({"series": series(name, {**labels, **target, "namespace": "models-elsewhere"}),
+                             "values": timeline([True] * total)})
+    for name, labels in drift_series(case, expr, model="some-other-model"):
+        input_series.append({"series": series(name, {**labels, **target}), "values": timeline([True] * total)})
+
+    expected = {**case.rule_labels("drift"), "predictor": drifting["predictor"],
+                "version": versions[drifting["predictor"]]}
+    annotations = {"summary": f"Drift detected on {model} in {env}",
+                   "description": f"Predictor {drifting['predictor']} (version {expected['version']}) drifted for "
+                                  f"{case.spec.alerts.drift_for}."}
+    fires = [alert_test(title, (onset + hold - 1) * step, []),  # still pending
+             alert_test(title, (onset + hold + 1) * step, [{"exp_labels": expected, "exp_annotations": annotations}])]
+
+    clean = [{"series": series(name, {**labels, **target}), "values": timeline([False] * total)}
+             for name, labels in detected]
+    never = [alert_test(title, t * step, []) for t in range(0, total, max(1, hold // 3))]
+    tests = [{"name": "drift lasting drift_for fires", "input_series": input_series, "alert_rule_test": fires},
+             {"name": "no drift fires nothing", "input_series": clean, "alert_rule_test": never}]
+    if hold >= 2:
+        # Drift that stops one evaluation short of drift_for, again and again, never fires.
+        burst = ([True] * (hold - 1) + [False]) * (total // hold + 1)
+        flapping = [{"series": series(name, {**labels, **target}),
+                     "values": timeline(burst[:total] if labels == drifting else [False] * total)}
+                    for name, labels in detected]
+        tests.append({"name": "drift shorter than drift_for fires nothing", "input_series": flapping,
+                      "alert_rule_test": never})
+    run_promtool(promtool, tmp_path, case, tests)
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_error_rate_alert_fires_per_predictor(promtool, tmp_path, env, model):
+    case = model_case(env, model)
+    rule, step = case.grafana_rule("errors"), case.interval
+    hold = steps(parse_duration_seconds(case.spec.alerts.error_rate_for), step)
+    total, per_step, limit = steps(600, step) + hold + 10, 1000, case.spec.alerts.error_rate
+    predictors = predictor_names(case)
+
+    def counters(share_of: dict[str, float]) -> list[dict]:
+        result = []
+        for predictor in predictors:
+            errors = round(share_of.get(predictor, 0.0) * per_step)
+            result += [{"series": series(f"{EXECUTOR_METRIC}_count", executor_labels(case, predictor, "200")),
+                        "values": f"0+{per_step - errors}x{total}"},
+                       {"series": series(f"{EXECUTOR_METRIC}_count", executor_labels(case, predictor, "500")),
+                        "values": f"0+{errors}x{total}"}]
+        return result
+
+    at = (steps(300, step) + hold + 2) * step  # past the 5m rate window, then error_rate_for
+    first, last = predictors[0], predictors[-1]
+    labels = {**case.rule_labels("errors"), "predictor_name": first}
+    above, below = min(1.0, 1.5 * limit), 0.5 * limit
+    assert round(above * per_step) > limit * per_step > round(below * per_step)
+    run_promtool(promtool, tmp_path, case, [
+        {"name": "a predictor failing every request fires for it", "input_series": counters({first: 1.0}),
+         "alert_rule_test": [alert_test(rule["title"], at, [{"exp_labels": labels, "exp_annotations": {
+             "summary": f"Error rate of {model} in {env} is high",
+             "description": f"Predictor {first} fails 1 of requests."}}])]},
+    ])
+    run_promtool(promtool, tmp_path, case, [
+        {"name": "errors just above error_rate fire, just below do not",
+         "input_series": counters({first: above} | ({last: below} if last != first else {})),
+         "alert_rule_test": [alert_test(rule["title"], at, [{"exp_labels": labels}])]},
+        {"name": "errors below error_rate fire nothing", "input_series": counters(dict.fromkeys(predictors, below)),
+         "alert_rule_test": [alert_test(rule["title"], at, [])]},
+        {"name": "no errors fire nothing", "input_series": counters({}),
+         "alert_rule_test": [alert_test(rule["title"], at, [])]},
+    ], annotations=False)
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_latency_alert_fires_on_the_executor_histogram(promtool, tmp_path, env, model):
+    case = model_case(env, model)
+    rule, step = case.grafana_rule("latency"), case.interval
+    limit = case.spec.alerts.latency_p95_ms / 1000
+    hold = steps(parse_duration_seconds(case.spec.alerts.latency_for), step)
+    total, per_step = steps(300, step) + hold + 10, 100
+    bounds = (0.0, *EXECUTOR_BUCKETS)
+    # All requests in one bucket: p95 interpolates inside it, so a bucket entirely above the limit is
+    # slow for sure and one entirely below it fast for sure. Past the last bucket p95 is its bound.
+    slow = next((upper for lower, upper in zip(bounds, bounds[1:], strict=False) if lower >= limit), None)
+    fast = max((upper for upper in EXECUTOR_BUCKETS if upper <= limit), default=None)
+    assert slow is not None and fast is not None, f"latency_p95_ms {limit * 1000} is outside the executor's buckets"
+    predictors = predictor_names(case)
+
+    def histogram(observed_of: dict[str, float]) -> list[dict]:
+        result = []
+        for predictor in predictors:
+            observed = observed_of.get(predictor, fast)
+            labels = executor_labels(case, predictor, "200")
+            for le, bound in [*((go_float(b), b) for b in EXECUTOR_BUCKETS), ("+Inf", math.inf)]:
+                result.append({"series": series(f"{EXECUTOR_METRIC}_bucket", {**labels, "le": le}),
+                               "values": f"0+{per_step if bound >= observed else 0}x{total}"})
+        return result
+
+    at = (steps(300, step) + hold + 2) * step
+    labels = {**case.rule_labels("latency"), "predictor_name": predictors[-1]}
+    run_promtool(promtool, tmp_path, case, [
+        {"name": "requests slower than every bucket fire with p95 at the last bound",
+         "input_series": histogram({predictors[-1]: math.inf}),
+         "alert_rule_test": [alert_test(rule["title"], at, [{"exp_labels": labels, "exp_annotations": {
+             "summary": f"p95 latency of {model} in {env} is high",
+             "description": f"Predictor {predictors[-1]} p95 is {go_float(EXECUTOR_BUCKETS[-1] * 1000)} ms."}}])]},
+    ])
+    run_promtool(promtool, tmp_path, case, [
+        {"name": "p95 just above the limit fires for that predictor", "input_series": histogram({predictors[-1]: slow}),
+         "alert_rule_test": [alert_test(rule["title"], at, [{"exp_labels": labels}])]},
+        {"name": "p95 below the limit fires nothing", "input_series": histogram({}),
+         "alert_rule_test": [alert_test(rule["title"], at, [])]},
+    ], annotations=False)
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_no_traffic_alert_fires_without_requests(promtool, tmp_path, env, model):
+    case = model_case(env, model)
+    rule, step = case.grafana_rule("traffic"), case.interval
+    window = steps(parse_duration_seconds(case.spec.alerts.no_traffic_for), step)
+    at = (window + 2) * step
+    predictors = predictor_names(case)
+    expected = [{"exp_labels": case.rule_labels("traffic"),
+                 "exp_annotations": {"summary": f"{model} in {env} received no predictions",
+                                     "description": f"No prediction requests for {case.spec.alerts.no_traffic_for}."}}]
+
+    def requests(per_step: int) -> list[dict]:
+        return [{"series": series(f"{EXECUTOR_METRIC}_count", executor_labels(case, p, "200")),
+                 "values": f"40+{per_step}x{window + 5}"} for p in predictors]
+
+    run_promtool(promtool, tmp_path, case, [
+        {"name": "flat request counters fire", "input_series": requests(0),
+         "alert_rule_test": [alert_test(rule["title"], at, expected)]},
+        {"name": "no executor series at all fire", "input_series": [],
+         "alert_rule_test": [alert_test(rule["title"], at, expected)]},
+        {"name": "requests fire nothing", "input_series": requests(3),
+         "alert_rule_test": [alert_test(rule["title"], at, [])]},
+    ])
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_every_rendered_rule_is_tested(env, model):
+    rules = model_case(env, model).grafana_rules
+    assert sorted(r["labels"]["mlops_alert"] for g in rules["groups"] for r in g["rules"]) == sorted(RULE_KEYS)
+
+
+# --- the translation itself ----------------------------------------------------------------------
+
+
+def _grafana_file(**rule_changes) -> dict:
+    rule = {
+        "uid": "m-dev-x", "title": "m (dev): x", "condition": "C",
+        "data": [
+            {"refId": "A", "relativeTimeRange": {"from": 600, "to": 0}, "datasourceUid": "prometheus",
+             "model": {"refId": "A", "expr": "max(x)", "instant": True}},
+            {"refId": "B", "datasourceUid": "__expr__",
+             "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": "last"}},
+            {"refId": "C", "datasourceUid": "__expr__",
+             "model": {"refId": "C", "type": "threshold", "expression": "B",
+                       "conditions": [{"evaluator": {"type": "gt", "params": [0]}}]}},
+        ],
+        "noDataState": "OK", "execErrState": "Error", "for": "5m",
+        "annotations": {"description": "value {{ $values.B.Value }} on {{ $labels.p }}"},
+        "labels": {"model": "m"},
+    }
+    rule.update(rule_changes)
+    return {"apiVersion": 1, "groups": [{"orgId": 1, "name": "m-dev", "folder": "MLOps", "interval": "1m",
+                                         "rules": [rule]}]}
+
+
+def test_translation_maps_the_pipeline_to_a_comparison():
+    (group,) = promrules.prometheus_rules(_grafana_file(), "f.yaml")["groups"]
+    assert group == {"name": "m-dev", "interval": "1m", "rules": [{
+        "alert": "m (dev): x", "expr": "(max(x)) > 0", "for": "5m",
+        "labels": {"model": "m", "grafana_folder": "MLOps"},
+        "annotations": {"description": "value {{ $value }} on {{ $labels.p }}"}}]}
+
+
+def test_translation_of_no_data_alerting_and_ranges():
+    document = _grafana_file(noDataState="Alerting")
+    document["groups"][0]["rules"][0]["data"][2]["model"]["conditions"] = [
+        {"evaluator": {"type": "outside_range", "params": [1, 2.5]}}]
+    (rule,) = promrules.prometheus_rules(document, "f.yaml")["groups"][0]["rules"]
+    assert rule["expr"] == "(max(x)) < 1 or (max(x)) > 2.5 or absent(max(x))"
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda r: r["data"][0]["model"].update(instant=False, range=True), "data[0].model.instant"),
+    (lambda r: r["data"][1]["model"].update(reducer="count"), "data[1].model.reducer"),
+    (lambda r: r["data"][2]["model"]["conditions"][0]["evaluator"].update(type="gte"),
+     "data[2].model.conditions[0].evaluator.type"),
+    (lambda r: r.update(noDataState="NoData"), "noDataState"),
+    (lambda r: r.update(condition="B"), "data[1]"),
+    (lambda r: r.update(annotations={"d": "{{ $values.C.Value }}"}), "annotations.d"),
+    (lambda r: r["data"][0].update(relativeTimeRange={"from": 600, "to": 60}), "data[0].relativeTimeRange.to"),
+])
+def test_translation_refuses_what_prometheus_would_evaluate_differently(change, field):
+    document = _grafana_file()
+    change(document["groups"][0]["rules"][0])
+    with pytest.raises(RenderError) as error:
+        promrules.prometheus_rules(document, "rules/x.yaml")
+    (problem,) = error.value.problems
+    assert problem.file == "rules/x.yaml" and problem.field == f"groups[0].rules[0].{field}"
+    assert "m (dev): x" in problem.message
