@@ -1,0 +1,169 @@
+"""The Seldon Core Python wrapper class: ``seldon-core-microservice model_server.server.ModelServer``.
+
+Life cycle under Seldon's gunicorn server:
+
+1. the main process builds :class:`ModelServer` (settings are read and checked here, so a bad
+   configuration stops the container before anything listens) and empties the metrics directory;
+2. Seldon starts :meth:`ModelServer.custom_service` in its own process: our ``/metrics`` endpoint;
+3. each gunicorn worker calls :meth:`ModelServer.load` after the fork: it loads the MLflow model and
+   starts the worker's own Kafka shipper. A model that cannot be loaded stops the worker with a clear
+   message, and gunicorn stops the server: a half-loaded model is never served. Until a worker has
+   loaded, nothing answers ``/health/status`` (the readiness probe) or ``/health/ping``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from model_server.buffer import InferenceBuffer, LoggedRequest
+from model_server.metrics import ServerMetrics, reset_multiprocess_dir, serve_metrics
+from model_server.payload import FeatureContract, PayloadError
+from model_server.settings import Settings, load_settings
+from model_server.shipper import InferenceLogShipper
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The pinned model artifact could not be loaded."""
+
+
+class ModelServer:
+    """Serves one MLflow model version as one Seldon predictor and logs every prediction."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.model: Any = None
+        self.contract = FeatureContract(self.settings.features)
+        self.series: ServerMetrics | None = None
+        self.buffer: InferenceBuffer | None = None
+        self.shipper: InferenceLogShipper | None = None
+        reset_multiprocess_dir(self.settings.prometheus_multiproc_dir)
+
+    # --- Seldon hooks -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model and start inference logging (once per worker, after the fork)."""
+        s = self.settings
+        log.info("loading model %s version %s (predictor %s) from %s", s.model_name, s.model_version,
+                 s.predictor, s.model_uri)
+        started = time.monotonic()
+        try:
+            import mlflow.pyfunc
+
+            model = mlflow.pyfunc.load_model(s.model_uri)
+        except Exception as exc:
+            message = (f"could not load model {s.registered_model} version {s.model_version} from "
+                       f"{s.model_uri}: {type(exc).__name__}: {exc}. Check MODEL_SERVER_MODEL_URI, the S3 "
+                       "endpoint and credentials (MLFLOW_S3_ENDPOINT_URL, AWS_*); the server will not start")
+            log.error(message)
+            raise ModelLoadError(message) from None
+        self.contract = FeatureContract(s.features, _signature_types(model))
+        self.series = ServerMetrics(s.model_name, s.model_version, s.predictor, s.max_class_labels)
+        if s.logging_enabled:
+            self.buffer = InferenceBuffer(s.buffer_records)
+            self.shipper = InferenceLogShipper(s, self.buffer, self.series)
+            self.shipper.start()
+            atexit.register(self.shipper.stop)
+        self.model = model
+        log.info("model loaded in %.1fs; inference logging %s", time.monotonic() - started,
+                 f"to topic {s.kafka_topic}" if s.logging_enabled else "off")
+
+    def predict(self, X: Any, features_names: list[str] | None = None, meta: dict | None = None) -> np.ndarray:
+        """Validate the request, predict, and hand the rows and predictions to the shipper."""
+        from seldon_core.flask_utils import SeldonMicroserviceException
+
+        if self.model is None or self.series is None:
+            raise SeldonMicroserviceException("the model is not loaded yet", status_code=503, reason="NOT_READY")
+        started = time.perf_counter()
+        try:
+            parsed = self.contract.parse(X, features_names)
+        except PayloadError as exc:
+            self.series.bad_request.inc()
+            raise SeldonMicroserviceException(str(exc), status_code=400, reason="BAD_PAYLOAD") from None
+        try:
+            output = self.model.predict(parsed.frame)
+        except Exception as exc:
+            if _is_schema_error(exc):
+                self.series.bad_request.inc()
+                raise SeldonMicroserviceException(
+                    f"the model refused the input: {exc}; expected {self.contract.expected}",
+                    status_code=400, reason="BAD_PAYLOAD") from None
+            self.series.error.inc()
+            log.exception("prediction failed")
+            # a RuntimeError, not the original: Seldon retries predict without ``meta`` on TypeError
+            raise RuntimeError(f"prediction failed: {type(exc).__name__}: {exc}") from None
+        predictions = _as_list(output)
+        if self.buffer is not None:
+            request_id = str((meta or {}).get("puid") or uuid.uuid4().hex)
+            dropped = self.buffer.put(LoggedRequest(request_id, time.time(), parsed.rows, predictions))
+            if dropped:
+                self.series.dropped_buffer_full.inc(dropped)
+        self.series.count_classes(predictions)
+        self.series.ok.inc()
+        self.series.latency.observe(time.perf_counter() - started)
+        return np.asarray(output)
+
+    def health_status(self) -> dict:
+        """Readiness: 503 until the model is loaded in this worker."""
+        from seldon_core.flask_utils import SeldonMicroserviceException
+
+        if self.model is None:
+            raise SeldonMicroserviceException("the model is not loaded yet", status_code=503, reason="NOT_READY")
+        return {"model": self.settings.model_name, "version": self.settings.model_version,
+                "predictor": self.settings.predictor,
+                "inference_log": "off" if self.shipper is None else
+                ("connected" if self.shipper.connected else "disconnected")}
+
+    def tags(self) -> dict:
+        """Merged into every response's ``meta.tags``: which release answered."""
+        return {"model_version": self.settings.model_version, "release_id": self.settings.release_id,
+                "predictor": self.settings.predictor}
+
+    def init_metadata(self) -> dict:
+        """Seldon's ``/metadata``: the model and its input contract."""
+        return {"name": self.settings.model_name, "versions": [self.settings.model_version],
+                "platform": "mlflow",
+                "inputs": [{"messagetype": "jsonData",
+                            "schema": {"names": self.contract.names}}]}
+
+    def custom_service(self) -> None:
+        """Our ``/metrics`` endpoint (its own process, started by Seldon); blocks forever."""
+        serve_metrics(self.settings.prometheus_multiproc_dir, self.settings.app_metrics_port)
+
+
+def _signature_types(model: Any) -> dict[str, str]:
+    """Column types from the model's MLflow signature (``{"hour": "long"}``); empty when it has none."""
+    try:
+        schema = model.metadata.get_input_schema()
+    except Exception:
+        return {}
+    if schema is None or not getattr(schema, "has_input_names", lambda: False)():
+        return {}
+    types = {}
+    for column in schema.inputs:
+        kind = getattr(column, "type", None)
+        name = getattr(kind, "name", None) or str(kind)
+        types[column.name] = name.lower()
+    return types
+
+
+def _is_schema_error(exc: Exception) -> bool:
+    # MLflow's schema enforcement raises MlflowException with INVALID_PARAMETER_VALUE for bad input.
+    return type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE"
+
+
+def _as_list(output: Any) -> list:
+    """Predictions as JSON-ready Python values, one per row."""
+    if hasattr(output, "to_numpy"):
+        output = output.to_numpy()
+    array = np.asarray(output)
+    if array.ndim > 1 and array.shape[1] == 1:
+        array = array[:, 0]
+    return array.tolist()

@@ -1,0 +1,137 @@
+"""Configuration of the model server: environment variables, as the rendered SeldonDeployment sets them.
+
+Prefix ``MODEL_SERVER_`` (:class:`Settings`), plus two variables other parts own:
+
+* ``PREDICTOR_ID``: set by Seldon's operator to the predictor name (``main``, ``candidate``...); the
+  inference log carries it so the drift detector can tell a canary's records from main's;
+* ``PROMETHEUS_MULTIPROC_DIR``: prometheus-client's multiprocess directory. It must be set before the
+  process starts (prometheus-client reads it at import), so it is checked here, not set.
+
+Reading settings touches nothing on the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CategoryValue = str | int | bool
+
+
+class ConfigError(ValueError):
+    """The environment does not configure a runnable server; the message names the variable and the fix."""
+
+
+class FeatureSpec(BaseModel):
+    """One model input, in the order the release spec lists it (``drift.features``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    type: Literal["numeric", "categorical"] = "numeric"
+    categories: list[CategoryValue] | None = None
+
+    @model_validator(mode="after")
+    def _categories_match_type(self) -> FeatureSpec:
+        if self.type == "numeric" and self.categories:
+            raise ValueError(f"numeric feature {self.name!r} must not list categories")
+        return self
+
+    def describe(self) -> str:
+        """``amount (numeric)`` or ``merchant_category (categorical: grocery, travel)``, for error messages."""
+        if self.type == "categorical" and self.categories:
+            return f"{self.name} (categorical: {', '.join(map(str, self.categories))})"
+        return f"{self.name} ({self.type})"
+
+
+class Settings(BaseSettings):
+    """Every knob of the model server. Identity and endpoints come from the rendered manifest; the
+    tuning knobs have defaults that suit one to four gunicorn workers."""
+
+    model_config = SettingsConfigDict(env_prefix="MODEL_SERVER_", extra="ignore", frozen=True)
+
+    model_name: str = Field(min_length=1, description="The model's name in the specs (``model:``).")
+    registered_model: str = Field(min_length=1, description="The MLflow registered model name.")
+    model_version: str = Field(min_length=1, description="The MLflow model version this predictor serves.")
+    release_id: str = Field(default="", description="Content hash of the release block (logged in tags).")
+    model_uri: str = Field(min_length=1, description="Artifact URI pinned in the release (s3://..., models:/...).")
+    environment: str = Field(default="", description="dev, staging or prod.")
+    features: list[FeatureSpec] = Field(min_length=1, description="JSON list of {name, type, categories}.")
+    predictor: str = Field(min_length=1, validation_alias=AliasChoices("MODEL_SERVER_PREDICTOR", "PREDICTOR_ID"),
+                           description="Predictor name; Seldon sets PREDICTOR_ID.")
+
+    kafka_bootstrap_servers: str = Field(default="", description="Kafka bootstrap servers (host:port,...).")
+    kafka_topic: str = Field(default="", description="The model's inference-log topic.")
+    logging_enabled: bool = Field(default=True, description="Log inferences to Kafka.")
+    buffer_records: int = Field(default=20_000, ge=1, description="Records kept in memory while Kafka is slow.")
+    batch_records: int = Field(default=2_000, ge=1, description="Most records shipped in one produce request.")
+    flush_interval_seconds: float = Field(default=0.05, gt=0, description="How often the shipper drains the buffer.")
+    send_timeout_seconds: float = Field(default=5.0, gt=0, description="A produce request slower than this fails.")
+    reconnect_max_seconds: float = Field(default=10.0, gt=0, description="Longest back-off between reconnects.")
+
+    app_metrics_port: int = Field(default=6001, ge=1, le=65535, description="Port of our /metrics endpoint.")
+    max_class_labels: int = Field(default=50, ge=1, description="Distinct predicted classes counted by name.")
+    prometheus_multiproc_dir: str = Field(
+        default="", validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR"),
+        description="prometheus-client's multiprocess directory (required).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"MODEL_SERVER_FEATURES lists a feature twice: {names}")
+        if self.logging_enabled and not (self.kafka_bootstrap_servers and self.kafka_topic):
+            raise ValueError("inference logging is on but MODEL_SERVER_KAFKA_BOOTSTRAP_SERVERS or "
+                             "MODEL_SERVER_KAFKA_TOPIC is empty; set both, or MODEL_SERVER_LOGGING_ENABLED=false")
+        if not self.prometheus_multiproc_dir:
+            raise ValueError("PROMETHEUS_MULTIPROC_DIR is not set; gunicorn workers share metrics through it. "
+                             "Set it to a writable directory before the server starts (the rendered "
+                             "SeldonDeployment sets /tmp/prometheus)")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read :class:`Settings` from ``environ`` (default ``os.environ``); any problem is a :class:`ConfigError`
+    listing every bad variable with the fix."""
+    source = os.environ if environ is None else environ
+    values: dict[str, object] = {key[len(PREFIX):].lower(): value for key, value in source.items()
+                                 if key.startswith(PREFIX) and key != f"{PREFIX}PREDICTOR"}
+    for alias in ("MODEL_SERVER_PREDICTOR", "PREDICTOR_ID", "PROMETHEUS_MULTIPROC_DIR"):
+        if alias in source:
+            values.setdefault(alias, source[alias])
+    if isinstance(values.get("features"), str):
+        try:
+            values["features"] = json.loads(values["features"])
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid model server configuration:\n  {PREFIX}FEATURES: not JSON ({exc}); "
+                              "it is a JSON list of {name, type, categories} objects") from None
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = [f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors()]
+        raise ConfigError("invalid model server configuration:\n  " + "\n  ".join(problems)) from None
+
+
+PREFIX = "MODEL_SERVER_"
+_OWN_NAMES = {"predictor": "PREDICTOR_ID", "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR"}
+
+
+def _variable(location: tuple) -> str:
+    if not location:
+        return "settings"
+    head = str(location[0])
+    rest = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location[1:])
+    if head in ("MODEL_SERVER_PREDICTOR", "PREDICTOR_ID"):
+        return "PREDICTOR_ID (Seldon's operator sets it; outside Seldon set it to the predictor name)" + rest
+    if head == "PROMETHEUS_MULTIPROC_DIR":
+        return head + rest
+    return _OWN_NAMES.get(head, f"{PREFIX}{head.upper()}") + rest

@@ -1,0 +1,524 @@
+"""The model server (components/model_server) under the real ``seldon-core-microservice``.
+
+Real parts: an sklearn model registered on a real ``mlflow server`` (PostgreSQL, artifacts on moto S3),
+the server started with the env of the *rendered* SeldonDeployment, and a real broker (tansu). The
+server's own metrics are read from its ``/metrics`` endpoint; the inference log from the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from generator.cli import cli
+from helpers import environment, make_repo, model_spec, release
+from services import (
+    LOCALHOST,
+    KafkaBroker,
+    MlflowServer,
+    free_port,
+    require_module,
+    run_kafka_broker,
+    run_service,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "fraud-detector"
+TOPIC_PARTITIONS = 2
+CATEGORIES = ["grocery", "travel", "online", "fuel", "other"]
+FEATURES = [
+    {"name": "amount", "type": "numeric"},
+    {"name": "hour", "type": "numeric"},
+    {"name": "distance_km", "type": "numeric"},
+    {"name": "merchant_category", "type": "categorical", "categories": CATEGORIES},
+    {"name": "card_present", "type": "categorical", "categories": [0, 1]},
+]
+NAMES = [f["name"] for f in FEATURES]
+
+
+# --- the model --------------------------------------------------------------------------------------
+
+
+def transactions(seed: int, rows: int):
+    """A synthetic card-transaction frame with the example model's five features."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "amount": rng.gamma(2.0, 50.0, rows), "hour": rng.integers(0, 24, rows),
+        "distance_km": rng.exponential(10.0, rows), "merchant_category": rng.choice(CATEGORIES, rows),
+        "card_present": rng.integers(0, 2, rows)})
+
+
+def fit_classifier(seed: int, threshold: float):
+    """A one-hot + logistic-regression pipeline; ``threshold`` moves its decision so versions differ."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = transactions(seed, 600)
+    labels = ((frame.amount > threshold) & (frame.card_present == 0)).astype(int)
+    encode = ColumnTransformer([("categories", OneHotEncoder(handle_unknown="ignore"),
+                                 ["merchant_category", "card_present"])], remainder="passthrough")
+    return Pipeline([("encode", encode), ("classify", LogisticRegression(max_iter=2000))]).fit(frame, labels)
+
+
+class Registered:
+    """A registered model version: its number, the artifact URI a release pins, and the fitted object."""
+
+    def __init__(self, version: int, uri: str, model: Any) -> None:
+        self.version, self.uri, self.model = version, uri, model
+
+
+def register(server: MlflowServer, model: Any) -> Registered:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    sample = transactions(99, 50)
+    with server.client_environment():
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(model, name="model", registered_model_name=MODEL,
+                                            signature=infer_signature(sample, model.predict(sample)),
+                                            pip_requirements=["scikit-learn"])
+    version = int(info.registered_model_version)
+    uri = server.client().get_model_version_download_uri(MODEL, str(version))
+    assert uri.startswith("s3://"), uri
+    return Registered(version, uri, model)
+
+
+@pytest.fixture(scope="module")
+def versions(mlflow_server: MlflowServer) -> dict[str, Registered]:
+    """Two versions of the model: ``main`` and a ``candidate`` that decides differently."""
+    return {"main": register(mlflow_server, fit_classifier(0, 150.0)),
+            "candidate": register(mlflow_server, fit_classifier(1, 60.0))}
+
+
+# --- the rendered manifest -----------------------------------------------------------------------------
+
+
+def render_containers(root: Path, versions: dict[str, Registered]) -> dict[str, Any]:
+    """Render a canary release of the two versions; returns the SeldonDeployment, PodMonitor and the
+    model container of each predictor."""
+    def pinned(registered: Registered) -> dict:
+        block = release(registered.version)
+        block["registry"]["name"] = MODEL
+        block["artifact_uri"] = registered.uri
+        return block
+
+    spec = model_spec(MODEL, release=pinned(versions["main"]),
+                      rollout={"strategy": "canary", "candidates": [
+                          {"name": "candidate", "traffic": 20, "release": pinned(versions["candidate"])}]},
+                      drift={"method": "tabular", "features": FEATURES})
+    make_repo(root, envs={"dev": environment("dev")}, models={"dev": {MODEL: spec}})
+    result = CliRunner().invoke(cli, ["render", "--repo-root", str(root)])
+    assert result.exit_code == 0, result.output
+    folder = root / "environments/dev/rendered/models" / MODEL
+    sdep = yaml.safe_load((folder / "seldondeployment.yaml").read_text())
+    monitor = yaml.safe_load((folder / "model-server-podmonitor.yaml").read_text())
+    containers = {p["name"]: p["componentSpecs"][0]["spec"]["containers"][0] for p in sdep["spec"]["predictors"]}
+    return {"sdep": sdep, "monitor": monitor, "containers": containers, "spec": spec}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory, versions: dict[str, Registered]) -> dict[str, Any]:
+    return render_containers(tmp_path_factory.mktemp("repo"), versions)
+
+
+def container_env(container: dict, secrets: dict[str, str]) -> dict[str, str]:
+    """The container's environment as Kubernetes would set it (secretKeyRefs resolved from ``secrets``)."""
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            env[item["name"]] = secrets[item["valueFrom"]["secretKeyRef"]["key"]]
+    return env
+
+
+class RunningServer:
+    """A started model server: its ports and a client for predictions and metrics."""
+
+    def __init__(self, http_port: int, app_metrics_port: int, process: Any) -> None:
+        self.http_port, self.app_metrics_port, self.process = http_port, app_metrics_port, process
+
+    def url(self, path: str) -> str:
+        return f"http://{LOCALHOST}:{self.http_port}{path}"
+
+    def post(self, payload: Any) -> tuple[int, dict]:
+        request = urllib.request.Request(self.url("/api/v1.0/predictions"), data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """Our /metrics, as {(sample name, sorted labels without pid): summed value}."""
+        with urllib.request.urlopen(f"http://{LOCALHOST}:{self.app_metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        values: dict[tuple[str, tuple], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k != "pid")))
+                values[key] = values.get(key, 0.0) + sample.value
+        return values
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of ``name`` over the series that carry ``labels``."""
+        return sum(v for (n, ls), v in self.metrics().items() if n == name and set(labels.items()) <= set(ls))
+
+
+def server_environment(container: dict, predictor: str, mlflow_server: MlflowServer, kafka: str,
+                       workdir: Path, **overrides: str) -> tuple[dict[str, str], int, int]:
+    """The rendered env, with what the cluster would provide replaced by this machine's services:
+    Seldon's operator (PREDICTOR_ID, port variables), the Secret, and the in-cluster endpoints."""
+    env = container_env(container, mlflow_server.env)
+    # The rendered endpoints are cluster DNS names; point them at the test's services.
+    env["MODEL_SERVER_KAFKA_BOOTSTRAP_SERVERS"] = kafka
+    env["MLFLOW_TRACKING_URI"] = mlflow_server.tracking_uri
+    env["MLFLOW_S3_ENDPOINT_URL"] = mlflow_server.s3.endpoint_url
+    http_port, seldon_metrics_port, app_metrics_port = free_port(), free_port(), free_port()
+    env.update({
+        "PREDICTOR_ID": predictor,  # what Seldon's operator sets
+        "PREDICTIVE_UNIT_HTTP_SERVICE_PORT": str(http_port),
+        "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(seldon_metrics_port),
+        "MODEL_SERVER_APP_METRICS_PORT": str(app_metrics_port),
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),  # an emptyDir in the pod
+        "PATH": os.environ.get("PATH", ""), "HOME": str(workdir),
+        "PYTHONPATH": str(REPO / "components"),  # the image's PYTHONPATH=/app
+        "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+    })
+    env.update(overrides)
+    return env, http_port, app_metrics_port
+
+
+def microservice_command() -> list[str]:
+    """What the image's entrypoint runs (components/model_server/Dockerfile)."""
+    return [str(Path(sys.executable).parent / "seldon-core-microservice"), "model_server.server.ModelServer"]
+
+
+@contextlib.contextmanager
+def model_server(env: dict[str, str], http_port: int, app_metrics_port: int, workdir: Path,
+                 name: str) -> Iterator[RunningServer]:
+    require_module("seldon_core", "seldon-core")
+    workdir.mkdir(parents=True, exist_ok=True)
+    with run_service(name, microservice_command(), url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env,
+                     cwd=workdir, timeout=180, log_dir=workdir) as process:
+        yield RunningServer(http_port, app_metrics_port, process)
+
+
+def read_records(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
+    """Every record value on ``topic`` (all partitions, from the start) once ``expected`` are there."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> list[bytes]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in range(TOPIC_PARTITIONS)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            values: list[bytes] = []
+            deadline = time.monotonic() + timeout
+            while len(values) < expected and time.monotonic() < deadline:
+                for messages in (await consumer.getmany(*parts, timeout_ms=300)).values():
+                    values.extend(m.value for m in messages)
+            return values
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def named(frame) -> dict:
+    """The Seldon request for ``frame``: ndarray rows with feature names."""
+    return {"data": {"names": list(frame.columns), "ndarray": frame.astype(object).values.tolist()}}
+
+
+# --- the running servers (main and candidate, two gunicorn workers each) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    with run_kafka_broker("memory://tansu/", log_dir=tmp_path_factory.mktemp("tansu")) as kafka:
+        yield kafka
+
+
+@pytest.fixture(scope="module")
+def topic(rendered: dict[str, Any], broker: KafkaBroker) -> str:
+    name = container_env(rendered["containers"]["main"], {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})[
+        "MODEL_SERVER_KAFKA_TOPIC"]
+    broker.create_topic(name, partitions=TOPIC_PARTITIONS)
+    return name
+
+
+@pytest.fixture(scope="module")
+def servers(rendered: dict[str, Any], mlflow_server: MlflowServer, broker: KafkaBroker, topic: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningServer]]:
+    """The canary's two predictors, each started from its rendered container spec."""
+    with contextlib.ExitStack() as stack:
+        started = {}
+        for predictor, container in rendered["containers"].items():
+            workdir = tmp_path_factory.mktemp(f"server-{predictor}")
+            env, http_port, metrics_port = server_environment(
+                container, predictor, mlflow_server, broker.bootstrap_servers, workdir, GUNICORN_WORKERS="2")
+            started[predictor] = stack.enter_context(
+                model_server(env, http_port, metrics_port, workdir, f"model-server-{predictor}"))
+        yield started
+
+
+# --- tests: fit with the rendered manifest ------------------------------------------------------------
+
+
+def test_rendered_container_matches_what_the_server_uses(rendered: dict[str, Any]) -> None:
+    """Ports, probes, env names and the image of the rendered predictors are the ones the server reads."""
+    from model_server.settings import Settings, load_settings
+    from seldon_core.microservice import DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
+
+    for predictor, container in rendered["containers"].items():
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = container_env(container, {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+        assert ports == {"http": DEFAULT_HTTP_PORT, "metrics": DEFAULT_METRICS_PORT,
+                         "app-metrics": int(env["MODEL_SERVER_APP_METRICS_PORT"])}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/health/status", "port": DEFAULT_HTTP_PORT}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health/ping", "port": DEFAULT_HTTP_PORT}
+        assert env["GRPC_WORKERS"] == "0"  # REST only: no gRPC process loading a second copy of the model
+        assert env["PROMETHEUS_MULTIPROC_DIR"] in {m["mountPath"] + "/prometheus" for m in container["volumeMounts"]}
+        # Every MODEL_SERVER_* variable the manifest sets is a setting (a typo would be silently ignored).
+        fields = {f"MODEL_SERVER_{name.upper()}" for name in Settings.model_fields}
+        assert {k for k in env if k.startswith("MODEL_SERVER_")} <= fields
+        settings = load_settings({**env, "PREDICTOR_ID": predictor})
+        spec_release = rendered["spec"]["release"] if predictor == "main" else \
+            rendered["spec"]["rollout"]["candidates"][0]["release"]
+        assert container["image"] == spec_release["server_image"]
+        assert settings.model_uri == spec_release["artifact_uri"]
+        assert settings.model_version == str(spec_release["registry"]["version"])
+        assert [f.model_dump(exclude_none=True) for f in settings.features] == FEATURES
+        assert settings.logging_enabled and settings.kafka_topic
+    endpoints = rendered["monitor"]["spec"]["podMetricsEndpoints"]
+    assert [(e["port"], e["path"]) for e in endpoints] == [("app-metrics", "/metrics")]
+
+
+def test_probes_answer_once_the_model_is_loaded(servers: dict[str, RunningServer],
+                                               versions: dict[str, Registered]) -> None:
+    for predictor, server in servers.items():
+        status, body = server.get("/health/status")
+        assert status == 200, body
+        assert json.loads(body)["jsonData"] == {"model": MODEL, "version": str(versions[predictor].version),
+                                                "predictor": predictor, "inference_log": "connected"}
+        assert server.get("/health/ping") == (200, "pong")
+
+
+# --- tests: serving -----------------------------------------------------------------------------------
+
+
+def test_predictions_match_the_models_own(servers: dict[str, RunningServer], versions: dict[str, Registered]) -> None:
+    frame = transactions(7, 40)
+    for predictor, server in servers.items():
+        expected = versions[predictor].model.predict(frame).tolist()
+        status, body = server.post(named(frame))
+        assert status == 200, body
+        assert body["data"]["ndarray"] == expected
+        assert body["meta"]["tags"]["model_version"] == str(versions[predictor].version)
+        # Columns in another order, DataFrame-shaped jsonData (records and split), unnamed rows.
+        shuffled = frame[list(reversed(NAMES))]
+        assert server.post(named(shuffled))[1]["data"]["ndarray"] == expected
+        records = json.loads(frame.to_json(orient="records"))
+        assert _values(server.post({"jsonData": records})) == expected
+        split = json.loads(frame.to_json(orient="split", index=False))
+        assert _values(server.post({"jsonData": split})) == expected
+        rows = frame.astype(object).values.tolist()
+        assert server.post({"data": {"ndarray": rows}})[1]["data"]["ndarray"] == expected
+    # The two versions really differ on this data, so the canary test below tells them apart.
+    assert versions["main"].model.predict(frame).tolist() != versions["candidate"].model.predict(frame).tolist()
+
+
+def _values(response: tuple[int, dict]) -> list:
+    status, body = response
+    assert status == 200, body
+    data = body["data"]
+    return data["ndarray"] if "ndarray" in data else data["tensor"]["values"]
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({"data": {"names": NAMES[:4], "ndarray": [[1.0, 2, 3.0, "online"]]}}, "missing card_present"),
+    ({"data": {"names": [*NAMES[:4], "colour"], "ndarray": [[1.0, 2, 3.0, "online", 1]]}}, "unknown colour"),
+    ({"data": {"names": NAMES, "ndarray": [["lots", 2, 3.0, "online", 1]]}}, "amount='lots'"),
+    ({"data": {"names": NAMES, "ndarray": [[1.0, 2.5, 3.0, "online", 1]]}}, "hour='2.5' is not valid for hour (numeric) (not an integer)"),
+    ({"data": {"ndarray": [[1.0, 2, 3.0]]}}, "row 0 has 3 values"),
+    ({"jsonData": [{"amount": 1.0}]}, "missing hour"),
+    ({"data": {"ndarray": []}}, "no rows"),
+    ({"strData": "amount=1"}, "unsupported payload"),
+])
+def test_bad_payloads_get_400_naming_the_features(servers: dict[str, RunningServer], payload: dict,
+                                                  fragment: str) -> None:
+    server = servers["main"]
+    before = server.metric("mlops_model_server_predictions_total", outcome="bad_request")
+    status, body = server.post(payload)
+    assert status == 400, body
+    message = body["status"]["info"]
+    assert fragment in message
+    assert "5 features [amount (numeric), hour (numeric)" in message
+    assert body["status"]["reason"] == "BAD_PAYLOAD"
+    assert server.metric("mlops_model_server_predictions_total", outcome="bad_request") == before + 1
+
+
+# --- tests: the inference log ---------------------------------------------------------------------------
+
+
+def test_records_follow_the_drift_detectors_schema_and_tell_predictors_apart(
+        servers: dict[str, RunningServer], versions: dict[str, Registered], broker: KafkaBroker,
+        topic: str) -> None:
+    from inference_log import decode, decode_batch
+
+    frame = transactions(11, 25)
+    sent = {}
+    for predictor, server in servers.items():
+        before = server.metric("mlops_model_server_inference_records_logged_total")
+        status, body = server.post(named(frame))
+        assert status == 200
+        sent[predictor] = body["data"]["ndarray"]
+        wait_for(lambda s=server, b=before: s.metric("mlops_model_server_inference_records_logged_total") >= b + 25,
+                 what=f"{predictor}'s 25 records acknowledged")
+    values = read_records(broker.bootstrap_servers, topic, expected=10**9, timeout=5)
+    records = [decode(v) for v in values]  # the drift detector's own parser: raises on any schema problem
+    batch = decode_batch(values, len(FEATURES), [f.get("categories") for f in FEATURES])
+    assert batch.errors == []
+    expected_rows = frame.astype(object).values.tolist()
+    for predictor in servers:
+        mine = [r for r in records if r.predictor == predictor and r.features in expected_rows]
+        assert len(mine) >= 25
+        assert {r.version for r in mine} == {str(versions[predictor].version)}
+        assert {r.model for r in mine} == {MODEL}
+        by_row = {json.dumps(r.features): r.prediction for r in mine}
+        assert [by_row[json.dumps(row)] for row in expected_rows] == sent[predictor]
+    assert len({r.request_id for r in records}) == len(records)
+
+
+def test_metrics_add_up_over_both_workers(servers: dict[str, RunningServer]) -> None:
+    server = servers["candidate"]
+    before_ok = server.metric("mlops_model_server_predictions_total", outcome="ok")
+    before_classes = server.metric("mlops_model_server_predicted_class_total")
+    for seed in range(12):
+        assert server.post(named(transactions(100 + seed, 3)))[0] == 200
+    assert server.metric("mlops_model_server_predictions_total", outcome="ok") == before_ok + 12
+    assert server.metric("mlops_model_server_predicted_class_total") == before_classes + 36
+    assert server.metric("mlops_model_server_prediction_seconds_count") >= 12
+    # One producer per worker: two gunicorn workers, two connected producers.
+    connected = [v for (n, _), v in _per_pid(server, "mlops_model_server_inference_log_connected").items()]
+    assert len(connected) == 2 and all(v == 1.0 for v in connected)
+
+
+def _per_pid(server: RunningServer, name: str) -> dict:
+    with urllib.request.urlopen(f"http://{LOCALHOST}:{server.app_metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, s.labels["pid"]): s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == name}
+
+
+def test_kafka_down_predictions_go_on_and_drops_are_counted(
+        rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    container = rendered["containers"]["main"]
+    topic = container_env(container, mlflow_server.env)["MODEL_SERVER_KAFKA_TOPIC"]
+    with run_kafka_broker("memory://tansu/", log_dir=tmp_path / "tansu") as kafka:
+        kafka.create_topic(topic, partitions=TOPIC_PARTITIONS)
+        env, http_port, metrics_port = server_environment(
+            container, "main", mlflow_server, kafka.bootstrap_servers, tmp_path,
+            MODEL_SERVER_BUFFER_RECORDS="30", MODEL_SERVER_RECONNECT_MAX_SECONDS="1",
+            MODEL_SERVER_SEND_TIMEOUT_SECONDS="1")
+        with model_server(env, http_port, metrics_port, tmp_path / "server", "model-server-kafka-down") as server:
+            assert server.post(named(transactions(1, 5)))[0] == 200
+            wait_for(lambda: server.metric("mlops_model_server_inference_records_logged_total") == 5,
+                     what="records logged while the broker is up")
+
+            kafka.stop()
+            for seed in range(40):  # 80 records into a 30-record buffer
+                status, _ = server.post(named(transactions(200 + seed, 2)))
+                assert status == 200  # predictions never wait for Kafka
+            wait_for(lambda: server.metric("mlops_model_server_inference_records_dropped_total") >= 50,
+                     what="dropped records counted")
+            assert server.metric("mlops_model_server_inference_records_buffered") <= 30
+            assert server.metric("mlops_model_server_inference_log_connected") == 0
+
+            kafka.start()  # an in-memory broker comes back empty: the topic is created again
+            kafka.create_topic(topic, partitions=TOPIC_PARTITIONS)
+            marker = transactions(4242, 3)
+            assert server.post(named(marker))[0] == 200
+            wanted = marker.astype(object).values.tolist()
+
+            def marker_logged() -> bool:
+                from inference_log import decode
+                values = read_records(kafka.bootstrap_servers, topic, expected=10**9, timeout=1)
+                return sum(decode(v).features in wanted for v in values) == 3
+
+            wait_for(marker_logged, timeout=60, what="logging to resume after the broker restart")
+            assert server.metric("mlops_model_server_inference_log_connected") == 1
+
+
+# --- tests: failures at start-up ------------------------------------------------------------------------
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(
+        rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    container = rendered["containers"]["main"]
+    missing = f"s3://{mlflow_server.bucket}/no/such/model"
+    env, http_port, _ = server_environment(container, "main", mlflow_server, "127.0.0.1:1", tmp_path,
+                                           MODEL_SERVER_MODEL_URI=missing)
+    result = subprocess.run(microservice_command(), env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"could not load model {MODEL} version {versions_placeholder(container)} from {missing}" in output
+    assert "the server will not start" in output
+
+
+def versions_placeholder(container: dict) -> str:
+    return container_env(container, {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})["MODEL_SERVER_MODEL_VERSION"]
+
+
+def test_missing_configuration_is_refused_before_anything_listens(rendered: dict[str, Any], tmp_path: Path,
+                                                                   mlflow_server: MlflowServer) -> None:
+    env, _, _ = server_environment(rendered["containers"]["main"], "main", mlflow_server, "127.0.0.1:1", tmp_path)
+    del env["PREDICTOR_ID"]
+    env["MODEL_SERVER_FEATURES"] = "[{\"name\": \"amount\", \"type\": \"text\"}]"
+    result = subprocess.run(microservice_command(), env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "invalid model server configuration" in output
+    assert "PREDICTOR_ID" in output
+    assert "MODEL_SERVER_FEATURES[0].type" in output
