@@ -97,7 +97,7 @@ class FeatureContract:
                 columns = list(payload)
                 lengths = {len(v) for v in payload.values()}
                 if len(lengths) != 1:
-                    raise PayloadError(f"jsonData columns have different lengths {sorted(lengths)}")
+                    raise PayloadError(f"jsonData columns have different lengths {sorted(lengths)}; expected {self.expected}")
                 return [list(row) for row in zip(*payload.values(), strict=True)], columns
             if payload and not any(isinstance(v, (list, dict)) for v in payload.values()):
                 return [list(payload.values())], list(payload)
@@ -112,16 +112,14 @@ class FeatureContract:
         raise PayloadError(f"unsupported payload ({type(payload).__name__}); send data.ndarray with data.names, "
                            f"or jsonData records, with {self.expected}")
 
-    @staticmethod
-    def _listed(value: Any, where: str) -> list:
+    def _listed(self, value: Any, where: str) -> list:
         if not isinstance(value, list):
-            raise PayloadError(f"{where} must be a list of rows")
+            raise PayloadError(f"{where} must be a list of rows; expected rows of {self.expected}")
         return value
 
-    @staticmethod
-    def _names(value: Any) -> list[str]:
+    def _names(self, value: Any) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
-            raise PayloadError("jsonData.columns must be a list of feature names")
+            raise PayloadError(f"jsonData.columns must be a list of feature names; expected {self.expected}")
         return value
 
     def _column_order(self, names: list[str]) -> list[int] | None:
