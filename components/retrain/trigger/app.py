@@ -1,0 +1,200 @@
+"""HTTP wiring of the retrain trigger (Starlette on uvicorn) and ``main``.
+
+Routes:
+
+* ``POST /v1/alerts/grafana`` and ``POST /v1/alerts/alertmanager``: a webhook notification. The body
+  is read up to ``max_body_bytes`` (413 beyond), authenticated before it is parsed (401), then parsed
+  (415 not JSON by content type, 400 not JSON, 422 not a webhook payload). Every 4xx is logged with
+  the sender's address and the reason, and starts nothing. 200 returns one result per alert; 503 (with
+  ``Retry-After``) when Prefect failed, so the sender retries and earlier alerts come back as duplicates.
+* ``GET /healthz`` (the process serves), ``GET /readyz`` (the Prefect API answers), ``GET /metrics``.
+
+Start-up: settings, token and policy file are read first (exit 2 when invalid), then uvicorn serves.
+:func:`serve` is the only owner of SIGTERM and SIGINT (uvicorn's own handlers are switched off): the
+first one makes uvicorn stop accepting connections, let requests in flight finish (at most
+``shutdown_timeout_seconds``) and run the shutdown that closes the Prefect client; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from . import payloads
+from .auth import Authenticator
+from .metrics import TriggerMetrics
+from .policy import Policy
+from .prefect_api import PrefectAPI, PrefectUnavailable
+from .service import RetrainTrigger
+from .settings import ConfigError, Settings
+
+log = logging.getLogger("retrain.trigger")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+RETRY_AFTER_SECONDS = 30
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None,
+               prefect: PrefectAPI | None = None) -> Starlette:
+    """The ASGI app; reads the policy file now.
+
+    Raises:
+        ConfigError: the policy file is missing or invalid.
+    """
+    policy = Policy.from_file(settings.policy_file)
+    authenticator = Authenticator(settings.secret, settings.hmac_signature_header,
+                                  settings.hmac_timestamp_header, settings.hmac_max_age_seconds)
+    metrics = TriggerMetrics(registry)
+    prefect = prefect or PrefectAPI(settings.prefect_api_url, timeout=settings.prefect_timeout_seconds)
+    trigger = RetrainTrigger(policy, prefect, metrics, settings.deployment_for, settings.dedupe_capacity)
+
+    def refuse(source: str, request: Request, result: str, status: int, message: str) -> JSONResponse:
+        client = request.client.host if request.client else "?"
+        log.warning("refused %s webhook from %s: HTTP %d %s: %s", source, client, status, result, message)
+        metrics.requests.labels(source, result).inc()
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    async def receive(request: Request) -> Response:
+        source = request.path_params["source"]
+        if source not in payloads.SOURCES:
+            return JSONResponse({"error": f"unknown sender; use one of {', '.join(payloads.SOURCES)}"},
+                                status_code=404)
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except _TooLarge:
+            return refuse(source, request, "too_large", 413, f"body larger than {settings.max_body_bytes} bytes")
+        if reason := authenticator.reject_reason(request.headers, body):
+            return refuse(source, request, "unauthorized", 401, reason)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return refuse(source, request, "unsupported_media_type", 415,
+                          f"content type {content_type or 'none'!r}, expected application/json")
+        try:
+            payload = payloads.parse(body)
+        except payloads.PayloadError as exc:
+            if exc.not_json:
+                return refuse(source, request, "bad_request", 400, f"body is not JSON: {exc}")
+            return refuse(source, request, "invalid", 422, f"not a webhook payload: {exc}")
+        try:
+            results = await trigger.handle(payload, source)
+        except PrefectUnavailable as exc:
+            log.error("Prefect API failed while handling a %s webhook: %s", source, exc)
+            metrics.prefect_errors.inc()
+            metrics.requests.labels(source, "unavailable").inc()
+            return JSONResponse({"error": "the Prefect API is unavailable; retry later"}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        metrics.requests.labels(source, "accepted").inc()
+        return JSONResponse({"results": [r.as_dict() for r in results]})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        ready = await prefect.healthy()
+        metrics.ready.set(1 if ready else 0)
+        return PlainTextResponse("ready\n" if ready else "the Prefect API does not answer\n",
+                                 status_code=200 if ready else 503)
+
+    async def prometheus_metrics(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("retrain trigger for environment %s: deployments %s on %s", policy.environment,
+                 settings.deployment_name, settings.prefect_api_url)
+        try:
+            yield
+        finally:
+            await prefect.aclose()
+
+    app = Starlette(routes=[
+        Route("/v1/alerts/{source}", receive, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
+    ], lifespan=lifespan)
+    app.state.trigger = trigger
+    app.state.metrics = metrics
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service until SIGTERM/SIGINT; exit 2 on invalid configuration."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        log.error("refusing to start: %s", exc)
+        return EXIT_CONFIG
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        log.error("refusing to start: %s", exc)
+        return EXIT_CONFIG
+
+    asyncio.run(serve(app, settings))
+    return EXIT_OK
+
+
+async def serve(app: Starlette, settings: Settings) -> None:
+    """Serve ``app`` until the first SIGTERM or SIGINT, then shut down gracefully (a second one forces it)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # This function owns the signals (below); uvicorn would re-raise them after shutdown, so the
+            # process would die by SIGTERM instead of exiting 0.
+            yield
+
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, lifespan="on",
+                            access_log=False, server_header=False, log_config=None,
+                            timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds)))
+    server = Server(config)
+
+    def stop(signum: signal.Signals) -> None:
+        if server.should_exit:
+            server.force_exit = True
+        log.info("%s: shutting down", signum.name)
+        server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await server.serve()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

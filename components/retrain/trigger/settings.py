@@ -1,0 +1,116 @@
+"""Configuration of the retrain trigger: ``RETRAIN_TRIGGER_*`` environment variables and a secrets directory.
+
+The rendered Deployment (``apps/retrain-trigger/manifests/deployment.yaml.j2``) sets the variables and
+mounts two volumes: the per-model policy file (:mod:`retrain.trigger.policy`, a rendered ConfigMap) and
+the shared webhook token in :data:`SECRETS_DIR` (a Secret delivered by Sealed Secrets; never in Git,
+never in an env value of a manifest). pydantic-settings reads the token from the file
+``retrain_trigger_token`` there, or from ``RETRAIN_TRIGGER_TOKEN`` for local runs. Nothing here
+touches the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "RETRAIN_TRIGGER_"
+SECRETS_DIR = Path("/var/run/secrets/retrain-trigger")
+"""Where the rendered Deployment mounts the token Secret."""
+TOKEN_FILE_NAME = "retrain_trigger_token"
+"""The token's file name in :data:`SECRETS_DIR`: pydantic-settings looks a field up by its variable name."""
+MIN_TOKEN_LENGTH = 16
+"""Shorter shared secrets are refused at start: a guessable token would let anyone start runs
+(generate one with ``openssl rand -hex 32``)."""
+
+
+class ConfigError(ValueError):
+    """The settings, the token or the policy file are invalid; the message names the variable or file."""
+
+
+class Settings(BaseSettings):
+    """Every ``RETRAIN_TRIGGER_*`` variable. Build it once in ``main`` (:meth:`from_env`) and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+
+    prefect_api_url: str = Field(pattern=r"^https?://")
+    """Prefect server API, e.g. ``http://prefect-server.prefect.svc.cluster.local:4200/api``."""
+    policy_file: Path = Path("/etc/retrain-trigger/policy.json")
+    deployment_name: str = "retrain/{model}"
+    """``<flow name>/<deployment name>`` of a model's retrain deployment; ``{model}`` is replaced."""
+    token: SecretStr
+    """The shared webhook secret: file ``retrain_trigger_token`` in the secrets directory, or the variable."""
+
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    hmac_signature_header: str = "X-Grafana-Alerting-Signature"
+    """Header with the hex HMAC-SHA256 of the body (Grafana's webhook default)."""
+    hmac_timestamp_header: str = "X-Grafana-Alerting-Timestamp"
+    """When a request carries it, the signature covers ``<timestamp>:<body>`` and the timestamp must be fresh."""
+    hmac_max_age_seconds: int = Field(default=300, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    prefect_timeout_seconds: float = Field(default=10.0, gt=0)
+    dedupe_capacity: int = Field(default=10_000, ge=1)
+    """Alerts remembered in memory; Prefect's idempotency key covers anything forgotten."""
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _strip(cls, value: object) -> object:
+        # A secret file usually ends in a newline; `kubectl create secret --from-file` keeps it.
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"the token needs at least {MIN_TOKEN_LENGTH} characters "
+                             "(generate one with: openssl rand -hex 32)")
+        return value
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _one_model_placeholder(cls, value: str) -> str:
+        flow, _, deployment = value.partition("/")
+        if not flow or not deployment or "/" in deployment or value.count("{model}") != 1:
+            raise ValueError("must be '<flow>/<deployment>' with exactly one {model}, e.g. 'retrain/{model}'")
+        try:
+            value.format(model="m")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{model}} may be substituted ({exc})") from None
+        return value
+
+    def deployment_for(self, model: str) -> str:
+        """The full deployment name of ``model``'s retrain deployment."""
+        return self.deployment_name.format(model=model)
+
+    @property
+    def secret(self) -> bytes:
+        """The shared secret as bytes, for HMAC and constant-time comparison."""
+        return self.token.get_secret_value().encode()
+
+    @classmethod
+    def from_env(cls, secrets_dir: Path = SECRETS_DIR) -> Settings:
+        """Settings from the process environment and ``secrets_dir`` (when it exists).
+
+        Raises:
+            ConfigError: naming every invalid or missing variable (values are never echoed).
+        """
+        try:
+            return cls(**({"_secrets_dir": secrets_dir} if Path(secrets_dir).is_dir() else {}))
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {PREFIX}* environment (or {Path(secrets_dir) / TOKEN_FILE_NAME}):\n"
+                              f"{describe(exc, prefix=PREFIX)}") from exc
+
+
+def describe(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: the variable (or field) and what is wrong with it. Values are not echoed."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "<root>"
+        if prefix and error["loc"]:
+            where = prefix + where.upper()
+        lines.append(f"  - {where}: {error['msg']}")
+    return "\n".join(lines)
