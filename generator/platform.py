@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from generator import naming, yamlio
+from generator import naming, trigger, yamlio
 from generator.components import LoadedComponent, enabled_components, environment_values
 from generator.errors import Problem
 from generator.layout import RENDERED_DIR, RepoLayout
@@ -22,6 +22,8 @@ from generator.render import MODELS_WAVE, RenderedFile, Renderer, header
 from generator.validate import Manifest
 
 PLATFORM_PROJECT = "platform"
+COMPONENT_CONTEXTS = {trigger.COMPONENT: trigger.component_context}
+"""Extra template context of manifest components, by name: ``(environment, namespace, settings) -> dict``."""
 NAMESPACES_WAVE = -40
 """Namespaces first: credentials and components sync into namespaces that already exist."""
 SECRETS_WAVE = -28
@@ -66,6 +68,10 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
             folder = f"{rendered}/platform/{component.name}"
             settings = {**spec.settings, **(override.settings if override else {})}
             context = {"settings": settings, "component": spec.model_dump(mode="json")}
+            if provider := COMPONENT_CONTEXTS.get(component.name):
+                # Components rendered from more than the environment (the trigger: the models' policies).
+                context.update(provider(loaded, spec.namespace, settings))
+                digest = platform_hash(loaded, [component], context)
             for template in component.templates:
                 name = template.rsplit("/", 1)[-1].removesuffix(".j2")
                 emit(f"@apps/{template}", f"{folder}/{name}", context, digest)
@@ -194,10 +200,12 @@ def external_secrets_context(loaded: LoadedEnvironment) -> dict[str, dict]:
             for item in env.platform.secrets.items}
 
 
-def platform_hash(loaded: LoadedEnvironment, components: list[LoadedComponent]) -> str:
-    """sha256 of what the platform renders from: the environment and every component's pin and values."""
+def platform_hash(loaded: LoadedEnvironment, components: list[LoadedComponent], extra: Any = None) -> str:
+    """sha256 of what the platform renders from: the environment, every component's pin and values, and
+    ``extra`` (JSON-serialisable) for components rendered from more than that."""
     payload = {"environment": loaded.env_json,
-               "components": [[c.spec.model_dump(mode="json"), c.values, c.templates] for c in components]}
+               "components": [[c.spec.model_dump(mode="json"), c.values, c.templates] for c in components],
+               **({"extra": extra} if extra is not None else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
