@@ -73,10 +73,10 @@ class FeatureContract:
                 raise PayloadError(f"row {number} has {got} values; expected {self.expected}")
             values = [raw[i] for i in order] if order is not None else list(raw)
             rows.append([self._convert(column, value, number) for column, value in enumerate(values)])
-        frame = pd.DataFrame(rows, columns=self.names)
-        for column, converter in enumerate(self._converters):
-            if converter.dtype is not None:
-                frame[self.names[column]] = frame[self.names[column]].astype(converter.dtype)
+        columns = zip(*rows, strict=True)
+        frame = pd.DataFrame({name: np.array(values, dtype=converter.dtype or object)
+                              for name, converter, values in zip(self.names, self._converters, columns, strict=True)},
+                             copy=False)
         return ParsedRows(rows, frame)
 
     # --- shapes ---------------------------------------------------------------------------------
