@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/mlops validate
 
 test: $(STAMP)
-	$(BIN)/ruff check generator tests benchmarks
+	$(BIN)/ruff check generator tests benchmarks components
 	$(BIN)/python -m pytest
 
 check: $(STAMP)
