@@ -243,60 +243,96 @@ class _CvmRef:
     ``#ref < x``, so a searchsorted per record replaces alibi-detect's n_ref x window comparisons.
     """
 
-    ref_sorted: np.ndarray  # (n, d)
-    g_suffix: np.ndarray  # (n + 1, d): G for each possible "#ref < x"
+    ref_sorted: np.ndarray  # (d, n): each feature's reference values, ascending
+    run_end: np.ndarray  # (d, n): #ref <= ref_sorted[f, p] (where the run of equal values ends)
+    g_suffix: np.ndarray  # (d, n + 1): G for each possible "#ref < x"
     sum_a2: np.ndarray  # (d,)
 
     @classmethod
     def build(cls, reference: np.ndarray) -> _CvmRef:
         n, d = reference.shape
-        ref_sorted = np.sort(reference, axis=0)
-        a = np.empty((n, d))
+        ref_sorted = np.sort(np.ascontiguousarray(reference.T), axis=1)  # contiguous rows for searchsorted
+        run_end = np.empty((d, n), dtype=np.intp)
         for j in range(d):
-            a[:, j] = np.searchsorted(ref_sorted[:, j], ref_sorted[:, j], side="right") / n
-        g_suffix = np.zeros((n + 1, d))
-        g_suffix[:n] = np.cumsum(a[::-1], axis=0)[::-1]
-        return cls(ref_sorted=ref_sorted, g_suffix=g_suffix, sum_a2=(a * a).sum(axis=0))
+            run_end[j] = np.searchsorted(ref_sorted[j], ref_sorted[j], side="right")
+        a = run_end / n
+        g_suffix = np.zeros((d, n + 1))
+        g_suffix[:, :n] = np.cumsum(a[:, ::-1], axis=1)[:, ::-1]
+        return cls(ref_sorted=ref_sorted, run_end=run_end, g_suffix=g_suffix, sum_a2=(a * a).sum(axis=1))
 
 
 @dataclass(frozen=True)
 class _CvmSegment:
     """Per-record lookups of a stretch of the stream, shared by all window sizes."""
 
-    keys: np.ndarray  # (L, d) int codes: same order as the values, ties equal, distinct per feature
-    h_of_key: np.ndarray  # H(x) = #ref >= x, per key
-    l_of_key: np.ndarray  # L(x) = F_ref(x) = #ref <= x / n, per key
-    g_cum: np.ndarray  # (L + 1, d) running sum of G(x) over the records
-    l2_cum: np.ndarray  # (L + 1, d) running sum of L(x)^2
+    values: np.ndarray  # (L, d) the records
+    h: np.ndarray  # (L, d) H(x) = #ref >= x
+    cdf: np.ndarray  # (L, d) L(x) = F_ref(x) = #ref <= x / n
+    g: np.ndarray  # (L, d) G(x)
+    # Repeated values: for each pair of consecutive occurrences of one value in a feature, the
+    # feature and both positions (empty when the stretch has no repeated value).
+    tie_feature: np.ndarray
+    tie_first: np.ndarray
+    tie_second: np.ndarray
 
 
 def _cvm_segment(ref: _CvmRef, seg: np.ndarray) -> _CvmSegment:
-    n, d = ref.ref_sorted.shape
-    keys = np.empty(seg.shape, dtype=np.int64)
-    g = np.empty(seg.shape)
-    h_parts, l_parts = [], []
-    offset = 0
+    d, n = ref.ref_sorted.shape
+    values = np.ascontiguousarray(seg.T)  # (d, L): features as contiguous rows
+    # One stable sort per feature serves twice: sorted needles make searchsorted about 2x cheaper,
+    # and equal neighbours in sorted order are the repeated values (stable: earlier position first).
+    order = np.argsort(values, axis=1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=1)
+    below_sorted = np.empty(ordered.shape, dtype=np.intp)
     for j in range(d):
-        values, inverse = np.unique(seg[:, j], return_inverse=True)
-        left = np.searchsorted(ref.ref_sorted[:, j], values, side="left")
-        right = np.searchsorted(ref.ref_sorted[:, j], values, side="right")
-        inverse = inverse.reshape(-1)
-        keys[:, j] = inverse + offset
-        g[:, j] = ref.g_suffix[left, j][inverse]
-        h_parts.append((n - left).astype(np.float64))
-        l_parts.append(right / n)
-        offset += values.shape[0]
-    l_of_key = np.concatenate(l_parts)
-    # Small integer keys sort about 2x faster than floats, and sorting is the bulk of the work.
-    keys = keys.astype(np.int16 if offset < np.iinfo(np.int16).max else np.int32)
-    zero = np.zeros((1, d))
+        below_sorted[j] = np.searchsorted(ref.ref_sorted[j], ordered[j], side="left")
+    below = np.empty_like(below_sorted)  # #ref < x
+    np.put_along_axis(below, order, below_sorted, axis=1)
+    # "#ref <= x" is "#ref < x" unless x is a reference value: then where its run of equal values ends.
+    at = np.minimum(below_sorted, n - 1)
+    in_ref = np.take_along_axis(ref.ref_sorted, at, axis=1) == ordered
+    if in_ref.any():
+        at_most = np.empty_like(below_sorted)
+        np.put_along_axis(
+            at_most,
+            order,
+            np.where(in_ref, np.take_along_axis(ref.run_end, at, axis=1), below_sorted),
+            axis=1,
+        )
+    else:
+        at_most = below
+    tie_feature, tie_at = np.nonzero(ordered[:, 1:] == ordered[:, :-1])
     return _CvmSegment(
-        keys=keys,
-        h_of_key=np.concatenate(h_parts),
-        l_of_key=l_of_key,
-        g_cum=np.concatenate([zero, np.cumsum(g, axis=0)]),
-        l2_cum=np.concatenate([zero, np.cumsum(l_of_key[keys] ** 2, axis=0)]),
+        values=seg,
+        h=np.ascontiguousarray((n - below).T, dtype=np.float64),
+        cdf=np.ascontiguousarray((at_most / n).T),
+        g=np.ascontiguousarray(np.take_along_axis(ref.g_suffix, below, axis=1).T),
+        tie_feature=tie_feature,
+        tie_first=order[tie_feature, tie_at],
+        tie_second=order[tie_feature, tie_at + 1],
     )
+
+
+def _pair_min_sums(psi: np.ndarray, ws: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``min(psi[i], psi[k])`` over the pairs ``i < k`` less than ``ws`` apart, per record:
+    ``(later, earlier)``, where ``later[k]`` sums the pairs whose later member is ``k`` and
+    ``earlier[i]`` those whose earlier member is ``i``.
+
+    The pairs of the window ``[s, e]`` are then ``sum(later[:e + 1]) - sum(earlier[:s])``: the pairs
+    that end by ``e`` minus those that start before ``s`` (which all end before ``e``). Pairs are
+    visited by lag ``k - i``, one vectorised minimum over the whole stretch per lag: O(L x ws) flat
+    array operations (``psi`` is contiguous along the lag axis) instead of sorting every window.
+    """
+    m = psi.shape[0]
+    later = np.zeros_like(psi)
+    earlier = np.zeros_like(psi)
+    buf = np.empty_like(psi)
+    for lag in range(1, ws):
+        pair = buf[: m - lag]
+        np.minimum(psi[:-lag], psi[lag:], out=pair)
+        later[lag:] += pair
+        earlier[:-lag] += pair
+    return later, earlier
 
 
 def _cvm_window_stats(ref: _CvmRef, seg: _CvmSegment, first_end: int, n_ends: int, ws: int) -> np.ndarray:
@@ -304,41 +340,223 @@ def _cvm_window_stats(ref: _CvmRef, seg: _CvmSegment, first_end: int, n_ends: in
     positions ``first_end .. first_end + n_ends - 1``.
 
     Exactly the quantity alibi-detect's ``CVMDriftOnline.score`` computes (sum of squared CDF
-    differences over the reference and window points, ties included), for many windows at once: the
-    reference half through the G/H lookups of :class:`_CvmRef`, the window half from the sorted window
-    (``c_j = #window values <= x_j``, which is ``j`` when there are no ties).
+    differences over the reference and window points, ties included), for many windows at once.
+    With ``H``, ``L`` and ``G`` of :class:`_CvmRef` and ``c_w = #window values <= w``:
+
+        reference half = sum a_i^2 - (2/ws) sum_w G(w) + (1/ws^2) sum_{w,w'} H(max(w, w'))
+        window half    = sum_w L(w)^2 - (2/ws) sum_w L(w) c_w + (1/ws^2) sum_w c_w^2
+
+    Without repeated values in the window, ``c`` is the rank (``sum c^2 = sum j^2``), and both pair
+    sums are over the larger member of each pair: ``H`` falls and ``L`` rises with ``x``, so with
+    ``psi = (2/ws^2) H - (2/ws) L`` (non-increasing) every pair of distinct records contributes
+    ``min(psi_w, psi_w')`` (:func:`_pair_min_sums`) and every record ``H/ws^2 - (2/ws) L`` on its
+    own. The window sums come from one running sum over the stretch: each record's terms, minus,
+    ``ws`` records later, its terms again and the pairs it opened. Windows that do hold a repeated
+    value of a feature are scored for that feature from the sorted window instead
+    (:func:`_cvm_tied_window_stats`), where ``c`` counts ties.
     """
-    n = ref.ref_sorted.shape[0]
+    n = ref.ref_sorted.shape[1]
     lo = first_end - ws + 1
     hi = first_end + n_ends
-    sk = np.sort(np.lib.stride_tricks.sliding_window_view(seg.keys[lo:hi], ws, axis=0), axis=-1)
-    hs = seg.h_of_key[sk]
-    ls = seg.l_of_key[sk]
+    h, cdf = seg.h[lo:hi], seg.cdf[lo:hi]
+    inv_ws, inv_ws2 = 1.0 / ws, 1.0 / (ws * ws)
+    later, earlier = _pair_min_sums((2.0 * inv_ws2) * h - (2.0 * inv_ws) * cdf, ws)
+    record = cdf * cdf + inv_ws2 * h - (2.0 * inv_ws) * (seg.g[lo:hi] + cdf)
+    running = record + later
+    running[ws:] -= record[:-ws] + earlier[:-ws]
+    sum_j2 = ws * (ws + 1) * (2 * ws + 1) / 6
+    raw = np.cumsum(running, axis=0)[ws - 1 :] + (ref.sum_a2 + sum_j2 * inv_ws2)
+    tied = _tied_windows(seg, lo, n_ends, ws)
+    if tied is not None:
+        starts, features = tied
+        raw[starts, features] = _cvm_tied_window_stats(ref, seg, lo + starts, features, ws)
+    prod, mu, sd = _cvm_normaliser(n, ws)
+    return (raw * prod - mu) / sd
+
+
+def _tied_windows(seg: _CvmSegment, lo: int, n_windows: int, ws: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(window index, feature) of the windows starting at ``lo .. lo + n_windows - 1`` that hold a
+    repeated value of that feature, or ``None``. A window holds one iff it holds two consecutive
+    occurrences of it: the windows starting in ``[second - ws + 1, first]``."""
+    if seg.tie_first.size == 0:
+        return None
+    close = seg.tie_second - seg.tie_first < ws
+    first = np.minimum(seg.tie_first[close], lo + n_windows - 1) - lo
+    begin = np.maximum(seg.tie_second[close] - ws + 1, lo) - lo
+    feature = seg.tie_feature[close]
+    keep = begin <= first
+    if not keep.any():
+        return None
+    marks = np.zeros((n_windows + 1, seg.values.shape[1]), dtype=np.int64)
+    np.add.at(marks, (begin[keep], feature[keep]), 1)
+    np.add.at(marks, (first[keep] + 1, feature[keep]), -1)
+    return np.nonzero(np.cumsum(marks[:-1], axis=0) > 0)
+
+
+def _cvm_tied_window_stats(
+    ref: _CvmRef, seg: _CvmSegment, starts: np.ndarray, features: np.ndarray, ws: int
+) -> np.ndarray:
+    """Raw CvM statistic of single (window start, feature) pairs, from the sorted window: the general
+    formula of :func:`_cvm_window_stats`, with ``c`` the count of window values ``<=`` each value."""
+    rows = starts[:, None] + np.arange(ws)
+    cols = features[:, None]
+    order = np.argsort(seg.values[rows, cols], axis=1, kind="stable")
+    rows = np.take_along_axis(rows, order, axis=1)
+    sorted_values = seg.values[rows, cols]
+    hs, ls = seg.h[rows, cols], seg.cdf[rows, cols]
     j = np.arange(1, ws + 1, dtype=np.float64)
     pair_h = hs @ (2.0 * j - 1.0)  # sum over window pairs of H(max): 2j-1 pairs have the j-th as max
-    sum_g = seg.g_cum[lo + ws : hi + 1] - seg.g_cum[lo : hi + 1 - ws]
-    sum_l2 = seg.l2_cum[lo + ws : hi + 1] - seg.l2_cum[lo : hi + 1 - ws]
-    ties = sk[..., 1:] == sk[..., :-1]
-    if ties.any():
-        end_group = np.ones(sk.shape, dtype=bool)
-        end_group[..., :-1] = ~ties
-        pos = np.broadcast_to(np.arange(ws), sk.shape)
-        c = np.minimum.accumulate(np.where(end_group, pos, ws - 1)[..., ::-1], axis=-1)[..., ::-1] + 1.0
-        sum_lc = (ls * c).sum(axis=-1)
-        sum_c2 = (c * c).sum(axis=-1)
-    else:
-        sum_lc = ls @ j
-        sum_c2 = float((j * j).sum())
-    ref_part = ref.sum_a2 - (2.0 / ws) * sum_g + pair_h / (ws * ws)
-    win_part = sum_l2 - (2.0 / ws) * sum_lc + sum_c2 / (ws * ws)
-    prod, mu, sd = _cvm_normaliser(n, ws)
-    return ((ref_part + win_part) * prod - mu) / sd
+    # c_j = 1 + the last position of the j-th value's tie group
+    end_group = np.ones(rows.shape, dtype=bool)
+    end_group[:, :-1] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    pos = np.broadcast_to(np.arange(ws), rows.shape)
+    c = np.minimum.accumulate(np.where(end_group, pos, ws - 1)[:, ::-1], axis=1)[:, ::-1] + 1.0
+    ref_part = ref.sum_a2[features] - (2.0 / ws) * seg.g[rows, cols].sum(axis=1) + pair_h / (ws * ws)
+    win_part = (ls * ls).sum(axis=1) - (2.0 / ws) * (ls * c).sum(axis=1) + (c * c).sum(axis=1) / (ws * ws)
+    return ref_part + win_part
 
 
 def _min_bootstraps(beta: float, steps: int) -> int:
     # Each step keeps the streams at or below the (1 - beta) quantile, and the quantile of N samples
     # is only defined for N >= 1 / beta: enough must survive all steps (2% slack for the rounding).
     return math.ceil((1 / beta + 1) / (1 - beta) ** steps * 1.02)
+
+
+def _null_ref_counts(rng: np.random.Generator, n_ref: int, t_max: int, b: int) -> np.ndarray:
+    """``(t_max, b)`` int32: for ``b`` simulated null streams of ``t_max`` records, how many of
+    ``n_ref`` reference values lie below each record, reference and stream drawn from one continuous law.
+
+    Only ranks matter, and the ranks of the ``n_ref + t_max`` values are a uniformly random order:
+    the records' places in the merged order are a uniformly random sequence of distinct integers in
+    ``[0, n_ref + t_max)``, and the count below a record is its place minus the number of records
+    placed before it. Distinct integers come from drawing with repetition and keeping each stream's
+    first ``t_max`` distinct values in drawing order, which is drawing without replacement.
+    """
+    total = n_ref + t_max
+    width = t_max + 8 + 4 * t_max * t_max // total  # about 4x the expected number of repeats
+    # 16-bit integers sort by radix in numpy's stable sort, 4x faster than 64-bit ones.
+    small = np.int16 if max(total, width) <= np.iinfo(np.int16).max else np.int64
+    out = np.empty((b, t_max), dtype=np.int32)
+    todo = np.arange(b)
+    while todo.size:
+        draws = rng.integers(0, total, size=(todo.size, width), dtype=small)
+        by_value = np.argsort(draws, axis=1, kind="stable")  # stable: a value's first draw sorts first
+        values = np.take_along_axis(draws, by_value, axis=1)
+        first = np.ones(draws.shape, dtype=bool)
+        first[:, 1:] = values[:, 1:] != values[:, :-1]
+        # draw index of each value's first draw (width for repeats); the t_max earliest are the stream
+        first_draw = np.where(first, by_value, width).astype(small)
+        stream = np.argsort(first_draw, axis=1, kind="stable")[:, :t_max]  # positions in value order
+        cut = np.take_along_axis(first_draw, stream[:, -1:], axis=1)
+        taken = first_draw <= cut
+        below = values - (np.cumsum(taken, axis=1, dtype=np.int32) - 1)  # taken values sorted before
+        enough = cut[:, 0] < width
+        out[todo[enough]] = np.take_along_axis(below, stream, axis=1)[enough]
+        todo = todo[~enough]  # rare: too many repeats; draw those streams again
+    return np.ascontiguousarray(out.T)
+
+
+def _null_stream_stats(below: np.ndarray, n: int, window_sizes: Sequence[int]) -> np.ndarray:
+    """Normalised CvM statistic ``(t_max, b)`` of simulated null streams, maximum over the window
+    sizes, ``nan`` until the smallest window is full; ``below`` from :func:`_null_ref_counts`.
+
+    The formula of :func:`_cvm_window_stats` for continuous data (no ties, ``a_i = i/n``): with
+    ``b`` the reference count below a record, ``H = n - b``, ``L = b/n`` and
+    ``G = (n(n+1)/2 - b(b+1)/2)/n``, every pair's ``min(psi)`` is
+    ``2n/ws^2 - kappa max(b)`` with ``kappa = 2/ws^2 + 2/(ws n)``, so the pair sums are integer sums
+    of ``max(b)``, shared by all window sizes (the lags of a smaller one are a prefix). Window sums
+    come from one running sum: of the record's terms minus those of the record ``ws`` earlier.
+    """
+    t_max, b = below.shape
+    sizes = sorted(int(w) for w in window_sizes)
+    fb = below.astype(np.float64)
+    cdf = fb / n
+    g_plus_cdf = (n * (n + 1) / 2 - fb * (fb + 1) / 2) / n + cdf
+    cdf2 = cdf * cdf
+    # Per-record sums of at most (ws - 1) counts fit int32 (twice the SIMD lanes of int64).
+    acc = np.int32 if (sizes[-1] - 1) * n < np.iinfo(np.int32).max else np.int64
+    below = below.astype(acc, copy=False)
+    later = np.zeros((t_max, b), dtype=acc)  # as in _sliding_pair_min_sums, of max(b)
+    earlier = np.zeros((t_max, b), dtype=acc)
+    buf = np.empty((t_max, b), dtype=acc)
+    out = np.full((t_max, b), np.nan)
+    done = 1  # lags 1 .. done - 1 are in later/earlier
+    for ws in sizes:
+        for lag in range(done, ws):
+            pair = buf[: t_max - lag]
+            np.maximum(below[:-lag], below[lag:], out=pair)
+            later[lag:] += pair
+            earlier[:-lag] += pair
+        done = ws
+        kappa = 2.0 / (ws * ws) + 2.0 / (ws * n)
+        # per record: its diagonal terms and -kappa x the pairs it closes (as the later member)
+        record = cdf2 + (n - fb) / (ws * ws) - (2.0 / ws) * g_plus_cdf
+        closing = record - kappa * later
+        # ... minus, ws records on, its diagonal terms and the pairs it opens (as the earlier member)
+        closing[ws:] -= record[:-ws] - kappa * earlier[:-ws]
+        constant = (n + 1) * (2 * n + 1) / (6 * n)  # sum of a_i^2 = (i/n)^2, i = 1..n
+        constant += ws * (ws - 1) / 2 * (2.0 * n / (ws * ws)) + (ws + 1) * (2 * ws + 1) / (6 * ws)
+        raw = np.cumsum(closing, axis=0)[ws - 1 :] + constant  # windows ending at ws - 1 .. t_max - 1
+        prod, mu, sd = _cvm_normaliser(n, ws)
+        part = out[ws - 1 :]
+        np.fmax(part, (raw * prod - mu) / sd, out=part)
+    return out
+
+
+class _UpperTail:
+    """The largest ``keep`` simulated statistics per time step, with the stream each came from.
+
+    At a time step the threshold is an upper quantile of the streams still alive, and a stream dies
+    when it exceeds a threshold, so both only ever look at the top of each step's column: keeping the
+    top ``keep`` per step (enough for the quantile's order statistics plus every stream that can have
+    died before) replaces a ``n_bootstraps x t_max`` matrix. Batches of streams are offered; those
+    above the current cut-off of their step wait in a buffer that is merged in when it fills.
+    """
+
+    def __init__(self, steps: int, keep: int, buffer: int = 1 << 18) -> None:
+        self.values = np.full((steps, keep), -np.inf)
+        self.streams = np.full((steps, keep), -1, dtype=np.int32)  # over 2**31 streams would take days
+        self._cutoff = np.full((steps, 1), -np.inf)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._n_pending = 0
+        self._buffer = buffer
+
+    def add(self, stats: np.ndarray, first_stream: int) -> None:
+        """Offer ``stats`` ``(steps, b)`` of streams ``first_stream .. first_stream + b - 1``."""
+        step, column = np.nonzero(stats > self._cutoff)
+        self._pending.append((step, stats[step, column], column + first_stream))
+        self._n_pending += step.size
+        if self._n_pending >= self._buffer:
+            self.merge()
+
+    def merge(self) -> None:
+        """Fold the waiting candidates into the per-step top ``keep``."""
+        if not self._pending:
+            return
+        steps, keep = self.values.shape
+        step = np.concatenate([p[0] for p in self._pending])
+        value = np.concatenate([p[1] for p in self._pending])
+        stream = np.concatenate([p[2] for p in self._pending])
+        self._pending, self._n_pending = [], 0
+        # One row per step: the kept values, then that step's candidates, padded with -inf.
+        by_step = np.argsort(step, kind="stable")
+        counts = np.bincount(step, minlength=steps)
+        column = keep + np.arange(step.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        values = np.full((steps, keep + int(counts.max())), -np.inf)
+        streams = np.full(values.shape, -1, dtype=self.streams.dtype)
+        values[:, :keep], streams[:, :keep] = self.values, self.streams
+        values[step[by_step], column] = value[by_step]
+        streams[step[by_step], column] = stream[by_step]
+        top = np.argpartition(values, values.shape[1] - keep, axis=1)[:, -keep:]
+        self.values = np.take_along_axis(values, top, axis=1)
+        self.streams = np.take_along_axis(streams, top, axis=1)
+        self._cutoff = self.values.min(axis=1, keepdims=True)
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """Merge what waits; return values and streams per step, largest first."""
+        self.merge()
+        order = np.argsort(-self.values, axis=1, kind="stable")
+        return np.take_along_axis(self.values, order, axis=1), np.take_along_axis(self.streams, order, axis=1)
 
 
 def _simulate_thresholds(
@@ -356,57 +574,72 @@ def _simulate_thresholds(
     that have not yet alarmed, with ``beta = 1 - (1 - 1/ert) ** (1 / n_features)``.
 
     The statistic only depends on ranks, so instead of drawing n_ref reference values per stream (and
-    comparing all pairs, alibi-detect's O((n_ref + t)^2) per stream) we draw the stream's values and
-    the reference counts between them: given the sorted stream, the number of reference values in each
-    gap is multinomial in the gap lengths. That is the same joint law, at O(t log t) per stream, so
-    fitting a 5,000-row reference takes seconds instead of minutes.
+    comparing all pairs, alibi-detect's O((n_ref + t)^2) per stream) we draw the ranks of the
+    stream's records among the reference (:func:`_null_ref_counts`): the same joint law at O(t ws)
+    per stream (:func:`_null_stream_stats`), so fitting a 5,000-row reference takes seconds.
+
+    Memory does not grow with ``n_bootstraps`` (a full ``n_bootstraps x t_max`` matrix, as
+    alibi-detect keeps, is 3.3 GB at the defaults below): streams are simulated ``batch_size`` at a
+    time (~15 MB of work arrays per 1,000 streams of 199 records) and each step keeps only its upper
+    tail (:class:`_UpperTail`), ``(steps + 1) x (ceil(n_bootstraps x beta) + 3)`` values, beyond which
+    a stream can be neither a threshold's order statistic nor dead. At the defaults (ert 10,000,
+    20 features, window sizes (20, 100): beta 5.1e-6, 2.06 million streams, 181 steps) that is
+    2,534 values per step, 5.5 MB. The tail only approaches the full matrix when most streams die
+    before the last step (small ert with long windows), where alibi-detect's matrix is as large.
     """
     rng = np.random.default_rng(seed)
     ws_arr = sorted(int(w) for w in window_sizes)
     max_ws, min_ws = ws_arr[-1], ws_arr[0]
     t_max = 2 * max_ws - 1
+    first_step = min_ws - 1
+    steps = t_max - first_step
     beta = 1 - (1 - 1 / ert) ** (1 / n_features)
-    needed = _min_bootstraps(beta, t_max - min_ws + 1)
+    needed = _min_bootstraps(beta, steps)
     if n_bootstraps < needed:
         raise ValueError(
             f"n_bootstraps={n_bootstraps} is too few to estimate the {1 - beta:.6g} quantile that "
             f"ert={ert} with {n_features} features needs; use at least {needed} (10x that is better)"
         )
-    n = n_ref
-    a2 = (n + 1) * (2 * n + 1) / (6 * n)  # sum of (i/n)^2, i = 1..n: continuous data, no ties
-    max_stats = np.full((n_bootstraps, t_max), np.nan)
+    # Per step at most n_alive * beta + 1 streams lie above the quantile's lower order statistic:
+    # that bounds both the rank the quantile reads from the top and the deaths of every step.
+    per_step = math.ceil(n_bootstraps * beta) + 3
+    tail = _UpperTail(steps, min(n_bootstraps, (steps + 1) * per_step))
     for start in range(0, n_bootstraps, batch_size):
         b = min(batch_size, n_bootstraps - start)
-        u = rng.random((b, t_max))
-        order = np.argsort(u, axis=1)
-        us = np.take_along_axis(u, order, axis=1)
-        gaps = np.diff(us, axis=1, prepend=0.0, append=1.0)
-        counts = rng.multinomial(n, gaps)  # reference values in each gap
-        below_sorted = np.cumsum(counts[:, :-1], axis=1)  # #ref below each sorted stream value
-        below = np.empty_like(below_sorted, dtype=np.int16 if n < np.iinfo(np.int16).max else np.int32)
-        np.put_along_axis(below, order, below_sorted, axis=1)
-        fb = below.astype(np.float64)  # int16 products would overflow
-        g = (n * (n + 1) / 2 - fb * (fb + 1) / 2) / n  # sum of i/n for i > below
-        for ws in ws_arr:
-            prod, mu, sd = _cvm_normaliser(n, ws)
-            win_below = np.sort(np.lib.stride_tricks.sliding_window_view(below, ws, axis=1), axis=-1)
-            j = np.arange(1, ws + 1)
-            pair_h = (n - win_below) @ (2.0 * j - 1.0)
-            sum_g = np.lib.stride_tricks.sliding_window_view(g, ws, axis=1).sum(axis=-1)
-            diff = win_below / n - j / ws
-            s = a2 - (2.0 / ws) * sum_g + pair_h / (ws * ws) + (diff * diff).sum(axis=-1)
-            s = (s * prod - mu) / sd
-            part = max_stats[start : start + b, ws - 1 :]
-            np.fmax(part, s, out=part)  # max over window sizes; nan until a window is full
+        stats = _null_stream_stats(_null_ref_counts(rng, n_ref, t_max, b), n_ref, ws_arr)
+        tail.add(stats[first_step:], start)
+    values, streams = tail.sorted()
+    return _thresholds_from_tail(values, streams, n_bootstraps, 1 - beta, first_step, t_max)
+
+
+def _thresholds_from_tail(
+    values: np.ndarray, streams: np.ndarray, n_streams: int, q: float, first_step: int, t_max: int
+) -> np.ndarray:
+    """Step by step, the ``q`` quantile of the alive streams' statistics (numpy's default "linear",
+    Hyndman-Fan type 7, as alibi-detect), then every stream above it dies. ``values`` and ``streams``
+    are each step's upper tail, largest first (:meth:`_UpperTail.sorted`)."""
     thresholds = np.full(t_max, np.nan)
-    alive = max_stats
-    for t in range(min_ws - 1, t_max):
-        column = alive[:, t]
-        if not (1 / column.shape[0] <= 1 - beta <= (column.shape[0] - 1) / column.shape[0]):
-            raise ValueError(f"n_bootstraps={n_bootstraps} ran out of streams at step {t}; raise it")
-        thr = float(np.quantile(column, 1 - beta))  # "linear" = Hyndman-Fan type 7, as alibi-detect
-        alive = alive[column <= thr]
-        thresholds[t] = thr
+    dead = np.zeros(n_streams, dtype=bool)
+    alive = n_streams
+    for step in range(values.shape[0]):
+        if not (1 / alive <= 1 - q <= (alive - 1) / alive):
+            raise ValueError(
+                f"n_bootstraps={n_streams} ran out of streams at step {first_step + step}; raise it"
+            )
+        living = ~dead[streams[step]]
+        top = values[step][living]  # every alive stream not in it is <= top[-1]
+        # np.quantile(alive values, q) interpolates between the order statistics at floor((n-1)q)
+        # and the next; both are in the tail. The 2-point quantile does numpy's own interpolation.
+        virtual = (alive - 1) * q
+        lower = math.floor(virtual)
+        from_top = alive - 1 - lower  # index of the lower order statistic in top (>= 1 by the check)
+        if from_top >= top.size:  # cannot happen with the keep of _simulate_thresholds
+            raise RuntimeError(f"upper tail too short at step {first_step + step}: {top.size} <= {from_top}")
+        threshold = float(np.quantile(np.array([top[from_top], top[from_top - 1]]), virtual - lower))
+        died = top > threshold
+        dead[streams[step][living][died]] = True
+        alive -= int(died.sum())
+        thresholds[first_step + step] = threshold
     return thresholds
 
 
