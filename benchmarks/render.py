@@ -34,6 +34,8 @@ def build_repo(root: Path, models: int) -> None:
     platform (apps/ and sealed credentials), so each run also renders every environment's platform."""
     for folder in ("templates", "schemas", "apps"):
         shutil.copytree(REPO / folder, root / folder)
+    (root / "components" / "retrain").mkdir(parents=True)  # the retrain-pipeline component reads prefect.yaml
+    shutil.copy(REPO / "components" / "retrain" / "prefect.yaml", root / "components" / "retrain" / "prefect.yaml")
     for env in ENVS:
         source = REPO / "environments" / env
         (root / "environments" / env / "models").mkdir(parents=True)

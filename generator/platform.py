@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from generator import naming, trigger, yamlio
+from generator import naming, retrain_pipeline, trigger, yamlio
 from generator.components import LoadedComponent, enabled_components, environment_values
 from generator.errors import Problem
 from generator.layout import RENDERED_DIR, RepoLayout
@@ -22,7 +22,8 @@ from generator.render import MODELS_WAVE, RenderedFile, Renderer, header
 from generator.validate import Manifest
 
 PLATFORM_PROJECT = "platform"
-COMPONENT_CONTEXTS = {trigger.COMPONENT: trigger.component_context}
+COMPONENT_CONTEXTS = {trigger.COMPONENT: trigger.component_context,
+                      retrain_pipeline.COMPONENT: retrain_pipeline.component_context}
 """Extra template context of manifest components, by name: ``(environment, namespace, settings) -> dict``."""
 NAMESPACES_WAVE = -40
 """Namespaces first: credentials and components sync into namespaces that already exist."""

@@ -60,6 +60,8 @@ def test_platform_applications_match_golden(tmp_path, update_golden):
 
     for folder in ("templates", "schemas", "apps"):
         shutil.copytree(REPO / folder, tmp_path / folder)
+    (tmp_path / "components/retrain").mkdir(parents=True)  # the retrain-pipeline component reads prefect.yaml
+    shutil.copy(REPO / "components/retrain/prefect.yaml", tmp_path / "components/retrain/prefect.yaml")
     (tmp_path / "environments/prod").mkdir(parents=True)
     shutil.copy(REPO / "environments/prod/environment.yaml", tmp_path / "environments/prod/environment.yaml")
     shutil.copytree(REPO / "environments/prod/secrets", tmp_path / "environments/prod/secrets")

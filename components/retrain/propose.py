@@ -76,7 +76,7 @@ def clone(url: str, branch: str, directory: Path, *, author_name: str, author_em
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
     options = []
-    header = _auth_header(url, token)
+    header = auth_header(url, token)
     if header:
         options = ["-c", f"http.extraHeader={header}"]
     shallow = ["--depth", "1"] if "://" in url and not url.startswith("file://") else []
@@ -89,7 +89,8 @@ def clone(url: str, branch: str, directory: Path, *, author_name: str, author_em
     return directory
 
 
-def _auth_header(url: str, token: str | None) -> str | None:
+def auth_header(url: str, token: str | None) -> str | None:
+    """The HTTP header that authenticates git to an ``https://`` host with ``token``; ``None`` otherwise."""
     if not token or urlsplit(url).scheme != "https":
         return None
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
