@@ -238,6 +238,165 @@ def validate_command(envs: tuple[str, ...], kubernetes_version: str, repo_root: 
     click.echo(f"valid: {len(manifests)} manifests in {', '.join(selected)}")
 
 
+remote_option = click.option("--remote", default="origin", show_default=True,
+                             help="Git remote the branch is pushed to when a Git host is configured.")
+
+
+def _print_published(published, plan_writes: dict, plan_deletes: list, dry_run: bool) -> None:
+    """What a promote or rollback wrote, committed, pushed and opened."""
+    verb = "would write" if dry_run else "committed" if published is not None else "wrote"
+    for path in sorted(plan_writes):
+        click.echo(f"  {verb} {path}")
+    for path in plan_deletes:
+        click.echo(f"  {'would remove' if dry_run else 'removed'} {path}")
+    if published is None:
+        return
+    click.echo(f"committed {published.commit[:12]} on branch {published.branch} (back on {published.base})")
+    if published.pull_request is not None:
+        click.echo(f"pushed {published.branch}; pull request #{published.pull_request.number}: "
+                   f"{published.pull_request.url}")
+    else:
+        click.echo(f"no Git host configured (MLOPS_GIT_REPO): push with `git push -u origin {published.branch}` "
+                   "and open the pull request by hand")
+
+
+@cli.command("promote")
+@click.argument("model")
+@click.option("--from", "source", required=True, help="Environment whose release is promoted (e.g. staging).")
+@click.option("--to", "target", required=True, help="The next environment in promotion order (e.g. prod).")
+@click.option("--release", "release_id", metavar="RELEASE_ID",
+              help="Refuse unless the source runs this release id (as shown by mlops status).")
+@click.option("--with-rollout", is_flag=True,
+              help="Also copy the rollout (strategy, traffic, candidates): the target runs the same canary.")
+@click.option("--git/--no-git", "use_git", default=False, show_default=True,
+              help="Commit on branch promote/<model>/<env>/<release-id>; with a Git host configured, push it "
+                   "and open a pull request.")
+@click.option("--dry-run", is_flag=True, help="Check, render and validate; show what would change, write nothing.")
+@remote_option
+@repo_root_option
+def promote_command(model: str, source: str, target: str, release_id: str | None, with_rollout: bool,
+                    use_git: bool, dry_run: bool, remote: str, repo_root: Path | None) -> None:
+    """Promote a model's release from one environment to the next (dev → staging → prod).
+
+    Copies the immutable release block of environments/FROM/models/MODEL.yaml into the TO spec with a
+    round-trip edit (one changed line per changed value); the target's own settings (replicas,
+    resources, thresholds) stay. With --with-rollout the candidates and traffic come along too. The
+    target is re-rendered and validated; spec and rendered files are written together, or not at all.
+
+    Refuses (exit 2, nothing written) when the release is not what FROM runs (uncommitted, not
+    rendered, or not --release), when staging or prod would get an image without a digest, and when
+    TO already runs the release.
+
+    With --git the change is committed on promote/MODEL/TO/RELEASE-ID (message: model version,
+    artifact, image digests) and the current branch is checked out again. With a Git host configured
+    (MLOPS_GIT_REPO=owner/name and MLOPS_GIT_TOKEN, or GitHub Actions' GITHUB_REPOSITORY and
+    GITHUB_TOKEN), the branch is pushed and a pull request opened.
+
+    \b
+    Examples:
+      mlops promote fraud-detector --from dev --to staging --dry-run
+      mlops promote fraud-detector --from staging --to prod --release 486525e0c85f --git
+    """
+    from generator.githost import host_from_env
+    from generator.promote import PromoteRequest, promote, publish_promotion, write
+
+    layout = _layout(repo_root)
+    if use_git and dry_run:
+        raise click.UsageError("--dry-run writes nothing, so it cannot commit; drop --git or --dry-run")
+    result = promote(layout, PromoteRequest(model, source, target, release_id, with_rollout))
+    host = host_from_env() if use_git else None
+    if use_git:
+        result = publish_promotion(layout, result, remote=remote, host=host)
+    elif not dry_run:
+        write(layout, result)
+    release = result.release
+    click.echo(f"{'would promote' if dry_run else 'promoted'} {model} release {release.release_id} "
+               f"({release.registry.name} version {release.registry.version}) from {source} to {target}"
+               + (f", replacing {result.previous.release_id}" if result.previous else " (new in " + target + ")"))
+    _print_published(result.published, result.change.plan.writes, result.change.plan.deletes, dry_run)
+    if dry_run:
+        click.echo("commit message would be:\n" + result.commit_message())
+
+
+@cli.command("rollback")
+@click.argument("model")
+@click.option("--env", "env", required=True, help="Environment to roll back (dev, staging, prod).")
+@click.option("--to", "to_release", metavar="RELEASE_ID",
+              help="Release id (or a unique prefix of at least 4 characters) to return to; default: the "
+                   "previous release in the spec's Git history.")
+@click.option("--git/--no-git", "use_git", default=True, show_default=True,
+              help="Commit on branch rollback/<model>/<env>/<release-id> (pushed, with a pull request, when a "
+                   "Git host is configured); --no-git only writes the files.")
+@click.option("--dry-run", is_flag=True, help="Show what would change, write nothing.")
+@remote_option
+@repo_root_option
+def rollback_command(model: str, env: str, to_release: str | None, use_git: bool, dry_run: bool, remote: str,
+                     repo_root: Path | None) -> None:
+    """Restore a model's previous release from the spec's Git history, re-render and commit.
+
+    Reads `git log` of environments/ENV/models/MODEL.yaml, picks the newest committed version whose
+    release or rollout differs from the current one (or the newest that ran --to RELEASE_ID), and
+    copies its release and rollout blocks into the spec with a round-trip edit. The environment's own
+    settings stay, so the rendered output is what that version rendered. Spec and rendered files are
+    validated first and written together, then committed on rollback/MODEL/ENV/RELEASE-ID (with a pull
+    request when a Git host is configured, see mlops promote); the current branch is checked out again.
+
+    In prod, roll back in the Argo CD UI first when it is urgent (History and Rollback), then merge this
+    pull request so Git and the cluster agree.
+
+    \b
+    Examples:
+      mlops rollback fraud-detector --env prod --dry-run
+      mlops rollback fraud-detector --env prod --to 78265c188e04
+    """
+    from generator.githost import host_from_env
+    from generator.rollback import RollbackRequest, publish_rollback, rollback, write
+
+    layout = _layout(repo_root)
+    _environments(layout, (env,))
+    if use_git and dry_run:
+        use_git = False  # a dry run writes nothing, so there is nothing to commit
+    result = rollback(layout, RollbackRequest(model, env, to_release))
+    if use_git:
+        result = publish_rollback(layout, result, remote=remote, host=host_from_env())
+    elif not dry_run:
+        write(layout, result)
+    old, current = result.restored.release, result.current
+    click.echo(f"{'would roll back' if dry_run else 'rolled back'} {model} in {env} from release "
+               f"{current.release_id} (version {current.registry.version}) to {old.release_id} "
+               f"(version {old.registry.version}, as of commit {result.restored.commit[:12]})")
+    _print_published(result.published, result.change.plan.writes, result.change.plan.deletes, dry_run)
+
+
+@cli.command("status")
+@click.option("--env", "envs", multiple=True, help="Show only this environment (repeatable; default: all).")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Table for people, JSON for scripts.")
+@click.option("--mlflow-uri", help="MLflow URL: also check that the aliases dev/staging/prod match Git.")
+@repo_root_option
+def status_command(envs: tuple[str, ...], output: str, mlflow_uri: str | None, repo_root: Path | None) -> None:
+    """Show what runs where: release, MLflow version, rollout, and whether staging or prod lag behind dev.
+
+    Reads the specs and rendered output in Git. For each environment and model: the release id (the
+    one in rendered labels, commits and pull requests), the MLflow model version, the rollout with
+    each candidate's traffic, and how the release compares with dev's (same, behind, ahead, differs).
+    A release whose rendered output is stale is flagged. With --mlflow-uri, each model's MLflow alias
+    named after the environment is checked against the version Git deploys there (the PostSync alias
+    Job moves it after each sync, so a mismatch means a sync is pending or failed).
+
+    \b
+    Examples:
+      mlops status
+      mlops status --env prod --output json
+      mlops status --mlflow-uri http://localhost:5000
+    """
+    from generator.status import collect, to_json, to_table
+
+    layout = _layout(repo_root)
+    statuses = collect(layout, _environments(layout, envs), mlflow_uri)
+    click.echo(to_json(statuses) if output == "json" else to_table(statuses), nl=False)
+
+
 def main() -> None:
     """Entry point of ``mlops``."""
     cli()

@@ -20,6 +20,10 @@ from generator.errors import RegistryError
 TIMEOUT_SECONDS = 15
 
 
+class ModelNotFoundError(RegistryError):
+    """MLflow has no such registered model (or no such version of it)."""
+
+
 @dataclass(frozen=True)
 class ResolvedVersion:
     """A registered model version and where its files are stored."""
@@ -52,6 +56,19 @@ def resolve_version(tracking_uri: str, name: str, version: int) -> ResolvedVersi
     return ResolvedVersion(name, version, location, details.get("run_id") or None)
 
 
+def registered_model_aliases(tracking_uri: str, name: str) -> dict[str, int] | None:
+    """Every alias of registered model ``name`` and the version it points at; ``None`` if there is no such model.
+
+    Raises:
+        RegistryError: MLflow is unreachable or refuses the request.
+    """
+    try:
+        details = _get(tracking_uri, "registered-models/get", {"name": name})["registered_model"]
+    except ModelNotFoundError:
+        return None
+    return {entry["alias"]: int(entry["version"]) for entry in details.get("aliases") or []}
+
+
 def _get(tracking_uri: str, endpoint: str, query: dict[str, str]) -> dict:
     url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
     request = urllib.request.Request(url, headers=_auth_headers())
@@ -60,9 +77,12 @@ def _get(tracking_uri: str, endpoint: str, query: dict[str, str]) -> dict:
             return json.load(response)
     except urllib.error.HTTPError as exc:
         detail = _error_message(exc)
+        if (exc.code == 404 or "RESOURCE_DOES_NOT_EXIST" in detail) and "version" in query:
+            raise ModelNotFoundError(f"MLflow at {tracking_uri} has no model {query['name']!r} version "
+                                     f"{query['version']}: {detail}; check the name and --registry-version") from None
         if exc.code == 404 or "RESOURCE_DOES_NOT_EXIST" in detail:
-            raise RegistryError(f"MLflow at {tracking_uri} has no model {query['name']!r} version "
-                                f"{query['version']}: {detail}; check the name and --registry-version") from None
+            raise ModelNotFoundError(f"MLflow at {tracking_uri} has no registered model {query['name']!r}: "
+                                     f"{detail}; check release.registry.name") from None
         raise RegistryError(f"MLflow at {tracking_uri} answered {exc.code} for {endpoint}: {detail}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-# Real services (PostgreSQL, moto S3, mlflow server) as fixtures: tests/services.py.
-pytest_plugins = ["services"]
+# Real services (PostgreSQL, moto S3, mlflow server) as fixtures: tests/services.py;
+# a local stand-in for GitHub's pull-request API: tests/fakegithub.py.
+pytest_plugins = ["services", "fakegithub"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

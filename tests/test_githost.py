@@ -1,63 +1,18 @@
 """generator.githost against a local HTTP server that answers like GitHub's pull-request API.
 
-GitHub itself is unreachable from tests; the server records every request, so the tests assert the
-exact method, path, headers and JSON body, and play back GitHub's documented error answers.
+GitHub itself is unreachable from tests; the server (tests/fakegithub.py) records every request, so
+the tests assert the exact method, path, headers and JSON body, and play back GitHub's documented
+error answers.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
+from fakegithub import FakeGitHub
 from generator.errors import GitHostError
 from generator.githost import GITHUB_API_URL, GitHubHost, PullRequest, host_from_env
 from services import free_port
-
-
-@dataclass
-class FakeGitHub:
-    """Records requests; answers each with the next queued (status, JSON body)."""
-
-    url: str
-    requests: list[dict] = field(default_factory=list)
-    answers: list[tuple[int, object]] = field(default_factory=list)
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub("")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            length = int(self.headers.get("Content-Length", 0))
-            fake.requests.append({"method": "POST", "path": self.path, "headers": dict(self.headers),
-                                  "body": json.loads(self.rfile.read(length) or b"null")})
-            status, body = fake.answers.pop(0)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args) -> None:  # keep test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/api/v3"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_opens_a_pull_request_with_the_exact_request(github: FakeGitHub) -> None:
