@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fakegithub import FakeGitHub
+from gitfixtures import build_repo, git, release_id_of
 from helpers import REPO, copy_example_repo
 from services import service_unavailable
 
@@ -69,7 +71,7 @@ def test_the_schema_check_catches_a_broken_workflow(tmp_path: Path) -> None:
 def shellcheck(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     # Expressions are substituted before the shell sees the script; a plain word stands in for them.
     path = tmp_path / "script.sh"
-    path.write_text("#!/usr/bin/env bash\nset -e\n" + EXPRESSION.sub("EXPR", script))
+    path.write_text("#!/usr/bin/env bash\nset -eo pipefail\n" + EXPRESSION.sub("EXPR", script))
     return subprocess.run([tool("shellcheck"), "--shell=bash", "--severity=style", str(path)],
                           capture_output=True, text=True, timeout=60)
 
@@ -97,8 +99,11 @@ def test_no_untrusted_input_is_pasted_into_a_script(workflow: Path) -> None:
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
-def test_default_token_is_read_only(workflow: Path) -> None:
-    assert load_workflow(workflow)["permissions"] == {"contents": "read"}
+def test_default_token_is_read_only_and_scripts_fail_on_errors(workflow: Path) -> None:
+    doc = load_workflow(workflow)
+    assert doc["permissions"] == {"contents": "read"}
+    # GitHub runs an explicit `shell: bash` as `bash -eo pipefail`; its default shell has no pipefail.
+    assert doc["defaults"]["run"]["shell"] == "bash"
 
 
 def test_validate_runs_tests_render_check_validate_and_summarises_the_diff() -> None:
@@ -228,3 +233,47 @@ def test_pre_commit_hook_runs_render_check(tmp_path: Path) -> None:
     done = hook()
     assert done.returncode == 1
     assert "rendered output is stale" in done.stdout
+
+
+# --- the promote job's script, run for real ------------------------------------------------------
+
+
+def run_promote_step(root: Path, github: FakeGitHub, summary: Path, **inputs: str) -> subprocess.CompletedProcess:
+    """Run promote.yml's `mlops promote --git` step in ``root`` as Actions would (bash -eo pipefail)."""
+    doc = load_workflow(REPO / ".github/workflows/promote.yml")
+    step = next(s for s in doc["jobs"]["promote"]["steps"] if "mlops" in s.get("run", "") and "args=" in s["run"])
+    script = root.parent / "step.sh"
+    script.write_text(step["run"])
+    env = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(root.parent),
+           "GITHUB_REPOSITORY": "acme/gitops", "GITHUB_API_URL": github.url, "GITHUB_STEP_SUMMARY": str(summary),
+           "MLOPS_GIT_TOKEN": "workflow-token", "RELEASE_ID": "", "WITH_ROLLOUT": "false", **inputs}
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_promote_step_opens_the_pull_request_and_fails_when_promote_refuses(tmp_path: Path,
+                                                                          github: FakeGitHub) -> None:
+    root = build_repo(tmp_path / "repo")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(remote))
+    git(root, "remote", "add", "origin", str(remote))
+    summary = tmp_path / "summary.md"
+
+    done = run_promote_step(root, github, summary, MODEL="churn", FROM_ENV="dev", TO_ENV="staging")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [request] = github.requests
+    branch = f"promote/churn/staging/{release_id_of(3)}"
+    assert request["path"] == "/api/v3/repos/acme/gitops/pulls"
+    assert request["headers"]["Authorization"] == "Bearer workflow-token"
+    assert request["body"]["head"] == branch and request["body"]["base"] == "main"
+    assert git(remote, "rev-parse", f"refs/heads/{branch}").strip()
+    assert git(root, "log", "-1", "--format=%an <%ae>", branch).strip() == (
+        "github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>")
+    assert "pull request #1" in summary.read_text()
+
+    # A refusal fails the step although its output goes through tee.
+    done = run_promote_step(root, github, summary, MODEL="churn", FROM_ENV="dev", TO_ENV="staging",
+                            RELEASE_ID="0123456789ab")
+    assert done.returncode == 2
+    assert "not 0123456789ab" in done.stderr
+    assert len(github.requests) == 1
