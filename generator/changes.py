@@ -193,6 +193,7 @@ def publish(layout: RepoLayout, change: ModelChange, *, branch: str, message: st
         GitHostError: the pull request could not be opened (the branch is pushed by then).
     """
     repo = layout.root
+    gitrepo.repository_root(repo)  # "not a Git repository" before anything more specific
     base = gitrepo.current_branch(repo)
     paths = change.paths(layout)
     refuse_uncommitted(layout, paths, "commit or stash them first; the change is committed on its own branch")

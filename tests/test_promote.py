@@ -3,6 +3,7 @@ local stand-in for GitHub's pull-request API."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,10 @@ def test_dry_run_writes_nothing_and_shows_the_commit_message(tmp_path: Path) -> 
     assert f"would write {spec_path('staging')}" in result.output
     assert f"release id: {release_id(root, 'dev')}" in result.output
     assert VERSIONS["dev"] == 3
+
+
+def test_git_outside_a_repository_is_refused(tmp_path: Path) -> None:
+    root = build_repo(tmp_path / "repo")
+    shutil.rmtree(root / ".git")
+    output = refused(root, "--from", "dev", "--to", "staging", "--git", code=7)
+    assert "is not inside a Git repository" in output
