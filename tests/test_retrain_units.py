@@ -1,0 +1,226 @@
+"""The retrain flow's parts on their own: dataset versions, the decision rule, model modules, the flow's
+refusals, and the image's contents. No MLflow or Git remote here (tests/test_retrain_flow.py has them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import types
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from retrain import data as datasets
+from retrain.evaluation import binary_metrics, decide
+from retrain.models import FeatureInfo, ModelModuleError, load_model_module, read_csv_dataset
+from retrain.propose import auth_header, branch_name
+
+from helpers import REPO
+from services import PrefectServer
+
+FEATURES = [FeatureInfo("amount", "numeric"), FeatureInfo("card_present", "categorical", (0, 1)),
+            FeatureInfo("merchant_category", "categorical", ("grocery", "online"))]
+
+
+def write_csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join(["amount,card_present,merchant_category,is_fraud", *rows]) + "\n")
+    return path
+
+
+# --- dataset versions ------------------------------------------------------------------------------
+
+
+def test_a_published_dataset_is_fetched_and_verified_by_its_sidecar(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "data.csv", ["12.5,1,grocery,0", "99.0,0,online,1"])
+    uri = (tmp_path / "published" / "v1.csv").as_uri()
+    digest = datasets.publish_dataset(source, uri)
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert (tmp_path / "published" / "v1.csv.sha256").read_text() == f"{digest}  v1.csv\n"
+
+    version = datasets.fetch_dataset(uri, tmp_path / "download")
+    assert (version.uri, version.sha256) == (uri, digest)
+    assert version.path.read_bytes() == source.read_bytes() and version.path.parent == tmp_path / "download"
+
+
+def test_bytes_that_do_not_match_the_pinned_hash_are_refused(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "data.csv", ["12.5,1,grocery,0"])
+    expected = datasets.publish_dataset(source, str(source))
+    source.write_text(source.read_text() + "13.0,1,grocery,1\n")  # changed after publishing
+    with pytest.raises(datasets.DataError, match=rf"has sha256 [0-9a-f]{{64}}, expected {expected}: refusing"):
+        datasets.fetch_dataset(str(source), tmp_path / "download")
+    # An explicit hash wins over the sidecar.
+    actual = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert datasets.fetch_dataset(str(source), tmp_path / "download", sha256=actual).sha256 == actual
+
+
+@pytest.mark.parametrize(("uri", "sha256", "message"), [
+    ("{dir}/unpublished.csv", None, "cannot read the published sha256 .*unpublished.csv.sha256"),
+    ("{dir}/data.csv", "not-a-hash", "is not 64 hex characters"),
+    ("{dir}/missing.csv", "0" * 64, "missing.csv does not exist"),
+    ("ftp://host/data.csv", "0" * 64, "unsupported scheme 'ftp'"),
+])
+def test_dataset_problems_are_named(tmp_path: Path, uri: str, sha256: str | None, message: str) -> None:
+    write_csv(tmp_path / "data.csv", ["1,1,grocery,0"])
+    (tmp_path / "unpublished.csv").write_text("x\n")
+    with pytest.raises(datasets.DataError, match=message):
+        datasets.fetch_dataset(uri.format(dir=tmp_path), tmp_path / "download", sha256)
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+
+
+def test_the_candidate_must_beat_the_live_version_by_the_margin() -> None:
+    accepted = decide("roc_auc", {"roc_auc": 0.91}, {"roc_auc": 0.85}, 7, margin=0.05)
+    assert accepted.accepted and accepted.improvement == pytest.approx(0.06)
+    assert accepted.reason == ("candidate roc_auc 0.9100 beats live version 7 (0.8500) by 0.0600, at least the "
+                               "margin 0.0500")
+    short = decide("roc_auc", {"roc_auc": 0.87}, {"roc_auc": 0.85}, 7, margin=0.05)
+    assert not short.accepted
+    assert short.reason == ("candidate roc_auc 0.8700 is not better than live version 7 (0.8500) by the margin "
+                            "0.0500 (improvement +0.0200)")
+    # Equal is not better, even with no margin.
+    assert not decide("roc_auc", {"roc_auc": 0.85}, {"roc_auc": 0.85}, 7, margin=0.0).accepted
+    assert decide("f1", {"f1": 0.5}, {"f1": 0.4}, 7, margin=0.0).accepted
+    with pytest.raises(ValueError, match="retrain.metric 'auc' is not computed"):
+        decide("auc", {"roc_auc": 0.9}, {"roc_auc": 0.8}, 7, margin=0.0)
+
+
+def test_binary_metrics_are_higher_is_better_and_need_both_classes() -> None:
+    labels = np.array([0, 0, 1, 1])
+    perfect = binary_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]))
+    inverted = binary_metrics(labels, np.array([0.9, 0.8, 0.2, 0.1]))
+    assert perfect == {"roc_auc": 1.0, "average_precision": 1.0, "accuracy": 1.0, "f1": 1.0, "precision": 1.0,
+                       "recall": 1.0}
+    assert all(inverted[name] < perfect[name] for name in perfect)
+    with pytest.raises(ValueError, match="single class"):
+        binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]))
+
+
+# --- model modules -----------------------------------------------------------------------------------
+
+
+def test_the_example_module_reads_the_spec_features_in_order_and_trains(tmp_path: Path) -> None:
+    module = load_model_module("fraud-detector")
+    path = write_csv(tmp_path / "data.csv", [f"{10 + i},{i % 2},{'online' if i % 3 else 'grocery'},{i % 2}"
+                                             for i in range(40)])
+    frame, labels = module.load_data(path, FEATURES)
+    assert list(frame.columns) == ["amount", "card_present", "merchant_category"]
+    assert frame["card_present"].tolist()[:2] == [0, 1]  # YAML 0/1, not the strings of the file
+    model = module.train(frame, labels, params=module.default_params, seed=0, feature_info=FEATURES)
+    scores = module.score(model, frame)
+    assert scores.shape == (40,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("12,2,grocery,0", r"column 'card_present' row 2: '2' is not one of the spec's categories \['0', '1'\]"),
+    ("12,1,travel,0", r"column 'merchant_category' row 2: 'travel' is not one of"),
+    ("twelve,1,grocery,0", r"column 'amount' row 2: 'twelve' is not a number"),
+    ("12,1,grocery,", r"column 'is_fraud' row 2: '' is not a number"),
+])
+def test_bad_training_data_names_file_column_and_row(tmp_path: Path, row: str, message: str) -> None:
+    path = write_csv(tmp_path / "data.csv", [row])
+    with pytest.raises(ValueError, match=message):
+        read_csv_dataset(path, FEATURES, "is_fraud")
+
+
+def test_a_missing_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("amount,is_fraud\n1,0\n")
+    with pytest.raises(ValueError, match="missing column\\(s\\) card_present, merchant_category"):
+        read_csv_dataset(path, FEATURES, "is_fraud")
+
+
+def test_a_model_without_a_module_or_with_an_incomplete_one_is_a_clear_error(monkeypatch) -> None:
+    with pytest.raises(ModelModuleError, match=r"has no retrain module retrain.models.churn_model; add "
+                                               r"components/retrain/models/churn_model.py"):
+        load_model_module("churn-model")
+    incomplete = types.ModuleType("retrain.models.half_done")
+    incomplete.LABEL = "y"
+    monkeypatch.setitem(sys.modules, "retrain.models.half_done", incomplete)
+    with pytest.raises(ModelModuleError, match="lacks DEFAULT_PARAMS, SEARCH_SPACE, load_data, train"):
+        load_model_module("half-done")
+
+
+def test_load_data_must_return_the_spec_columns_in_order(monkeypatch, tmp_path: Path) -> None:
+    shuffled = types.ModuleType("retrain.models.shuffled")
+    shuffled.LABEL, shuffled.DEFAULT_PARAMS, shuffled.SEARCH_SPACE = "y", {}, [{}]
+    shuffled.train = lambda *args, **kwargs: None
+    shuffled.load_data = lambda path, features: (pd.DataFrame({"b": [1], "a": [2]}), pd.Series([0]))
+    monkeypatch.setitem(sys.modules, "retrain.models.shuffled", shuffled)
+    module = load_model_module("shuffled")
+    with pytest.raises(ModelModuleError, match=r"returned columns \['b', 'a'\], expected the spec's features \['a', 'b'\]"):
+        module.load_data(tmp_path, [FeatureInfo("a", "numeric"), FeatureInfo("b", "numeric")])
+
+
+# --- Git details -------------------------------------------------------------------------------------
+
+
+def test_git_credentials_only_go_to_https_hosts() -> None:
+    header = auth_header("https://github.com/acme/mlops-gitops.git", "s3cr3t")
+    assert header == "Authorization: Basic eC1hY2Nlc3MtdG9rZW46czNjcjN0"  # x-access-token:s3cr3t
+    assert auth_header("http://git.internal/acme.git", "s3cr3t") is None
+    assert auth_header("/srv/git/acme.git", "s3cr3t") is None
+    assert auth_header("https://github.com/acme/mlops-gitops.git", None) is None
+    assert branch_name("fraud-detector", 12) == "retrain/fraud-detector-v12"
+
+
+# --- the flow's refusals (on the real Prefect server) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"data_uri": "file:///data.csv"}, "no GitOps repository to read the live release from: set RETRAIN_GIT_URL"),
+    ({"git_url": "/srv/git/x.git"}, "no training data for fraud-detector: pass data_uri"),
+    ({"git_url": "/srv/git/x.git", "data_uri": "file:///d.csv", "propose_as": "ab"}, "propose_as must be canary or shadow"),
+    ({"model": "churn", "git_url": "/srv/git/x.git", "data_uri": "file:///d.csv"}, "has no retrain module"),
+])
+def test_the_flow_fails_fast_with_a_reason(prefect_server: PrefectServer, monkeypatch, parameters: dict,
+                                           message: str) -> None:
+    from retrain.flow import retrain
+
+    monkeypatch.delenv("RETRAIN_GIT_URL", raising=False)
+    with prefect_server.client_settings():
+        state = retrain(**{"model": "fraud-detector", **parameters}, return_state=True)
+    assert state.is_failed()
+    assert message in state.message
+
+
+# --- the image ---------------------------------------------------------------------------------------
+
+
+DOCKERFILE = (REPO / "components/retrain/Dockerfile").read_text()
+
+
+def test_the_image_runs_as_non_root_on_a_pinned_base() -> None:
+    assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+$", DOCKERFILE, re.M)
+    users = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
+    assert users and all(u.split(":")[0] not in ("0", "root") for u in users)
+    assert users[-1] == "1000:1000"
+
+
+def test_requirements_pin_exactly_the_versions_the_tests_run_with() -> None:
+    pins = [line.split("#")[0].strip() for line in (REPO / "components/retrain/requirements.txt").read_text().splitlines()]
+    pins = [pin for pin in pins if pin]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", pin) for pin in pins)
+    mismatched = {name: (version, metadata.version(name)) for name, version in (pin.split("==") for pin in pins)
+                  if metadata.version(name) != version}
+    assert mismatched == {}
+
+
+def test_what_the_image_copies_is_enough_to_run_the_flow_the_deploy_step_and_the_trigger(tmp_path: Path) -> None:
+    """Lay out /app as the Dockerfile's COPY lines do and import every entry point from there only."""
+    app = tmp_path / "app"
+    for source, target in re.findall(r"^COPY (\S+) (/app/\S+)$", DOCKERFILE, re.M):
+        shutil.copytree(REPO / source, tmp_path / target.lstrip("/"), ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import generator, retrain, retrain.flow, retrain.deploy, retrain.trigger.app, retrain.models.fraud_detector, "
+            "drift_detector.fit; print(generator.__file__); print(retrain.__file__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(app)})
+    assert done.returncode == 0, done.stderr
+    assert all(line.startswith(str(app)) for line in done.stdout.split())
