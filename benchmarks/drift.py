@@ -19,15 +19,20 @@ One broker, one data set (20 numeric features, standard normal, the same seed as
    i*1000+999 of the partition; a window exported between two scrapes gets the later window's
    timestamp, so the figure errs high). p50/p99/max over every record of every full window.
 4. **Cold start.** ``detector.fit(..., method="cvm_online")`` on 5,000 × 20 reference rows (window 1000,
-   ert 1000, window sizes (20, 100), default bootstrap count unless ``--cvm-bootstraps``) vs
-   ``persistence.load`` of the persisted artifact (sha256 check included; median of 5).
+   so window sizes (20, 100); ``--ert``, default 10,000 as in the release spec; default bootstrap count
+   unless ``--cvm-bootstraps``), in a fresh process pinned like the service, which reports the fit's
+   seconds and peak RSS (``VmHWM``), vs ``persistence.load`` of the persisted artifact (sha256 check
+   included; median of 5). Both throughput runs use detectors with that ert.
 5. **Peak RSS** (``VmHWM``) of the service process in each throughput run.
+
+The machine is shared: the load averages (``/proc/loadavg``) at the start and the end are printed with
+the results; compare the variants of one run, which ran under the same load.
 
 The broker and this process are pinned to CPU 1, the service and the baselines to CPU 0 (no pinning on
 a single-CPU machine or without ``taskset``). Commit interval of the service: 0.2 s (default 1.0 s) so the
 end of a run is seen promptly; everything else is the service's default.
 
-    .venv/bin/python benchmarks/drift.py [--records 1000000] [--baseline-records 5000] [--lag-seconds 20]
+    .venv/bin/python benchmarks/drift.py [--records 1000000] [--baseline-records 5000] [--lag-seconds 20] [--ert 10000]
 """
 
 from __future__ import annotations
@@ -66,7 +71,6 @@ ENVIRONMENT = "bench"
 N_FEATURES = 20
 WINDOW = 1000
 REFERENCE_ROWS = 5000
-ERT = 1000
 DATA_SEED = 7
 REFERENCE_SEED = 1
 FEATURES = [{"name": f"f{i:02d}", "type": "numeric", "categories": None} for i in range(N_FEATURES)]
@@ -127,11 +131,11 @@ async def produce_bulk(bootstrap: str, topic: str, n: int) -> float:
 # --- the service ----------------------------------------------------------------------------------
 
 
-def write_config(path: Path, method: str, artifact: Path, sha256: str) -> Path:
+def write_config(path: Path, method: str, artifact: Path, sha256: str, ert: int) -> Path:
     import yaml
 
     config = {"model": MODEL, "environment": ENVIRONMENT, "method": method, "p_value": 0.01,
-              "correction": "bonferroni", "window": WINDOW, "ert": ERT, "features": FEATURES,
+              "correction": "bonferroni", "window": WINDOW, "ert": ert, "features": FEATURES,
               "predictors": [{"name": "main", "version": "1", "release_id": "bench",
                               "detector": {"uri": str(artifact), "sha256": sha256}}]}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -340,26 +344,43 @@ async def lag_run(bootstrap: str, topic: str, config_file: Path, work: Path, rat
 # --- cold start -----------------------------------------------------------------------------------
 
 
-def cold_start(work: Path, n_bootstraps: int | None) -> tuple[dict, Path, str]:
+def fit_worker(path: Path, ert: int, n_bootstraps: int | None) -> dict:
+    """Fit the ``cvm_online`` detector and persist it; runs as a fresh process so its peak RSS is the fit's."""
     from drift_detector import persistence
     from drift_detector.detector import FeatureSpec, fit
 
     specs = [FeatureSpec(f["name"], "numeric") for f in FEATURES]
     ref = reference()
+    before = proc_status(os.getpid(), "VmHWM")
     started = time.perf_counter()
-    detector = fit(ref, specs, "cvm_online", p_value=0.01, window=WINDOW, ert=ERT, n_bootstraps=n_bootstraps,
+    detector = fit(ref, specs, "cvm_online", p_value=0.01, window=WINDOW, ert=ert, n_bootstraps=n_bootstraps,
                    seed=REFERENCE_SEED)
     fit_s = time.perf_counter() - started
-    path = work / "cvm_online.npz"
     sha256 = persistence.save(detector, path)
+    return {"fit_s": fit_s, "n_bootstraps": detector.n_bootstraps, "window_sizes": list(detector.window_sizes),
+            "sha256": sha256, "rss_before_mib": before, "peak_rss_mib": proc_status(os.getpid(), "VmHWM")}
+
+
+def cold_start(work: Path, ert: int, n_bootstraps: int | None) -> tuple[dict, Path, str]:
+    import subprocess
+
+    from drift_detector import persistence
+
+    path = work / "cvm_online.npz"
+    args = pinned(SERVICE_CPU, [sys.executable, __file__, "--worker", "fit", "--artifact", str(path),
+                                "--ert", str(ert)]
+                  + ([] if n_bootstraps is None else ["--cvm-bootstraps", str(n_bootstraps)]))
+    env = {**os.environ, "PYTHONPATH": str(COMPONENTS)}
+    out = subprocess.run(args, check=True, capture_output=True, text=True, env=env, timeout=3600).stdout
+    cold = json.loads(out.strip().splitlines()[-1])
     loads = []
     for _ in range(5):
         started = time.perf_counter()
-        loaded = persistence.load(path, sha256)
+        loaded = persistence.load(path, cold["sha256"])
         loads.append(time.perf_counter() - started)
-    assert np.array_equal(loaded.thresholds, detector.thresholds, equal_nan=True)
-    return ({"fit_s": fit_s, "load_s": statistics.median(loads), "n_bootstraps": detector.n_bootstraps,
-             "window_sizes": detector.window_sizes, "artifact_kib": path.stat().st_size / 1024}, path, sha256)
+    assert loaded.ert == ert and list(loaded.window_sizes) == cold["window_sizes"]
+    cold.update(load_s=statistics.median(loads), artifact_kib=path.stat().st_size / 1024)
+    return cold, path, cold["sha256"]
 
 
 def ks_artifact(work: Path) -> tuple[Path, str]:
@@ -370,6 +391,14 @@ def ks_artifact(work: Path) -> tuple[Path, str]:
                    window=WINDOW)
     path = work / "ks.npz"
     return path, persistence.save(detector, path)
+
+
+def load_averages() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared; they say how busy it was)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -405,8 +434,11 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, python "
           f"{platform.python_version()}, pinning {'service CPU 0, broker+bench CPU 1' if PIN else 'off'}",
           flush=True)
-    print(f"cold start: fitting cvm_online on {REFERENCE_ROWS} x {N_FEATURES} ...", flush=True)
-    cold, cvm_path, cvm_sha = cold_start(work, args.cvm_bootstraps)
+    load_at_start = load_averages()
+    print(f"load averages at start: {load_at_start}", flush=True)
+    print(f"cold start: fitting cvm_online on {REFERENCE_ROWS} x {N_FEATURES} at ert {args.ert} ...", flush=True)
+    cold, cvm_path, cvm_sha = cold_start(work, args.ert, args.cvm_bootstraps)
+    print(cold, flush=True)
     ks_path, ks_sha = ks_artifact(work)
     with broker(work) as kafka:
         bootstrap = kafka.bootstrap_servers
@@ -417,7 +449,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
         print(f"produced in {produce_s:.1f}s ({n / produce_s:,.0f}/s)", flush=True)
         runs = []
         for method, path, sha in (("ks", ks_path, ks_sha), ("cvm_online", cvm_path, cvm_sha)):
-            config = write_config(work / f"{method}.yaml", method, path, sha)
+            config = write_config(work / f"{method}.yaml", method, path, sha, args.ert)
             runs.append(await throughput_run(method, bootstrap, "bench-log", n, config, work))
             print(runs[-1], flush=True)
         raw = run_worker("raw", bootstrap, "bench-log", n)
@@ -428,8 +460,9 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
         print("lag:", lag, flush=True)
 
     print()
-    print(f"records: {n:,} x {N_FEATURES} numeric features, window {WINDOW}, 1 partition; produced at "
-          f"{n / produce_s:,.0f}/s")
+    print(f"load averages (1/5/15 min): {load_at_start} at start, {load_averages()} at the end")
+    print(f"records: {n:,} x {N_FEATURES} numeric features, window {WINDOW}, 1 partition, ert {args.ert}; "
+          f"produced at {n / produce_s:,.0f}/s")
     print("variant | records | seconds | records/s | peak RSS MiB")
     for run in runs:
         print(f"{run['variant']} | {run['records']:,} | {run['seconds']:.2f} | {run['rate']:,.0f} | "
@@ -446,8 +479,9 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     print(f"ratio ours (ks) / aiokafka alone: {runs[0]['rate'] / raw['rate']:.2f}")
     print(f"lag at {lag['rate']:,.0f} records/s for {args.lag_seconds:.0f}s ({lag['records']:,} records in full windows): "
           f"p50 {lag['p50']:.3f}s, p99 {lag['p99']:.3f}s, max {lag['max']:.3f}s (target p99 < 2 s)")
-    print(f"cold start cvm_online ({REFERENCE_ROWS} x {N_FEATURES}, window sizes {cold['window_sizes']}, ert {ERT}, "
-          f"{cold['n_bootstraps']:,} bootstraps): fit {cold['fit_s']:.2f}s, persistence.load "
+    print(f"cold start cvm_online ({REFERENCE_ROWS} x {N_FEATURES}, window sizes {tuple(cold['window_sizes'])}, "
+          f"ert {args.ert}, {cold['n_bootstraps']:,} bootstraps): fit {cold['fit_s']:.2f}s (peak RSS "
+          f"{cold['peak_rss_mib']:.0f} MiB, {cold['rss_before_mib']:.0f} before the fit), persistence.load "
           f"{cold['load_s'] * 1000:.1f}ms (median of 5, artifact {cold['artifact_kib']:.0f} KiB), "
           f"ratio {cold['fit_s'] / cold['load_s']:,.0f}x (target >= 50x)")
     print(f"peak RSS of the service: {max(run['peak_rss_mib'] for run in runs):.0f} MiB (target < 400 MB)")
@@ -461,10 +495,16 @@ def main() -> None:
     parser.add_argument("--lag-rate", type=int, default=10_000, help="records/s produced in the lag run")
     parser.add_argument("--cvm-bootstraps", type=int, default=None,
                         help="bootstrap streams of the cvm_online fit (default: the fit's own default)")
-    parser.add_argument("--worker", choices=["raw", "prototype"], help=argparse.SUPPRESS)
+    parser.add_argument("--ert", type=int, default=10_000,
+                        help="expected run time (records) of the cvm_online detector (default: the spec's 10000)")
+    parser.add_argument("--worker", choices=["raw", "prototype", "fit"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--artifact", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "fit":
+        print(json.dumps(fit_worker(args.artifact, args.ert, args.cvm_bootstraps)))
+        return
     if args.worker:
         print(json.dumps(asyncio.run(baseline_worker(args.worker, args.bootstrap, args.topic, args.records))))
         return

@@ -428,6 +428,21 @@ def test_settings_load_from_rendered_manifests(tmp_path: Path, monkeypatch: pyte
         assert exposed.has(name), name
 
 
+def test_readme_documents_every_setting_metric_and_config_key() -> None:
+    """The component README is the service's manual: every ``DRIFT_`` variable, every exported series,
+    every key of the config file and every record field is named there."""
+    from drift_detector.metrics import DriftMetrics
+    from drift_detector.settings import DriftConfig, Settings
+    from inference_log import InferenceRecord
+
+    readme = (COMPONENTS / "drift_detector" / "README.md").read_text()
+    missing = [f"DRIFT_{name.upper()}" for name in Settings.model_fields if f"`DRIFT_{name.upper()}`" not in readme]
+    missing += [family.name for family in DriftMetrics("m").registry.collect() if f"`{family.name}" not in readme]
+    missing += [f"{key}:" for key in DriftConfig.model_fields if f"\n{key}:" not in readme]
+    missing += [f'"{key}"' for key in InferenceRecord.model_fields if f'"{key}"' not in readme]
+    assert not missing, f"components/drift_detector/README.md does not document: {', '.join(missing)}"
+
+
 # --- tampered artifacts ---------------------------------------------------------------------------
 
 
