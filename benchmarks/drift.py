@@ -477,6 +477,8 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     for run in runs:
         print(f"ratio {run['variant']} / prototype: {run['rate'] / proto['rate']:,.0f}x (target >= 100x)")
     print(f"ratio ours (ks) / aiokafka alone: {runs[0]['rate'] / raw['rate']:.2f}")
+    print(f"ratio ours (cvm_online) / aiokafka alone: {runs[1]['rate'] / raw['rate']:.2f}; "
+          f"ours (cvm_online) / ours (ks): {runs[1]['rate'] / runs[0]['rate']:.2f}")
     print(f"lag at {lag['rate']:,.0f} records/s for {args.lag_seconds:.0f}s ({lag['records']:,} records in full windows): "
           f"p50 {lag['p50']:.3f}s, p99 {lag['p99']:.3f}s, max {lag['max']:.3f}s (target p99 < 2 s)")
     print(f"cold start cvm_online ({REFERENCE_ROWS} x {N_FEATURES}, window sizes {tuple(cold['window_sizes'])}, "
