@@ -19,6 +19,7 @@ from typing import Any
 
 from generator import naming
 from generator.loader import LoadedEnvironment
+from generator.retrain_pipeline import flow_image, read_prefect_file, repository_root
 from generator.spec import Retrain
 
 COMPONENT = "retrain-trigger"
@@ -62,6 +63,9 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
               f"{naming.LABEL_PREFIX}/environment": env.name}
     selector = {"app.kubernetes.io/name": COMPONENT, "app.kubernetes.io/component": COMPONENT}
     policy_text = json.dumps(retrain_policy(loaded), indent=2, sort_keys=True) + "\n"
+    # One pin for the retrain image: the trigger runs what prefect.yaml gives the flow runs and the deploy Job.
+    image = settings["image"] or flow_image(read_prefect_file(repository_root(loaded), settings["prefect_file"])[1],
+                                            settings["prefect_file"])
     service_url = f"http://{COMPONENT}.{namespace}.svc.cluster.local:{HTTP_PORT}"
     prefect = naming.endpoint_of(settings["prefect_api_url"])
     env_vars = [
@@ -73,7 +77,7 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
     return {
         "trigger": {
             "name": COMPONENT, "namespace": namespace, "labels": labels, "selector": selector,
-            "image": f"{env.images.registry}/{settings['image']}", "port": HTTP_PORT,
+            "image": image, "port": HTTP_PORT,
             "resources": settings["resources"], "env": env_vars,
             # A new policy restarts the pod: the trigger reads the file once, at start.
             "policy_hash": hashlib.sha256(policy_text.encode()).hexdigest()[:16],

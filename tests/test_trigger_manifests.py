@@ -4,6 +4,7 @@ alerts the rendered rules produce, and keep the environment-wide policy current 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from retrain.trigger.settings import SECRETS_DIR, TOKEN_FILE_NAME, Settings
 
 from generator import trigger as trigger_context
 from generator.cli import cli
+from generator.retrain_pipeline import flow_image
 from helpers import REPO, copy_example_repo, digest
 
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -162,4 +164,38 @@ def test_the_trigger_runs_non_root_with_limits_and_a_pinned_image_where_required
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
     assert main["securityContext"]["readOnlyRootFilesystem"] is True
     assert set(main["resources"]["limits"]) == {"cpu", "memory"}
-    assert ("@sha256:" in main["image"]) == (env != "dev")
+    assert "@sha256:" in main["image"] or env == "dev"
+
+
+PREFECT_FILE = REPO / "components/retrain/prefect.yaml"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_trigger_runs_the_retrain_image_prefect_yaml_pins(env):
+    document = yaml.safe_load(PREFECT_FILE.read_text())
+    assert container(env)["image"] == flow_image(document, "components/retrain/prefect.yaml")
+
+
+def _flow_name(entrypoint: str) -> str:
+    """The name in ``@flow(name=...)`` of ``path.py:function`` (read, not imported: the flow imports MLflow)."""
+    path, function = entrypoint.split(":")
+    tree = ast.parse((REPO / "components" / path).read_text())
+    (definition,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function]
+    (decorator,) = [d for d in definition.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "flow"]
+    return next(k.value.value for k in decorator.keywords if k.arg == "name")
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_model_that_may_retrain_has_the_deployment_the_trigger_starts(env):
+    """prefect.yaml's deployments are the names the rendered trigger asks Prefect for."""
+    deployed = {f"{_flow_name(d['entrypoint'])}/{d['name']}"
+                for d in yaml.safe_load(PREFECT_FILE.read_text())["deployments"]}
+    env_vars = {var["name"]: var["value"] for var in container(env)["env"]}
+    settings = Settings(prefect_api_url=env_vars["RETRAIN_TRIGGER_PREFECT_API_URL"], token=TOKEN,
+                        deployment_name=env_vars["RETRAIN_TRIGGER_DEPLOYMENT_NAME"])
+    policy = Policy.model_validate(json.loads(rendered(env, "configmap-policy.yaml")["data"]["policy.json"]))
+    models = [p.stem for p in sorted((REPO / f"environments/{env}/models").glob("*.yaml"))]
+    retraining = [m for m in models if policy.for_model(m).on_drift and policy.for_model(m).max_runs_per_day]
+    assert {settings.deployment_for(m) for m in retraining} <= deployed
+    if env == "dev":
+        assert retraining  # the example model retrains in dev
