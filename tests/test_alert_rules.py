@@ -159,10 +159,11 @@ def podmonitor_target_labels(case: ModelCase) -> dict[str, str]:
     values = yaml.safe_load((REPO / "apps/kube-prometheus-stack/values.yaml").read_text())
     (monitor,) = [m for m in values["prometheus"]["additionalPodMonitors"] if m["name"] == "seldon-executor"]
     namespace = case.files["seldondeployment.yaml"]["metadata"]["namespace"]
-    component = values.get("namespaceOverride", "monitoring")
+    # The operator names the job <PodMonitor namespace>/<PodMonitor name>; the chart creates it in its own.
+    monitor_namespace = values.get("namespaceOverride", "monitoring")
     return {"namespace": namespace, "pod": f"{case.spec.model}-main-0-model{FAKE_POD_SUFFIX}",
             "container": EXECUTOR_CONTAINER, "endpoint": monitor["podMetricsEndpoints"][0]["port"],
-            "job": f"{component}/{monitor['name']}", "instance": "10.0.4.21:8000"}
+            "job": f"{monitor_namespace}/{monitor['name']}", "instance": "10.0.4.21:8000"}
 
 
 def executor_labels(case: ModelCase, predictor: str, code: str) -> dict[str, str]:
