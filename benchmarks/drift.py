@@ -8,7 +8,10 @@ One broker, one data set (20 numeric features, standard normal, the same seed as
    Prometheus metrics → commit. Elapsed = from the service's "joined group" log line (its own clock,
    ms) to the moment the bench sees the group's committed offset reach N (polled every 0.1 s), so
    records/s = N / elapsed. Run once with a ``ks`` detector and once with a ``cvm_online`` detector.
-   The same records are also read by bare aiokafka (getmany, no decoding) as the ceiling.
+   The same records are also read by bare aiokafka (getmany, no decoding) as the ceiling. Also
+   reported, because the core may be shared: records per CPU second of the service (``/proc`` utime +
+   stime, from the first commit the bench sees to the last) and the mean ``detector.score`` time per
+   window (the service's ``mlops_drift_processing_seconds``).
 2. **Baseline in the prototype's style** on the first ``--baseline-records`` of the same records
    (pinned to CPU 0 too): aiokafka, one message at a time, ``json.loads``, alibi-detect ``KSDrift``
    (fitted on the same reference) called on that 1-row batch, one gauge set.
@@ -186,6 +189,12 @@ def metric(text: str, name: str) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status(pid: int, field: str) -> float:
     """``VmHWM``/``VmRSS`` of ``pid`` in MiB (0 when unavailable)."""
     try:
@@ -205,12 +214,16 @@ async def throughput_run(name: str, bootstrap: str, topic: str, n: int, config_f
         await probe.start()
         tp = TopicPartition(topic, 0)
         deadline = time.monotonic() + 600
+        first: tuple[int, float] | None = None  # (committed, service CPU seconds) at the first commit
         try:
-            while (await probe.committed(tp) or 0) < n:
+            while (committed := await probe.committed(tp) or 0) < n:
                 if process.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"service {name} stopped or timed out:\n{process.output()}")
+                if first is None and committed > 0:
+                    first = (committed, cpu_seconds(process.pid))
                 await asyncio.sleep(0.1)
             committed_at = time.time()
+            last_cpu = cpu_seconds(process.pid)
         finally:
             await probe.stop()
         _, text = await http_get(port, "/metrics")
@@ -222,8 +235,11 @@ async def throughput_run(name: str, bootstrap: str, topic: str, n: int, config_f
     windows = metric(text, "mlops_drift_windows_evaluated_total")
     consumed = metric(text, "mlops_drift_records_consumed_total")
     assert windows == n // WINDOW and consumed == n, (windows, consumed)
+    assert first is not None, "the first commit was never seen"
+    scoring = metric(text, "mlops_drift_processing_seconds_sum") / metric(text, "mlops_drift_processing_seconds_count")
     return {"variant": f"ours ({name})", "records": n, "seconds": committed_at - started,
             "rate": n / (committed_at - started), "scored_rate": n / (last_window - started),
+            "cpu_rate": (n - first[0]) / (last_cpu - first[1]), "scoring_ms": scoring * 1000,
             "drifted": metric(text, "mlops_drift_windows_drifted_total"), "peak_rss_mib": peak}
 
 
@@ -474,6 +490,8 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     for run in runs:
         print(f"{run['variant']}: all windows scored and exported at {run['scored_rate']:,.0f} records/s "
               f"(to the last window's metric timestamp); windows drifted: {run['drifted']:.0f} of {n // WINDOW}")
+        print(f"{run['variant']}: {run['cpu_rate']:,.0f} records per CPU second of the service (first to last "
+              f"commit); detector.score {run['scoring_ms']:.2f} ms per window of {WINDOW} (mean, in the service)")
     for run in runs:
         print(f"ratio {run['variant']} / prototype: {run['rate'] / proto['rate']:,.0f}x (target >= 100x)")
     print(f"ratio ours (ks) / aiokafka alone: {runs[0]['rate'] / raw['rate']:.2f}")
