@@ -423,7 +423,7 @@ def test_cvm_window_statistics_follow_the_definition(ties):
         ref[:, 2], stretch[:, 2] = np.round(ref[:, 2], 1), np.round(stretch[:, 2], 1)
         stretch[10:60:7, 0] = stretch[3, 0]  # a repeat 7 records apart: some windows hold two
     cvm_ref = _CvmRef.build(ref)
-    segment = _cvm_segment(cvm_ref, stretch)
+    segment = _cvm_segment(cvm_ref, stretch, (2, 7, 30))
     assert (segment.tie_first.size > 0) == ties
     for ws in (2, 7, 30):
         got = _cvm_window_stats(cvm_ref, segment, ws - 1, 90 - ws + 1, ws)

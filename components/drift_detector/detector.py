@@ -269,6 +269,9 @@ class _CvmSegment:
     h: np.ndarray  # (L, d) H(x) = #ref >= x
     cdf: np.ndarray  # (L, d) L(x) = F_ref(x) = #ref <= x / n
     g: np.ndarray  # (L, d) G(x)
+    # Per window size, the pair sums of _pair_max_sums over #ref < x and, only where some record
+    # equals a reference value, over #ref <= x (else None: the same).
+    pairs: dict[int, tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]]
     # Repeated values: for each pair of consecutive occurrences of one value in a feature, the
     # feature and both positions (empty when the stretch has no repeated value).
     tie_feature: np.ndarray
@@ -276,7 +279,7 @@ class _CvmSegment:
     tie_second: np.ndarray
 
 
-def _cvm_segment(ref: _CvmRef, seg: np.ndarray) -> _CvmSegment:
+def _cvm_segment(ref: _CvmRef, seg: np.ndarray, window_sizes: Sequence[int]) -> _CvmSegment:
     d, n = ref.ref_sorted.shape
     values = np.ascontiguousarray(seg.T)  # (d, L): features as contiguous rows
     # One stable sort per feature serves twice: sorted needles make searchsorted about 2x cheaper,
@@ -291,48 +294,59 @@ def _cvm_segment(ref: _CvmRef, seg: np.ndarray) -> _CvmSegment:
     # "#ref <= x" is "#ref < x" unless x is a reference value: then where its run of equal values ends.
     at = np.minimum(below_sorted, n - 1)
     in_ref = np.take_along_axis(ref.ref_sorted, at, axis=1) == ordered
+    at_most = below
     if in_ref.any():
         at_most = np.empty_like(below_sorted)
-        np.put_along_axis(
-            at_most,
-            order,
-            np.where(in_ref, np.take_along_axis(ref.run_end, at, axis=1), below_sorted),
-            axis=1,
-        )
-    else:
-        at_most = below
+        at_most_sorted = np.where(in_ref, np.take_along_axis(ref.run_end, at, axis=1), below_sorted)
+        np.put_along_axis(at_most, order, at_most_sorted, axis=1)
+    below_t = np.ascontiguousarray(below.T)
+    pairs_below = _pair_max_sums(below_t, window_sizes)
+    pairs_at_most = (
+        _pair_max_sums(np.ascontiguousarray(at_most.T), window_sizes) if at_most is not below else {}
+    )
     tie_feature, tie_at = np.nonzero(ordered[:, 1:] == ordered[:, :-1])
     return _CvmSegment(
         values=seg,
-        h=np.ascontiguousarray((n - below).T, dtype=np.float64),
+        h=(n - below_t).astype(np.float64),
         cdf=np.ascontiguousarray((at_most / n).T),
         g=np.ascontiguousarray(np.take_along_axis(ref.g_suffix, below, axis=1).T),
+        pairs={ws: (pairs_below[ws], pairs_at_most.get(ws)) for ws in pairs_below},
         tie_feature=tie_feature,
         tie_first=order[tie_feature, tie_at],
         tie_second=order[tie_feature, tie_at + 1],
     )
 
 
-def _pair_min_sums(psi: np.ndarray, ws: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of ``min(psi[i], psi[k])`` over the pairs ``i < k`` less than ``ws`` apart, per record:
-    ``(later, earlier)``, where ``later[k]`` sums the pairs whose later member is ``k`` and
-    ``earlier[i]`` those whose earlier member is ``i``.
+def _pair_max_sums(keys: np.ndarray, window_sizes: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Sums of ``max(keys[i], keys[k])`` over the pairs ``i < k`` less than ``ws`` apart, per record
+    and per window size ``ws``: ``(later, earlier)``, where ``later[k]`` sums the pairs whose later
+    member is ``k`` and ``earlier[i]`` those whose earlier member is ``i``. ``keys`` are non-negative
+    integers along axis 0 (the stream), any number of columns.
 
     The pairs of the window ``[s, e]`` are then ``sum(later[:e + 1]) - sum(earlier[:s])``: the pairs
     that end by ``e`` minus those that start before ``s`` (which all end before ``e``). Pairs are
-    visited by lag ``k - i``, one vectorised minimum over the whole stretch per lag: O(L x ws) flat
-    array operations (``psi`` is contiguous along the lag axis) instead of sorting every window.
+    visited by lag ``k - i``, one vectorised maximum over the whole stretch per lag, O(L x ws) flat
+    integer operations (``keys`` is contiguous along the lag axis) instead of sorting every window;
+    the lags of a smaller window size are a prefix of a larger one's, so all sizes share the loop.
     """
-    m = psi.shape[0]
-    later = np.zeros_like(psi)
-    earlier = np.zeros_like(psi)
-    buf = np.empty_like(psi)
-    for lag in range(1, ws):
-        pair = buf[: m - lag]
-        np.minimum(psi[:-lag], psi[lag:], out=pair)
-        later[lag:] += pair
-        earlier[:-lag] += pair
-    return later, earlier
+    sizes = sorted({int(w) for w in window_sizes})
+    m = keys.shape[0]
+    top = int(keys.max()) if keys.size else 0
+    # A record's sum has at most ws - 1 terms: int32 (twice the SIMD lanes of int64) nearly always.
+    acc = np.int32 if (sizes[-1] - 1) * top < np.iinfo(np.int32).max else np.int64
+    keys = keys.astype(acc, copy=False)
+    later, earlier, buf = np.zeros_like(keys), np.zeros_like(keys), np.empty_like(keys)
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    done = 1  # lags 1 .. done - 1 are summed
+    for ws in sizes:
+        for lag in range(done, min(ws, m)):  # no pair is m or more apart
+            pair = buf[: m - lag]
+            np.maximum(keys[:-lag], keys[lag:], out=pair)
+            later[lag:] += pair
+            earlier[:-lag] += pair
+        done = max(done, ws)
+        out[ws] = (later, earlier) if ws == sizes[-1] else (later.copy(), earlier.copy())
+    return out
 
 
 def _cvm_window_stats(ref: _CvmRef, seg: _CvmSegment, first_end: int, n_ends: int, ws: int) -> np.ndarray:
@@ -346,30 +360,40 @@ def _cvm_window_stats(ref: _CvmRef, seg: _CvmSegment, first_end: int, n_ends: in
         reference half = sum a_i^2 - (2/ws) sum_w G(w) + (1/ws^2) sum_{w,w'} H(max(w, w'))
         window half    = sum_w L(w)^2 - (2/ws) sum_w L(w) c_w + (1/ws^2) sum_w c_w^2
 
-    Without repeated values in the window, ``c`` is the rank (``sum c^2 = sum j^2``), and both pair
-    sums are over the larger member of each pair: ``H`` falls and ``L`` rises with ``x``, so with
-    ``psi = (2/ws^2) H - (2/ws) L`` (non-increasing) every pair of distinct records contributes
-    ``min(psi_w, psi_w')`` (:func:`_pair_min_sums`) and every record ``H/ws^2 - (2/ws) L`` on its
-    own. The window sums come from one running sum over the stretch: each record's terms, minus,
-    ``ws`` records later, its terms again and the pairs it opened. Windows that do hold a repeated
-    value of a feature are scored for that feature from the sorted window instead
-    (:func:`_cvm_tied_window_stats`), where ``c`` counts ties.
+    Without repeated values in the window, ``c`` is the rank (``sum c^2 = sum j^2``) and both pair
+    sums are over the larger member of each pair: a pair of distinct records contributes
+    ``(2/ws^2) H - (2/ws) L`` of its larger one, which is ``2n/ws^2 - (2/ws^2) max(#ref < x)
+    - (2/(ws n)) max(#ref <= x)`` (both counts rise with ``x``), so integer pair sums of the two
+    counts (:func:`_pair_max_sums`) give it; every record adds ``H/ws^2 - (2/ws) L`` on its own. The
+    window sums come from one running sum over the stretch: each record's terms, minus, ``ws`` records
+    later, its terms again and the pairs it opened. Windows that do hold a repeated value of a feature
+    are scored for that feature from the sorted window instead (:func:`_cvm_tied_window_stats`),
+    where ``c`` counts ties.
     """
     n = ref.ref_sorted.shape[1]
-    lo = first_end - ws + 1
     hi = first_end + n_ends
-    h, cdf = seg.h[lo:hi], seg.cdf[lo:hi]
     inv_ws, inv_ws2 = 1.0 / ws, 1.0 / (ws * ws)
-    later, earlier = _pair_min_sums((2.0 * inv_ws2) * h - (2.0 * inv_ws) * cdf, ws)
-    record = cdf * cdf + inv_ws2 * h - (2.0 * inv_ws) * (seg.g[lo:hi] + cdf)
-    running = record + later
-    running[ws:] -= record[:-ws] + earlier[:-ws]
-    sum_j2 = ws * (ws + 1) * (2 * ws + 1) / 6
-    raw = np.cumsum(running, axis=0)[ws - 1 :] + (ref.sum_a2 + sum_j2 * inv_ws2)
-    tied = _tied_windows(seg, lo, n_ends, ws)
+    h, cdf = seg.h[:hi], seg.cdf[:hi]
+    record = cdf * cdf + inv_ws2 * h - (2.0 * inv_ws) * (seg.g[:hi] + cdf)
+    (later, earlier), at_most = seg.pairs[ws]
+    if at_most is None:  # the two counts are equal: one sum, both coefficients
+        running = record - (2.0 * inv_ws2 + 2.0 / (ws * n)) * later[:hi]
+        opened = record[: hi - ws] - (2.0 * inv_ws2 + 2.0 / (ws * n)) * earlier[: hi - ws]
+    else:
+        running = record - (2.0 * inv_ws2) * later[:hi] - (2.0 / (ws * n)) * at_most[0][:hi]
+        opened = (
+            record[: hi - ws]
+            - (2.0 * inv_ws2) * earlier[: hi - ws]
+            - (2.0 / (ws * n)) * at_most[1][: hi - ws]
+        )
+    running[ws:] -= opened
+    n_pairs, sum_j2 = ws * (ws - 1) / 2, ws * (ws + 1) * (2 * ws + 1) / 6
+    constant = ref.sum_a2 + (n_pairs * 2.0 * n + sum_j2) * inv_ws2
+    raw = np.cumsum(running, axis=0)[first_end:hi] + constant
+    tied = _tied_windows(seg, first_end - ws + 1, n_ends, ws)
     if tied is not None:
         starts, features = tied
-        raw[starts, features] = _cvm_tied_window_stats(ref, seg, lo + starts, features, ws)
+        raw[starts, features] = _cvm_tied_window_stats(ref, seg, first_end - ws + 1 + starts, features, ws)
     prod, mu, sd = _cvm_normaliser(n, ws)
     return (raw * prod - mu) / sd
 
@@ -464,8 +488,8 @@ def _null_stream_stats(below: np.ndarray, n: int, window_sizes: Sequence[int]) -
     ``b`` the reference count below a record, ``H = n - b``, ``L = b/n`` and
     ``G = (n(n+1)/2 - b(b+1)/2)/n``, every pair's ``min(psi)`` is
     ``2n/ws^2 - kappa max(b)`` with ``kappa = 2/ws^2 + 2/(ws n)``, so the pair sums are integer sums
-    of ``max(b)``, shared by all window sizes (the lags of a smaller one are a prefix). Window sums
-    come from one running sum: of the record's terms minus those of the record ``ws`` earlier.
+    of ``max(b)`` (:func:`_pair_max_sums`). Window sums come from one running sum: the record's terms
+    minus those of the record ``ws`` earlier.
     """
     t_max, b = below.shape
     sizes = sorted(int(w) for w in window_sizes)
@@ -473,21 +497,10 @@ def _null_stream_stats(below: np.ndarray, n: int, window_sizes: Sequence[int]) -
     cdf = fb / n
     g_plus_cdf = (n * (n + 1) / 2 - fb * (fb + 1) / 2) / n + cdf
     cdf2 = cdf * cdf
-    # Per-record sums of at most (ws - 1) counts fit int32 (twice the SIMD lanes of int64).
-    acc = np.int32 if (sizes[-1] - 1) * n < np.iinfo(np.int32).max else np.int64
-    below = below.astype(acc, copy=False)
-    later = np.zeros((t_max, b), dtype=acc)  # as in _sliding_pair_min_sums, of max(b)
-    earlier = np.zeros((t_max, b), dtype=acc)
-    buf = np.empty((t_max, b), dtype=acc)
     out = np.full((t_max, b), np.nan)
-    done = 1  # lags 1 .. done - 1 are in later/earlier
+    pair_sums = _pair_max_sums(below, sizes)
     for ws in sizes:
-        for lag in range(done, ws):
-            pair = buf[: t_max - lag]
-            np.maximum(below[:-lag], below[lag:], out=pair)
-            later[lag:] += pair
-            earlier[:-lag] += pair
-        done = ws
+        later, earlier = pair_sums[ws]
         kappa = 2.0 / (ws * ws) + 2.0 / (ws * n)
         # per record: its diagonal terms and -kappa x the pairs it closes (as the later member)
         record = cdf2 + (n - fb) / (ws * ws) - (2.0 / ws) * g_plus_cdf
@@ -775,7 +788,7 @@ class FittedDetector:
         m = x.shape[0]
         t_global = self._t + np.arange(1, m + 1)  # time step of each new record
         stats = np.full((m, self.n_features), np.nan)
-        seg = _cvm_segment(self._cvm, stream)
+        seg = _cvm_segment(self._cvm, stream, self.window_sizes)
         for ws in self.window_sizes:
             full = t_global >= ws
             if not full.any():
