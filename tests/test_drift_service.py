@@ -715,9 +715,9 @@ def test_broker_restart_mid_stream_recovers_without_loss(kafka_broker_s3: KafkaB
     broker.stop()  # the service starts before the broker: it must wait and retry, not fail
     with drift_service(d, ready=False, DRIFT_SESSION_TIMEOUT_SECONDS="3", **s3_env) as service:
         port = d.http_port
-        time.sleep(1.5)
-        status, reason = http_get(port, "/readyz")
-        assert (status, reason.strip()) == (503, "broker unreachable"), service.output()
+        # Detectors load first (from S3: seconds on a busy machine), then the broker probe fails.
+        wait_until(lambda: http_get(port, "/readyz") == (503, "broker unreachable\n"), 30,
+                   "readiness to report the broker unreachable", service)
         broker.start()
         wait_until(lambda: http_get(port, "/readyz")[0] == 200, 60, "readiness once the broker is up", service)
         assert "cannot connect to Kafka" in service.output()
