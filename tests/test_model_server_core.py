@@ -145,6 +145,15 @@ def test_records_are_valid_inference_log_records_one_per_row() -> None:
     assert {(r.model, r.version, r.predictor) for r in records} == {("m", "3", "candidate")}
 
 
+def test_the_fast_encoder_writes_the_same_bytes_as_the_validating_one() -> None:
+    from inference_log import encode, encode_fields
+
+    for features, prediction in (([1.5, 2, "a", True, None], 0.25), ([0.0], "fraud"), ([-1e300, "ü"], [1, 2])):
+        fields = ("m", "7", "main", "req-1", 1767225600.123, features, prediction)
+        keys = ("model", "version", "predictor", "request_id", "timestamp", "features", "prediction")
+        assert encode_fields(*fields) == encode(dict(zip(keys, fields, strict=True)))
+
+
 def test_health_is_503_until_the_model_is_loaded(tmp_path) -> None:
     from model_server.server import ModelServer
     from seldon_core.flask_utils import SeldonMicroserviceException

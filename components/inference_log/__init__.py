@@ -59,6 +59,7 @@ __all__ = [
     "decode",
     "decode_batch",
     "encode",
+    "encode_fields",
 ]
 
 SCHEMA_VERSION = 1
@@ -142,6 +143,20 @@ def encode(record: InferenceRecord | Mapping[str, Any]) -> bytes:
     if not isinstance(record, InferenceRecord):
         record = InferenceRecord.model_validate(dict(record))
     return _dumps(record.model_dump(mode="json"))
+
+
+def encode_fields(model: str, version: str, predictor: str, request_id: str, timestamp: float,
+                  features: list[FeatureValue], prediction: Any) -> bytes:
+    """:func:`encode` for a producer that builds the values itself (the model server's hot path).
+
+    Same bytes as ``encode(InferenceRecord(...))`` for valid values (same keys, same order) without
+    pydantic's validation: about 15x cheaper. The caller guarantees the types (``str`` identifiers, a
+    finite ``float`` timestamp, plain JSON scalars in ``features``, a JSON value as ``prediction``);
+    tests compare the two encoders.
+    """
+    return _dumps({"schema_version": SCHEMA_VERSION, "model": model, "version": version, "predictor": predictor,
+                   "request_id": request_id, "timestamp": timestamp, "features": features,
+                   "prediction": prediction})
 
 
 def _version_problem(obj: dict) -> str | None:

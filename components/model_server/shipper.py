@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from inference_log import encode
+from inference_log import encode_fields
 
 from model_server.buffer import InferenceBuffer, LoggedRequest
 from model_server.metrics import ServerMetrics
@@ -32,16 +32,15 @@ STOP_FLUSH_SECONDS = 2.0
 
 def encode_requests(settings: Settings, entries: list[LoggedRequest]) -> list[bytes]:
     """One inference-log record per row of every request, in order."""
+    # The rows and predictions were built by this server (payload.py, server._as_list): plain Python
+    # values of the contract's types, so the unvalidated encoder is safe; tests decode what it writes.
+    model, version, predictor = settings.model_name, settings.model_version, settings.predictor
     payloads = []
     for entry in entries:
         many = len(entry.rows) > 1
         for number, (row, prediction) in enumerate(zip(entry.rows, entry.predictions, strict=True)):
-            payloads.append(encode({
-                "model": settings.model_name, "version": settings.model_version,
-                "predictor": settings.predictor,
-                "request_id": f"{entry.request_id}:{number}" if many else entry.request_id,
-                "timestamp": entry.timestamp, "features": row, "prediction": prediction,
-            }))
+            request_id = f"{entry.request_id}:{number}" if many else entry.request_id
+            payloads.append(encode_fields(model, version, predictor, request_id, entry.timestamp, row, prediction))
     return payloads
 
 
@@ -110,12 +109,16 @@ class InferenceLogShipper:
         if not partitions:
             raise KafkaError(f"topic {self.settings.kafka_topic!r} has no partitions (does it exist?)")
         while True:
-            self.metrics.buffered.set(len(self.buffer))
+            buffered = len(self.buffer)
+            self.metrics.buffered.set(buffered)
+            if buffered < self.settings.batch_records:
+                # Let a batch build up: a produce request costs about as much CPU as encoding a few
+                # hundred records, so few large ones are cheaper than many small ones.
+                await self._sleep(self.settings.flush_interval_seconds)
             entries = self.buffer.take(self.settings.batch_records)
             if not entries:
                 if self._stopping.is_set():
                     return
-                await self._sleep(self.settings.flush_interval_seconds)
                 continue
             payloads = self.encoder(self.settings, entries)
             try:
