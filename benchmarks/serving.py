@@ -1,19 +1,24 @@
 """Benchmark: what inference logging costs the model server, side by side in one run.
 
-One model (the example's five features: a one-hot + logistic-regression sklearn pipeline saved with
-MLflow), three real ``seldon-core-microservice`` servers started from the same settings and differing
-only in logging:
+Two models with the example's five features, both saved with MLflow: the example's kind of model (a
+one-hot + logistic-regression sklearn pipeline, about 6 ms per one-row call on this machine) and a
+light one (a numpy linear score as a pyfunc ``PythonModel``, microseconds per call), so that the cost
+of logging shows against the server's own overhead too. For each model, three real
+``seldon-core-microservice`` servers started from the same settings and differing only in logging:
 
 * **off**: ``MODEL_SERVER_LOGGING_ENABLED=false``;
 * **on**: logging to a real broker (tansu) on a topic with 2 partitions;
-* **broker down**: logging on, pointed at a broker that is stopped (nothing listens on its port).
+* **broker down**: logging on, pointed at a broker that is stopped (nothing listens on its port); its
+  buffer (1,000 records per worker here) is full after the first seconds, so it drops from then on.
 
 Each server runs ``--workers`` gunicorn workers (default 2). The load: ``--concurrency`` client threads
 (default 4), each on its own keep-alive connection, sending one-row requests (``data.names`` +
 ``ndarray``) back to back. The servers are measured in interleaved rounds (off, on, down, off, on,
 down, ...; ``--rounds`` × ``--seconds``), so a change in the machine's load hits all three alike;
 requests/s is completed requests over measured time, p50/p99 are the client-side latencies of all
-rounds pooled. A non-200 answer or a connection error counts as failed. Before measuring, every server
+rounds pooled, and server CPU ms/request is the CPU time of the server's whole process group during its
+rounds over the requests it answered: on a machine shared with other work, throughput and latency move
+with the neighbours' load, the CPU cost of a request much less. A non-200 answer or a connection error counts as failed. Before measuring, every server
 gets a warm-up round. At the end the bench reads each server's metrics: records logged and dropped.
 
     .venv/bin/python benchmarks/serving.py [--rounds 5] [--seconds 6] [--concurrency 4] [--workers 2]
@@ -55,10 +60,29 @@ FEATURES = [
     {"name": "card_present", "type": "categorical", "categories": [0, 1]},
 ]
 MODES = ("off", "on", "broker down")
+BUFFER_RECORDS = 1000
+
+
+class LightModel:
+    """A linear score over the numeric features: the cheapest model a pyfunc can be."""
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+
+        score = model_input["amount"].to_numpy() * 0.01 - model_input["distance_km"].to_numpy() * 0.02
+        return (score > 1.0).astype(np.int64)
+
+
+def save_light_model(directory: Path) -> None:
+    import mlflow.pyfunc
+    from mlflow.pyfunc import PythonModel
+
+    light = type("LightModel", (PythonModel,), {"predict": LightModel.predict})
+    mlflow.pyfunc.save_model(str(directory), python_model=light(), pip_requirements=["numpy"])
 
 
 def save_model(directory: Path) -> list[list]:
-    """Fit and save the bench model; returns request rows drawn from the same distribution."""
+    """Fit and save the bench pipeline; returns request rows drawn from the same distribution."""
     import mlflow.sklearn
     import numpy as np
     import pandas as pd
@@ -95,6 +119,9 @@ def server_env(model_dir: Path, workdir: Path, mode: str, kafka: str, workers: i
         "PREDICTIVE_UNIT_HTTP_SERVICE_PORT": str(http_port), "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(free_port()),
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"), "GUNICORN_WORKERS": str(workers),
         "GRPC_WORKERS": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "SELDON_LOG_LEVEL": "WARNING",
+        # Smaller than the default (20,000) so that the broker-down servers fill their buffers within
+        # the first round and drop (the costly path) for the rest of the run.
+        "MODEL_SERVER_BUFFER_RECORDS": str(BUFFER_RECORDS),
     }
     return env, http_port, app_metrics_port
 
@@ -156,26 +183,46 @@ def scrape(port: int) -> dict[str, float]:
     return totals
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (the server's
+    main process, gunicorn master and workers, metrics servers, the shipper threads inside workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @contextlib.contextmanager
-def started_servers(model_dir: Path, workdir: Path, broker: str, dead_broker: str,
-                    workers: int) -> Iterator[dict[str, tuple[int, int]]]:
+def started_servers(model_dirs: dict[str, Path], workdir: Path, broker: str, dead_broker: str,
+                    workers: int) -> Iterator[dict[tuple[str, str], tuple[int, int]]]:
+    """One server per (model, logging mode); yields their (http port, metrics port, process group)."""
     microservice = str(Path(sys.executable).parent / "seldon-core-microservice")
     with contextlib.ExitStack() as stack:
         ports = {}
-        for mode in MODES:
-            folder = workdir / mode.replace(" ", "-")
-            folder.mkdir()
-            kafka = dead_broker if mode == "broker down" else broker
-            env, http_port, metrics_port = server_env(model_dir, folder, mode, kafka, workers)
-            stack.enter_context(run_service(f"model-server-{mode}", [microservice, "model_server.server.ModelServer"],
-                                            url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env, cwd=folder,
-                                            timeout=240, log_dir=folder))
-            ports[mode] = (http_port, metrics_port)
+        for model, model_dir in model_dirs.items():
+            for mode in MODES:
+                folder = workdir / f"{model}-{mode}".replace(" ", "-")
+                folder.mkdir()
+                kafka = dead_broker if mode == "broker down" else broker
+                env, http_port, metrics_port = server_env(model_dir, folder, mode, kafka, workers)
+                process = stack.enter_context(run_service(
+                    f"model-server-{model}-{mode}", [microservice, "model_server.server.ModelServer"],
+                    url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env, cwd=folder, timeout=300,
+                    log_dir=folder))
+                ports[model, mode] = (http_port, metrics_port, process.pid)
         yield ports
 
 
@@ -189,50 +236,61 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(tmp)
-        rows = save_model(workdir / "model")
+        rows = save_model(workdir / "pipeline")
+        save_light_model(workdir / "light")
+        models = {"sklearn pipeline": workdir / "pipeline", "light pyfunc": workdir / "light"}
         with run_kafka_broker("memory://tansu/", log_dir=workdir / "tansu") as broker:
             broker.create_topic(TOPIC, partitions=2)
             dead = f"{LOCALHOST}:{free_port()}"
-            with started_servers(workdir / "model", workdir, broker.bootstrap_servers, dead, args.workers) as ports:
-                for mode in MODES:  # warm-up: imports, first predictions, producer connection
-                    load_round(ports[mode][0], rows, args.concurrency, 2.0)
-                results = {mode: {"ok": 0, "failed": 0, "latencies": [], "elapsed": 0.0} for mode in MODES}
+            with started_servers(models, workdir, broker.bootstrap_servers, dead, args.workers) as ports:
+                for key in ports:  # warm-up: imports, first predictions, producer connection
+                    load_round(ports[key][0], rows, args.concurrency, 2.0)
+                results = {key: {"ok": 0, "failed": 0, "latencies": [], "elapsed": 0.0, "cpu": 0.0}
+                           for key in ports}
                 for _ in range(args.rounds):
-                    for mode in MODES:
-                        ok, failed, latencies, elapsed = load_round(ports[mode][0], rows, args.concurrency,
+                    for key in ports:
+                        cpu_before = group_cpu_seconds(ports[key][2])
+                        ok, failed, latencies, elapsed = load_round(ports[key][0], rows, args.concurrency,
                                                                     args.seconds)
-                        r = results[mode]
+                        r = results[key]
+                        r["cpu"] += group_cpu_seconds(ports[key][2]) - cpu_before
                         r["ok"] += ok
                         r["failed"] += failed
                         r["latencies"] += latencies
                         r["elapsed"] += elapsed
                 time.sleep(1.0)  # let the shipper ship the tail
-                counters = {mode: scrape(ports[mode][1]) for mode in MODES}
-        report(args, results, counters)
+                counters = {key: scrape(ports[key][1]) for key in ports}
+        report(args, list(models), results, counters)
 
 
-def report(args, results: dict, counters: dict) -> None:
+def report(args, models: list[str], results: dict, counters: dict) -> None:
     print(f"# serving.py — {datetime.now().isoformat(timespec='seconds')}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"load average before the end {os.getloadavg()[0]:.2f}")
     print(f"load: {args.concurrency} keep-alive clients, one-row requests, {args.rounds} interleaved rounds × "
           f"{args.seconds:.0f} s per mode; {args.workers} gunicorn workers per server\n")
-    print("| logging | requests/s | p50 ms | p99 ms | failed | records logged | records dropped |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | logging | requests/s | p50 ms | p99 ms | server CPU ms/request | failed | records logged "
+          "| records dropped |")
+    print("|---|---|---|---|---|---|---|---|---|")
     summary = {}
-    for mode in MODES:
-        r, c = results[mode], counters[mode]
+    for key in results:
+        r, c = results[key], counters[key]
         rps = r["ok"] / r["elapsed"]
         p50, p99 = percentile(r["latencies"], 0.50) * 1000, percentile(r["latencies"], 0.99) * 1000
-        summary[mode] = (rps, p50, p99)
+        cpu_ms = 1000 * r["cpu"] / max(r["ok"], 1)
+        summary[key] = (rps, p50, p99, cpu_ms)
         logged = c.get("mlops_model_server_inference_records_logged_total", 0.0)
         dropped = sum(v for k, v in c.items() if k.startswith("mlops_model_server_inference_records_dropped_total"))
-        print(f"| {mode} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {r['failed']} | {logged:,.0f} | {dropped:,.0f} |")
-    base = summary["off"]
+        print(f"| {key[0]} | {key[1]} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu_ms:.2f} | {r['failed']} | {logged:,.0f} "
+              f"| {dropped:,.0f} |")
     print()
-    for mode in ("on", "broker down"):
-        rps, _, p99 = summary[mode]
-        print(f"{mode} vs off: throughput {100 * (rps / base[0] - 1):+.1f} %, p99 {p99 - base[2]:+.2f} ms")
+    for model in models:
+        base = summary[model, "off"]
+        for mode in ("on", "broker down"):
+            rps, _, p99, cpu_ms = summary[model, mode]
+            print(f"{model}, {mode} vs off: throughput {100 * (rps / base[0] - 1):+.1f} %, "
+                  f"p99 {p99 - base[2]:+.2f} ms, server CPU per request {100 * (cpu_ms / base[3] - 1):+.1f} %, "
+                  f"failed {results[model, mode]['failed']}")
 
 
 if __name__ == "__main__":
