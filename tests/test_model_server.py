@@ -456,8 +456,11 @@ def test_metrics_add_up_over_both_workers(servers: dict[str, RunningServer]) -> 
     assert server.metric("mlops_model_server_predicted_class_total") == before_classes + 36
     assert server.metric("mlops_model_server_prediction_seconds_count") >= 12
     # One producer per worker: two gunicorn workers, two connected producers.
-    connected = [v for (n, _), v in _per_pid(server, "mlops_model_server_inference_log_connected").items()]
-    assert len(connected) == 2 and all(v == 1.0 for v in connected)
+    def both_connected() -> bool:
+        connected = list(_per_pid(server, "mlops_model_server_inference_log_connected").values())
+        return len(connected) == 2 and all(v == 1.0 for v in connected)
+
+    wait_for(both_connected, what="a connected producer in each of the two workers")
 
 
 def _per_pid(server: RunningServer, name: str) -> dict:
