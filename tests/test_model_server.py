@@ -153,6 +153,15 @@ def container_env(container: dict, secrets: dict[str, str]) -> dict[str, str]:
     return env
 
 
+PLACEHOLDER_SECRETS = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"}
+"""Stand-ins for the S3 Secret where only the rendered literal values matter."""
+
+
+def rendered_value(container: dict, name: str) -> str:
+    """One literal env value of the rendered container."""
+    return container_env(container, PLACEHOLDER_SECRETS)[name]
+
+
 class RunningServer:
     """A started model server: its ports and a client for predictions and metrics."""
 
@@ -291,8 +300,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
 
 @pytest.fixture(scope="module")
 def topic(rendered: dict[str, Any], broker: KafkaBroker) -> str:
-    name = container_env(rendered["containers"]["main"], {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})[
-        "MODEL_SERVER_KAFKA_TOPIC"]
+    name = rendered_value(rendered["containers"]["main"], "MODEL_SERVER_KAFKA_TOPIC")
     broker.create_topic(name, partitions=TOPIC_PARTITIONS)
     return name
 
@@ -322,7 +330,7 @@ def test_rendered_container_matches_what_the_server_uses(rendered: dict[str, Any
 
     for predictor, container in rendered["containers"].items():
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        env = container_env(container, {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+        env = container_env(container, PLACEHOLDER_SECRETS)
         assert ports == {"http": DEFAULT_HTTP_PORT, "metrics": DEFAULT_METRICS_PORT,
                          "app-metrics": int(env["MODEL_SERVER_APP_METRICS_PORT"])}
         assert container["readinessProbe"]["httpGet"] == {"path": "/health/status", "port": DEFAULT_HTTP_PORT}
@@ -473,7 +481,7 @@ def _per_pid(server: RunningServer, name: str) -> dict:
 def test_kafka_down_predictions_go_on_and_drops_are_counted(
         rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
     container = rendered["containers"]["main"]
-    topic = container_env(container, mlflow_server.env)["MODEL_SERVER_KAFKA_TOPIC"]
+    topic = rendered_value(container, "MODEL_SERVER_KAFKA_TOPIC")
     with run_kafka_broker("memory://tansu/", log_dir=tmp_path / "tansu") as kafka:
         kafka.create_topic(topic, partitions=TOPIC_PARTITIONS)
         env, http_port, metrics_port = server_environment(
@@ -523,12 +531,8 @@ def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(
                             timeout=180)
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert f"could not load model {MODEL} version {versions_placeholder(container)} from {missing}" in output
+    assert f"could not load model {MODEL} version {rendered_value(container, "MODEL_SERVER_MODEL_VERSION")} from {missing}" in output
     assert "the server will not start" in output
-
-
-def versions_placeholder(container: dict) -> str:
-    return container_env(container, {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})["MODEL_SERVER_MODEL_VERSION"]
 
 
 def test_missing_configuration_is_refused_before_anything_listens(rendered: dict[str, Any], tmp_path: Path,

@@ -69,7 +69,7 @@ class ServerMetrics:
     def count_classes(self, predictions: list) -> None:
         """Count each predicted label; only scalar labels (int, bool, str) are classes."""
         for label in predictions:
-            if isinstance(label, bool) or isinstance(label, int) or isinstance(label, str):
+            if isinstance(label, (int, str)):  # bool is an int
                 self._class_child(str(label)).inc()
 
     def _class_child(self, label: str) -> Counter:
