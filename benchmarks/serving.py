@@ -11,17 +11,27 @@ of logging shows against the server's own overhead too. For each model, three re
 * **broker down**: logging on, pointed at a broker that is stopped (nothing listens on its port); its
   buffer (1,000 records per worker here) is full after the first seconds, so it drops from then on.
 
-Each server runs ``--workers`` gunicorn workers (default 2). The load: ``--concurrency`` client threads
-(default 4), each on its own keep-alive connection, sending one-row requests (``data.names`` +
-``ndarray``) back to back. The servers are measured in interleaved rounds (off, on, down, off, on,
-down, ...; ``--rounds`` × ``--seconds``), so a change in the machine's load hits all three alike;
-requests/s is completed requests over measured time, p50/p99 are the client-side latencies of all
-rounds pooled, and server CPU ms/request is the CPU time of the server's whole process group during its
-rounds over the requests it answered: on a machine shared with other work, throughput and latency move
-with the neighbours' load, the CPU cost of a request much less. A non-200 answer or a connection error counts as failed. Before measuring, every server
-gets a warm-up round. At the end the bench reads each server's metrics: records logged and dropped.
+Each server runs ``--workers`` gunicorn workers (default 2), and each (model, mode) has ``--replicas``
+identical servers (default 2): the spread between replicas of the same mode is the noise floor a
+difference between modes must clear. The load: ``--concurrency`` client threads (default 4), each on
+its own keep-alive connection, sending one-row requests (``data.names`` + ``ndarray``) back to back.
+
+On a machine with two or more CPUs the servers run pinned to CPU 0 (``taskset``), the bench's clients
+and the broker to CPU 1. A server then has one core, as in a pod with a CPU limit of one, and the
+throughput measures the server's own cost per request: the broker's work does not land on the
+server's core (in a cluster it runs elsewhere) and neither does the client's. Unpinned
+(``--no-pin``), workers, clients and broker share both cores and the figures move with the
+scheduler's placement of them.
+
+The servers are measured in interleaved rounds (off, on, down, off, on, down, ...; ``--rounds`` ×
+``--seconds``), so a change in the machine's load hits all alike; requests/s is completed requests over
+measured time, p50/p99 are the client-side latencies of all rounds pooled, and server CPU ms/request is
+the CPU time of the server's whole process group during its rounds over the requests it answered. A
+non-200 answer or a connection error counts as failed. Before measuring, every server gets a warm-up
+round. At the end the bench reads each server's metrics: records logged and dropped.
 
     .venv/bin/python benchmarks/serving.py [--rounds 5] [--seconds 6] [--concurrency 4] [--workers 2]
+                                           [--replicas 2] [--no-pin]
 """
 
 from __future__ import annotations
@@ -206,23 +216,25 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def started_servers(model_dirs: dict[str, Path], workdir: Path, broker: str, dead_broker: str,
-                    workers: int) -> Iterator[dict[tuple[str, str], tuple[int, int]]]:
-    """One server per (model, logging mode); yields their (http port, metrics port, process group)."""
+def started_servers(model_dirs: dict[str, Path], workdir: Path, broker: str, dead_broker: str, workers: int,
+                    replicas: int, server_cpu: int | None) -> Iterator[dict[tuple[str, str, int], tuple[int, int, int]]]:
+    """``replicas`` servers per (model, logging mode); yields their (http port, metrics port, process group)."""
     microservice = str(Path(sys.executable).parent / "seldon-core-microservice")
+    pin = [] if server_cpu is None else ["taskset", "-c", str(server_cpu)]
     with contextlib.ExitStack() as stack:
         ports = {}
         for model, model_dir in model_dirs.items():
             for mode in MODES:
-                folder = workdir / f"{model}-{mode}".replace(" ", "-")
-                folder.mkdir()
-                kafka = dead_broker if mode == "broker down" else broker
-                env, http_port, metrics_port = server_env(model_dir, folder, mode, kafka, workers)
-                process = stack.enter_context(run_service(
-                    f"model-server-{model}-{mode}", [microservice, "model_server.server.ModelServer"],
-                    url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env, cwd=folder, timeout=300,
-                    log_dir=folder))
-                ports[model, mode] = (http_port, metrics_port, process.pid)
+                for replica in range(1, replicas + 1):
+                    folder = workdir / f"{model}-{mode}-{replica}".replace(" ", "-")
+                    folder.mkdir()
+                    kafka = dead_broker if mode == "broker down" else broker
+                    env, http_port, metrics_port = server_env(model_dir, folder, mode, kafka, workers)
+                    process = stack.enter_context(run_service(
+                        f"model-server-{model}-{mode}-{replica}", [*pin, microservice, "model_server.server.ModelServer"],
+                        url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env, cwd=folder, timeout=300,
+                        log_dir=folder))
+                    ports[model, mode, replica] = (http_port, metrics_port, process.pid)
         yield ports
 
 
@@ -232,7 +244,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--replicas", type=int, default=2, help="identical servers per model and logging mode")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and clients to separate CPUs")
     args = parser.parse_args()
+    server_cpu = None
+    if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
+        cpus = sorted(os.sched_getaffinity(0))
+        server_cpu = cpus[0]
+        os.sched_setaffinity(0, set(cpus[1:]))  # the clients, and the broker started below, inherit it
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(tmp)
@@ -242,7 +261,8 @@ def main() -> None:
         with run_kafka_broker("memory://tansu/", log_dir=workdir / "tansu") as broker:
             broker.create_topic(TOPIC, partitions=2)
             dead = f"{LOCALHOST}:{free_port()}"
-            with started_servers(models, workdir, broker.bootstrap_servers, dead, args.workers) as ports:
+            with started_servers(models, workdir, broker.bootstrap_servers, dead, args.workers, args.replicas,
+                                 server_cpu) as ports:
                 for key in ports:  # warm-up: imports, first predictions, producer connection
                     load_round(ports[key][0], rows, args.concurrency, 2.0)
                 results = {key: {"ok": 0, "failed": 0, "latencies": [], "elapsed": 0.0, "cpu": 0.0}
@@ -258,39 +278,49 @@ def main() -> None:
                         r["failed"] += failed
                         r["latencies"] += latencies
                         r["elapsed"] += elapsed
-                time.sleep(1.0)  # let the shipper ship the tail
+                time.sleep(1.5)  # let the shippers ship the tail (they flush every second)
                 counters = {key: scrape(ports[key][1]) for key in ports}
-        report(args, list(models), results, counters)
+        report(args, list(models), results, counters, server_cpu)
 
 
-def report(args, models: list[str], results: dict, counters: dict) -> None:
+def report(args, models: list[str], results: dict, counters: dict, server_cpu: int | None) -> None:
     print(f"# serving.py — {datetime.now().isoformat(timespec='seconds')}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"load average before the end {os.getloadavg()[0]:.2f}")
+    placement = ("unpinned" if server_cpu is None else
+                 f"servers pinned to CPU {server_cpu}, clients and broker to CPUs {sorted(os.sched_getaffinity(0))}")
     print(f"load: {args.concurrency} keep-alive clients, one-row requests, {args.rounds} interleaved rounds × "
-          f"{args.seconds:.0f} s per mode; {args.workers} gunicorn workers per server\n")
-    print("| model | logging | requests/s | p50 ms | p99 ms | server CPU ms/request | failed | records logged "
-          "| records dropped |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{args.seconds:.0f} s per server; {args.workers} gunicorn workers per server, {args.replicas} "
+          f"servers per mode; {placement}\n")
+    print("| model | logging | requests/s | per server | p50 ms | p99 ms | server CPU ms/request | failed "
+          "| records logged | records dropped |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
-    for key in results:
-        r, c = results[key], counters[key]
-        rps = r["ok"] / r["elapsed"]
-        p50, p99 = percentile(r["latencies"], 0.50) * 1000, percentile(r["latencies"], 0.99) * 1000
-        cpu_ms = 1000 * r["cpu"] / max(r["ok"], 1)
-        summary[key] = (rps, p50, p99, cpu_ms)
-        logged = c.get("mlops_model_server_inference_records_logged_total", 0.0)
-        dropped = sum(v for k, v in c.items() if k.startswith("mlops_model_server_inference_records_dropped_total"))
-        print(f"| {key[0]} | {key[1]} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu_ms:.2f} | {r['failed']} | {logged:,.0f} "
-              f"| {dropped:,.0f} |")
+    for model in models:
+        for mode in MODES:
+            keys = [key for key in results if key[:2] == (model, mode)]
+            pooled = {field: sum(results[key][field] for key in keys) for field in ("ok", "failed", "elapsed", "cpu")}
+            latencies = [x for key in keys for x in results[key]["latencies"]]
+            per_server = [results[key]["ok"] / results[key]["elapsed"] for key in keys]
+            rps = pooled["ok"] / pooled["elapsed"]
+            p50, p99 = percentile(latencies, 0.50) * 1000, percentile(latencies, 0.99) * 1000
+            cpu_ms = 1000 * pooled["cpu"] / max(pooled["ok"], 1)
+            summary[model, mode] = (rps, p50, p99, cpu_ms, per_server, pooled["failed"])
+            logged = sum(counters[key].get("mlops_model_server_inference_records_logged_total", 0.0) for key in keys)
+            dropped = sum(v for key in keys for k, v in counters[key].items()
+                          if k.startswith("mlops_model_server_inference_records_dropped_total"))
+            print(f"| {model} | {mode} | {rps:,.0f} | {' / '.join(f'{x:,.0f}' for x in per_server)} | {p50:.2f} "
+                  f"| {p99:.2f} | {cpu_ms:.2f} | {pooled['failed']} | {logged:,.0f} | {dropped:,.0f} |")
     print()
     for model in models:
         base = summary[model, "off"]
+        spread = (max(base[4]) - min(base[4])) / base[0] if len(base[4]) > 1 else float("nan")
+        print(f"{model}: spread between the 'off' servers {100 * spread:.1f} % of their mean (the noise floor)")
         for mode in ("on", "broker down"):
-            rps, _, p99, cpu_ms = summary[model, mode]
+            rps, _, p99, cpu_ms, _, failed = summary[model, mode]
             print(f"{model}, {mode} vs off: throughput {100 * (rps / base[0] - 1):+.1f} %, "
                   f"p99 {p99 - base[2]:+.2f} ms, server CPU per request {100 * (cpu_ms / base[3] - 1):+.1f} %, "
-                  f"failed {results[model, mode]['failed']}")
+                  f"failed {failed}")
 
 
 if __name__ == "__main__":

@@ -500,7 +500,9 @@ def test_kafka_down_predictions_go_on_and_drops_are_counted(
             wait_for(lambda: server.metric("mlops_model_server_inference_records_dropped_total") >= 50,
                      what="dropped records counted")
             assert server.metric("mlops_model_server_inference_records_buffered") <= 30
-            assert server.metric("mlops_model_server_inference_log_connected") == 0
+            # the shipper notices the outage at its next send (within a flush interval + send timeout)
+            wait_for(lambda: server.metric("mlops_model_server_inference_log_connected") == 0,
+                     what="the shipper to report the broker unreachable")
 
             kafka.start()  # an in-memory broker comes back empty: the topic is created again,
             with contextlib.suppress(RuntimeError):  # unless the reconnecting producer's metadata request did
@@ -516,6 +518,41 @@ def test_kafka_down_predictions_go_on_and_drops_are_counted(
 
             wait_for(marker_logged, timeout=60, what="logging to resume after the broker restart")
             assert server.metric("mlops_model_server_inference_log_connected") == 1
+
+
+def test_the_shipper_flushes_at_once_when_stopped_mid_interval(tmp_path: Path) -> None:
+    """A worker's exit must not wait out the flush interval, nor lose what is buffered."""
+    from inference_log import decode
+    from model_server.buffer import InferenceBuffer, LoggedRequest
+    from model_server.metrics import ServerMetrics
+    from model_server.settings import load_settings
+    from model_server.shipper import InferenceLogShipper
+
+    topic = "stop-flush-inference-log"
+    with run_kafka_broker("memory://tansu/", log_dir=tmp_path / "tansu") as kafka:
+        kafka.create_topic(topic, partitions=1)
+        settings = load_settings({
+            "MODEL_SERVER_MODEL_NAME": MODEL, "MODEL_SERVER_REGISTERED_MODEL": MODEL,
+            "MODEL_SERVER_MODEL_VERSION": "1", "MODEL_SERVER_MODEL_URI": "s3://unused/model", "PREDICTOR_ID": "main",
+            "MODEL_SERVER_FEATURES": json.dumps([{"name": "amount", "type": "numeric"}]),
+            "MODEL_SERVER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "MODEL_SERVER_KAFKA_TOPIC": topic,
+            "MODEL_SERVER_FLUSH_INTERVAL_SECONDS": "600", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")})
+        buffer = InferenceBuffer(100)
+        metrics = ServerMetrics(MODEL, "1", "main", max_class_labels=10)
+        shipper = InferenceLogShipper(settings, buffer, metrics)
+        shipper.start()
+        wait_for(lambda: shipper.connected, what="the shipper to connect")
+        time.sleep(0.5)  # into its 600 s nap
+        buffer.put(LoggedRequest("request-1", time.time(), [[12.5]], [1]))
+
+        began = time.monotonic()
+        shipper.stop()
+        assert time.monotonic() - began < 5
+        assert shipper._thread is not None and not shipper._thread.is_alive()
+        assert metrics.logged._value.get() == 1
+        [value] = read_records(kafka.bootstrap_servers, topic, expected=1, timeout=10)
+        record = decode(value)
+        assert (record.request_id, record.features, record.prediction) == ("request-1", [12.5], 1)
 
 
 # --- tests: failures at start-up ------------------------------------------------------------------------

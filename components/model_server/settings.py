@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     logging_enabled: bool = Field(default=True, description="Log inferences to Kafka.")
     buffer_records: int = Field(default=20_000, ge=1, description="Records kept in memory while Kafka is slow.")
     batch_records: int = Field(default=2_000, ge=1, description="Most records shipped in one produce request.")
-    flush_interval_seconds: float = Field(default=0.2, gt=0, description="How often the shipper drains the buffer.")
+    flush_interval_seconds: float = Field(default=1.0, gt=0, description="How often the shipper drains the buffer.")
     send_timeout_seconds: float = Field(default=5.0, gt=0, description="A produce request slower than this fails.")
     reconnect_max_seconds: float = Field(default=10.0, gt=0, description="Longest back-off between reconnects.")
 
