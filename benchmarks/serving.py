@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import logging
 import os
 import platform
 import sys
@@ -129,6 +130,9 @@ def server_env(model_dir: Path, workdir: Path, mode: str, kafka: str, workers: i
         "PREDICTIVE_UNIT_HTTP_SERVICE_PORT": str(http_port), "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(free_port()),
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"), "GUNICORN_WORKERS": str(workers),
         "GRPC_WORKERS": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "SELDON_LOG_LEVEL": "WARNING",
+        # One BLAS/OpenMP thread per worker: the workers already share the server's core, and spare
+        # BLAS threads spinning on it would be measured as the model's cost.
+        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         # Smaller than the default (20,000) so that the broker-down servers fill their buffers within
         # the first round and drop (the costly path) for the rest of the run.
         "MODEL_SERVER_BUFFER_RECORDS": str(BUFFER_RECORDS),
@@ -215,6 +219,101 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def thread_cpu_seconds(native_id: int) -> float:
+    """User + system CPU seconds of one thread of this process (``threading.Thread.native_id``)."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def in_process_costs(model_dir: Path, workdir: Path, broker: str, dead_broker: str, rows: list[list],
+                     rounds: int, seconds: float) -> dict[str, dict]:
+    """Logging's own cost, A/B on one server object: what separate servers cannot resolve.
+
+    Two :class:`ModelServer` objects with logging on, one shipping to the broker and one pointed at
+    the dead broker, are called through Seldon's own request handling (``seldon_methods.predict``
+    with a ``SeldonMetrics``) by one thread, in interleaved rounds. Between rounds the bench switches
+    each object's logging path off and on (``server.buffer``: ``None`` is exactly what
+    ``MODEL_SERVER_LOGGING_ENABLED=false`` leaves), so that "off" and "on" are the same object, the
+    same model instance and the same process. (Separate servers with identical settings differ by 5 to
+    10 % on this kind of machine, more than the effect measured.)
+
+    Per mode: calls/s, the calling thread's CPU per call (``time.thread_time``), per-call latency
+    percentiles, and the shipper thread's CPU over the whole run divided by that mode's calls (it
+    ships on its own schedule, so only the run total is attributed, all of it to the logging mode).
+    No HTTP server and no gunicorn: a served request costs more than a call here, so logging's share
+    of a call is an upper bound of its share of a served request.
+    """
+    from model_server.server import ModelServer
+    from model_server.settings import load_settings
+    from seldon_core import seldon_methods
+    from seldon_core.metrics import SeldonMetrics
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the broker-down shipper's reconnect errors
+    names = [f["name"] for f in FEATURES]
+    requests = [{"data": {"names": names, "ndarray": [row]}} for row in rows[:500]]
+    servers = {}
+    for mode in ("on", "broker down"):
+        folder = workdir / f"in-process-{model_dir.name}-{mode}".replace(" ", "-")
+        folder.mkdir()
+        env, _, _ = server_env(model_dir, folder, mode, dead_broker if mode == "broker down" else broker, 1)
+        servers[mode] = ModelServer(load_settings(env))
+        servers[mode].load()
+    buffers = {mode: server.buffer for mode, server in servers.items()}
+    deadline = time.monotonic() + 30
+    while not servers["on"].shipper.connected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seldon_metrics = SeldonMetrics()
+    # (label, server, logging path on?)
+    slots = [("off", "on", False), ("on", "on", True), ("off (down)", "broker down", False),
+             ("broker down", "broker down", True)]
+    stats = {label: {"calls": 0, "wall": 0.0, "cpu": 0.0, "latencies": []} for label, _, _ in slots}
+    for _, mode, _ in slots:  # warm-up
+        for request in requests[:50]:
+            seldon_methods.predict(servers[mode], request, seldon_metrics)
+    shipper_cpu_before = {mode: thread_cpu_seconds(server.shipper._thread.native_id) for mode, server in servers.items()}
+    logged_before = servers["on"].series.logged._value.get()
+    n = 0
+    for _ in range(rounds):
+        for label, mode, logging_on in slots:
+            server, mine = servers[mode], stats[label]
+            server.buffer = buffers[mode] if logging_on else None
+            latencies = mine["latencies"]
+            calls_before = len(latencies)
+            cpu0, began = time.thread_time(), time.perf_counter()
+            end = began + seconds
+            now = began
+            while now < end:
+                seldon_methods.predict(server, requests[n % len(requests)], seldon_metrics)
+                n += 1
+                after = time.perf_counter()
+                latencies.append(after - now)
+                now = after
+            mine["cpu"] += time.thread_time() - cpu0
+            mine["wall"] += now - began
+            mine["calls"] += len(latencies) - calls_before
+    time.sleep(1.5)  # the last flush
+    for mode, server in servers.items():
+        stats[mode]["shipper_cpu"] = thread_cpu_seconds(server.shipper._thread.native_id) - shipper_cpu_before[mode]
+        server.shipper.stop()
+    stats["on"]["logged"] = servers["on"].series.logged._value.get() - logged_before
+    return stats
+
+
+def report_in_process(model: str, stats: dict[str, dict]) -> None:
+    for label, base_label in (("off", None), ("on", "off"), ("off (down)", None), ("broker down", "off (down)")):
+        st = stats[label]
+        cpu_us = 1e6 * st["cpu"] / st["calls"]
+        shipper_us = 1e6 * st.get("shipper_cpu", 0.0) / st["calls"]
+        total = cpu_us + shipper_us
+        p50, p99 = percentile(st["latencies"], 0.50) * 1e3, percentile(st["latencies"], 0.99) * 1e3
+        versus = "" if base_label is None else (
+            f"{100 * (total / (1e6 * stats[base_label]['cpu'] / stats[base_label]['calls']) - 1):+.1f} % CPU, "
+            f"{100 * (st['calls'] / st['wall'] / (stats[base_label]['calls'] / stats[base_label]['wall']) - 1):+.1f} % "
+            f"calls/s, p99 {p99 - percentile(stats[base_label]['latencies'], 0.99) * 1e3:+.3f} ms")
+        print(f"| {model} | {label} | {st['calls'] / st['wall']:,.0f} | {cpu_us:.1f} | {shipper_us:.1f} | {total:.1f} "
+              f"| {p50:.3f} | {p99:.3f} | {versus} | {st.get('logged', 0):,.0f} |")
+
+
 @contextlib.contextmanager
 def started_servers(model_dirs: dict[str, Path], workdir: Path, broker: str, dead_broker: str, workers: int,
                     replicas: int, server_cpu: int | None) -> Iterator[dict[tuple[str, str, int], tuple[int, int, int]]]:
@@ -246,6 +345,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--replicas", type=int, default=2, help="identical servers per model and logging mode")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and clients to separate CPUs")
+    parser.add_argument("--in-process-rounds", type=int, default=40,
+                        help="rounds of the in-process A/B (0 skips it); each mode gets 0.5 s per round")
     args = parser.parse_args()
     server_cpu = None
     if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
@@ -261,6 +362,15 @@ def main() -> None:
         with run_kafka_broker("memory://tansu/", log_dir=workdir / "tansu") as broker:
             broker.create_topic(TOPIC, partitions=2)
             dead = f"{LOCALHOST}:{free_port()}"
+            in_process = {}
+            if args.in_process_rounds:
+                bench_cpus = os.sched_getaffinity(0)
+                if server_cpu is not None:  # the A/B runs where the servers will: the broker stays put
+                    os.sched_setaffinity(0, {server_cpu})
+                for model, model_dir in models.items():
+                    in_process[model] = in_process_costs(model_dir, workdir, broker.bootstrap_servers, dead,
+                                                         rows, args.in_process_rounds, 0.5)
+                os.sched_setaffinity(0, bench_cpus)
             with started_servers(models, workdir, broker.bootstrap_servers, dead, args.workers, args.replicas,
                                  server_cpu) as ports:
                 for key in ports:  # warm-up: imports, first predictions, producer connection
@@ -280,10 +390,11 @@ def main() -> None:
                         r["elapsed"] += elapsed
                 time.sleep(1.5)  # let the shippers ship the tail (they flush every second)
                 counters = {key: scrape(ports[key][1]) for key in ports}
-        report(args, list(models), results, counters, server_cpu)
+        report(args, list(models), results, counters, server_cpu, in_process)
 
 
-def report(args, models: list[str], results: dict, counters: dict, server_cpu: int | None) -> None:
+def report(args, models: list[str], results: dict, counters: dict, server_cpu: int | None,
+           in_process: dict[str, dict]) -> None:
     print(f"# serving.py — {datetime.now().isoformat(timespec='seconds')}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"load average before the end {os.getloadavg()[0]:.2f}")
@@ -292,9 +403,18 @@ def report(args, models: list[str], results: dict, counters: dict, server_cpu: i
     print(f"load: {args.concurrency} keep-alive clients, one-row requests, {args.rounds} interleaved rounds × "
           f"{args.seconds:.0f} s per server; {args.workers} gunicorn workers per server, {args.replicas} "
           f"servers per mode; {placement}\n")
-    print("| model | logging | requests/s | per server | p50 ms | p99 ms | server CPU ms/request | failed "
-          "| records logged | records dropped |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    if in_process:
+        print(f"In process, A/B on one server object ({args.in_process_rounds} interleaved rounds × 0.5 s per mode, "
+              "one calling thread, Seldon's request handling without HTTP):\n")
+        print("| model | logging | calls/s | caller CPU µs/call | shipper CPU µs/call | total µs/call "
+              "| p50 ms | p99 ms | vs its off | records logged |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for model, stats in in_process.items():
+            report_in_process(model, stats)
+        print("\nServed over HTTP by real seldon-core-microservice servers:\n")
+    print("| model | logging | requests/s | per server | p50 ms | p99 ms | per server | server CPU ms/request "
+          "| failed | records logged | records dropped |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for model in models:
         for mode in MODES:
@@ -302,22 +422,26 @@ def report(args, models: list[str], results: dict, counters: dict, server_cpu: i
             pooled = {field: sum(results[key][field] for key in keys) for field in ("ok", "failed", "elapsed", "cpu")}
             latencies = [x for key in keys for x in results[key]["latencies"]]
             per_server = [results[key]["ok"] / results[key]["elapsed"] for key in keys]
+            p99_per_server = [percentile(results[key]["latencies"], 0.99) * 1000 for key in keys]
             rps = pooled["ok"] / pooled["elapsed"]
             p50, p99 = percentile(latencies, 0.50) * 1000, percentile(latencies, 0.99) * 1000
             cpu_ms = 1000 * pooled["cpu"] / max(pooled["ok"], 1)
-            summary[model, mode] = (rps, p50, p99, cpu_ms, per_server, pooled["failed"])
+            summary[model, mode] = (rps, p50, p99, cpu_ms, per_server, pooled["failed"], p99_per_server)
             logged = sum(counters[key].get("mlops_model_server_inference_records_logged_total", 0.0) for key in keys)
             dropped = sum(v for key in keys for k, v in counters[key].items()
                           if k.startswith("mlops_model_server_inference_records_dropped_total"))
             print(f"| {model} | {mode} | {rps:,.0f} | {' / '.join(f'{x:,.0f}' for x in per_server)} | {p50:.2f} "
-                  f"| {p99:.2f} | {cpu_ms:.2f} | {pooled['failed']} | {logged:,.0f} | {dropped:,.0f} |")
+                  f"| {p99:.2f} | {' / '.join(f'{x:.1f}' for x in p99_per_server)} | {cpu_ms:.2f} "
+                  f"| {pooled['failed']} | {logged:,.0f} | {dropped:,.0f} |")
     print()
     for model in models:
         base = summary[model, "off"]
         spread = (max(base[4]) - min(base[4])) / base[0] if len(base[4]) > 1 else float("nan")
-        print(f"{model}: spread between the 'off' servers {100 * spread:.1f} % of their mean (the noise floor)")
+        p99_spread = max(base[6]) - min(base[6])
+        print(f"{model}: spread between the 'off' servers (the noise floor): throughput {100 * spread:.1f} % of "
+              f"their mean, p99 {p99_spread:.2f} ms")
         for mode in ("on", "broker down"):
-            rps, _, p99, cpu_ms, _, failed = summary[model, mode]
+            rps, _, p99, cpu_ms, _, failed, _ = summary[model, mode]
             print(f"{model}, {mode} vs off: throughput {100 * (rps / base[0] - 1):+.1f} %, "
                   f"p99 {p99 - base[2]:+.2f} ms, server CPU per request {100 * (cpu_ms / base[3] - 1):+.1f} %, "
                   f"failed {failed}")
