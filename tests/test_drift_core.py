@@ -219,6 +219,28 @@ def test_ks_parity_with_alibi(seed, shift, correction):
         assert b.feature_p_values[f.name] == pytest.approx(ks.pvalue, rel=1e-9, abs=1e-15)
 
 
+@pytest.mark.parametrize("discrete", [False, True])
+def test_ks_values_are_scipys_whether_or_not_the_p_value_is_remembered(discrete):
+    """Continuous data (no value shared with the reference: one search per feature) and discrete data
+    (shared values: a second search); the memoised p-values are the ones scipy computes."""
+    from drift_detector import detector as det_module
+
+    rng = np.random.default_rng(11)
+    ref, win = rng.normal(size=(2000, 3)), rng.normal(0.1, 1.0, size=(500, 3))
+    if discrete:
+        ref, win = np.round(ref * 3), np.round(win * 3)
+    detector = fit(ref, NUM[:3], "ks")
+    det_module._KS_SF_CACHE.clear()
+    first = detector.score(win)
+    assert det_module._KS_SF_CACHE  # remembered
+    again = detector.score(win)
+    for j, f in enumerate(NUM[:3]):
+        ks = st.ks_2samp(ref[:, j], win[:, j], method="asymp")
+        assert first.feature_statistics[f.name] == pytest.approx(ks.statistic, abs=1e-12)
+        assert first.feature_p_values[f.name] == pytest.approx(ks.pvalue, rel=1e-9, abs=1e-15)
+        assert again.feature_p_values[f.name] == first.feature_p_values[f.name]
+
+
 @pytest.mark.parametrize("correction", ["bonferroni", "fdr"])
 @pytest.mark.parametrize("shift", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])

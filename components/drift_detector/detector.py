@@ -122,34 +122,68 @@ def _correct(p_vals: np.ndarray, p_value: float, correction: str) -> tuple[bool,
 # Built-in two-sample KS, all numeric features of a window at once
 
 
-def _ks_columns(ref_sorted: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided KS distance and asymptotic p-value per column, equal to ``scipy.stats.ks_2samp(...,
-    method="asymp")`` (what alibi-detect calls).
+def _ks_columns(ref_rows: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided KS distance and asymptotic p-value per column of ``window`` ``(n_window, d)`` against
+    ``ref_rows`` ``(d, n_ref)`` (each feature's reference values ascending, one contiguous row per
+    feature), equal to ``scipy.stats.ks_2samp(..., method="asymp")`` (what alibi-detect calls).
 
     sup |F_ref - F_win| of two step functions is reached at a sample point. Scanning only the window's
     points is enough: F_win - F_ref peaks at a window point (right limit), F_ref - F_win just before one
-    (left limit, i.e. ``#ref < w``), and beyond the last window point it is <= 0. So two searchsorted
-    calls of n_window points replace scipy's four over n_ref + n_window points, and the integers
-    (counts) are the ones scipy divides, giving identical floats.
+    (left limit, i.e. ``#ref < w``), and beyond the last window point it is <= 0. So one or two
+    searchsorted calls of n_window points replace scipy's four over n_ref + n_window points, and the
+    integers (counts) are the ones scipy divides, giving identical floats. ``#ref <= w`` needs its own
+    search only for a feature where some window value equals a reference value.
     """
-    n1 = ref_sorted.shape[0]
-    n2, d = window.shape
-    w = np.sort(window, axis=0)
-    r_right = np.empty((n2, d), dtype=np.int64)
-    r_left = np.empty((n2, d), dtype=np.int64)
+    d, n1 = ref_rows.shape
+    n2 = window.shape[0]
+    w = np.sort(window.T, axis=1)  # (d, n2), contiguous rows
+    r_left = np.empty((d, n2), dtype=np.int64)
     for j in range(d):
-        r_right[:, j] = np.searchsorted(ref_sorted[:, j], w[:, j], side="right")
-        r_left[:, j] = np.searchsorted(ref_sorted[:, j], w[:, j], side="left")
-    w_right, w_left = _tie_ranks(w)
-    minus = r_right / n1 - w_right / n2  # F_ref - F_win at window points (scipy's cddiffs there)
-    plus = r_left / n1 - w_left / n2  # F_ref - F_win just below window points
-    min_s = np.clip(-minus.min(axis=0), 0, 1)
-    max_s = np.maximum(plus.max(axis=0), 0.0)  # 0.0: the value at the largest point of both samples
+        r_left[j] = np.searchsorted(ref_rows[j], w[j], side="left")
+    equal = np.take_along_axis(ref_rows, np.minimum(r_left, n1 - 1), axis=1) == w
+    r_right = r_left
+    if equal.any():
+        r_right = r_left.copy()
+        for j in np.flatnonzero(equal.any(axis=1)):
+            r_right[j] = np.searchsorted(ref_rows[j], w[j], side="right")
+    w_right, w_left = _tie_ranks(w.T)
+    minus = r_right / n1 - w_right.T / n2  # F_ref - F_win at window points (scipy's cddiffs there)
+    plus = r_left / n1 - w_left.T / n2  # F_ref - F_win just below window points
+    min_s = np.clip(-minus.min(axis=1), 0, 1)
+    max_s = np.maximum(plus.max(axis=1), 0.0)  # 0.0: the value at the largest point of both samples
     dist = np.where(min_s > max_s, min_s, max_s)
     m, n = sorted([float(n1), float(n2)], reverse=True)
-    en = m * n / (m + n)
-    p = np.clip(_st.kstwo.sf(dist, np.round(en)), 0, 1)
-    return dist, p
+    return dist, _ks_p_values(dist, float(np.round(m * n / (m + n))))
+
+
+_KS_SF_CACHE: dict[tuple[float, float], float] = {}
+_KS_SF_CACHE_LIMIT = 1 << 16
+
+
+def _ks_p_values(dist: np.ndarray, en: float) -> np.ndarray:
+    """``kstwo.sf(dist, en)`` clipped to [0, 1], memoised per exact (distance, n).
+
+    scipy evaluates the distribution element by element (about 0.2 ms each, most of a KS window's
+    scoring time), while a distance is a difference of two ECDFs, so few distinct values recur from
+    window to window. Keys are the exact floats, so every value is the one scipy returns for them.
+    """
+    cache = _KS_SF_CACHE
+    out = np.empty(dist.shape[0])
+    missing = []
+    for i, value in enumerate(dist.tolist()):
+        hit = cache.get((value, en))
+        if hit is None:
+            missing.append(i)
+        else:
+            out[i] = hit
+    if missing:
+        fresh = np.clip(_st.kstwo.sf(dist[missing], en), 0, 1)
+        out[missing] = fresh
+        if len(cache) + len(missing) > _KS_SF_CACHE_LIMIT:
+            cache.clear()
+        for i, value in zip(missing, fresh.tolist(), strict=True):
+            cache[(float(dist[i]), en)] = value
+    return out
 
 
 def _tie_ranks(sorted_cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -728,7 +762,7 @@ class FittedDetector:
             self.window_sizes = ()
             self.thresholds = None
             if self._num.size:
-                self._ref_sorted = np.sort(reference[:, self._num], axis=0)
+                self._ref_rows = np.sort(np.ascontiguousarray(reference[:, self._num].T), axis=1)
             self._cat_refs = [_cat_ref(reference[:, j]) for j in self._cat]
 
     @property
@@ -765,7 +799,7 @@ class FittedDetector:
             p = np.empty(self.n_features)
             dist = np.empty(self.n_features)
             if self._num.size:
-                dist[self._num], p[self._num] = _ks_columns(self._ref_sorted, x[:, self._num])
+                dist[self._num], p[self._num] = _ks_columns(self._ref_rows, x[:, self._num])
             if self._cat.size:
                 dist[self._cat], p[self._cat] = _chi2_columns(self._cat_refs, x[:, self._cat])
         return self._offline_result(p, dist)
