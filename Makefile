@@ -14,12 +14,16 @@ help:
 	@echo "make check  mlops render --check && mlops validate (what CI runs on the tree)"
 	@echo "make bench  run the benchmarks in benchmarks/"
 
-$(STAMP): pyproject.toml
+# The retrain image pins exact versions (components/retrain/requirements.txt) and a test checks that the
+# suite ran with them, so the dev venv takes them as constraints: a fresh install gets the same versions.
+CONSTRAINTS := components/retrain/requirements.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
 	  || { echo "Python 3.12 is required (see .python-version)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
