@@ -170,7 +170,8 @@ def _ks_p_values(dist: np.ndarray, en: float) -> np.ndarray:
     cache = _KS_SF_CACHE
     out = np.empty(dist.shape[0])
     missing = []
-    for i, value in enumerate(dist.tolist()):
+    values = dist.tolist()
+    for i, value in enumerate(values):
         hit = cache.get((value, en))
         if hit is None:
             missing.append(i)
@@ -182,7 +183,7 @@ def _ks_p_values(dist: np.ndarray, en: float) -> np.ndarray:
         if len(cache) + len(missing) > _KS_SF_CACHE_LIMIT:
             cache.clear()
         for i, value in zip(missing, fresh.tolist(), strict=True):
-            cache[(float(dist[i]), en)] = value
+            cache[(values[i], en)] = value
     return out
 
 
