@@ -197,21 +197,29 @@ def scrape(port: int) -> dict[str, float]:
     return totals
 
 
+def _stat_fields(path: str) -> list[str]:
+    """The fields of a ``/proc/.../stat`` file after the name: state, ppid, pgrp, ..., utime (12), stime (13)."""
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_ticks(fields: list[str]) -> int:
+    return int(fields[11]) + int(fields[12])
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid`` (the server's
     main process, gunicorn master and workers, metrics servers, the shipper threads inside workers)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(f"/proc/{entry}/stat")
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+        if int(fields[2]) == pgid:
+            total += _cpu_ticks(fields)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -221,8 +229,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def thread_cpu_seconds(native_id: int) -> float:
     """User + system CPU seconds of one thread of this process (``threading.Thread.native_id``)."""
-    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_ticks(_stat_fields(f"/proc/self/task/{native_id}/stat")) / os.sysconf("SC_CLK_TCK")
 
 
 def in_process_costs(model_dir: Path, workdir: Path, broker: str, dead_broker: str, rows: list[list],
