@@ -454,6 +454,26 @@ def test_cvm_window_statistics_follow_the_definition(ties):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
 
+def test_cvm_segment_pairs_each_repeat_with_its_next_occurrence():
+    """The segment's tie pairs are, per feature, every value's consecutive occurrences in stream
+    order (earlier first), whatever order the sort leaves equal values in."""
+    rng = np.random.default_rng(21)
+    stretch = rng.normal(size=(400, 3))
+    stretch[:, 1] = rng.integers(0, 4, size=400)  # four values, each ~100 times
+    stretch[::50, 2] = 0.5  # one value 8 times, 50 records apart
+    segment = _cvm_segment(_CvmRef.build(rng.normal(size=(60, 3))), stretch, (5, 40))
+    expected = set()
+    for j in range(3):
+        last_seen: dict[float, int] = {}
+        for position, value in enumerate(stretch[:, j].tolist()):
+            if value in last_seen:
+                expected.add((j, last_seen[value], position))
+            last_seen[value] = position
+    got = set(zip(segment.tie_feature.tolist(), segment.tie_first.tolist(), segment.tie_second.tolist(),
+                  strict=True))
+    assert got == expected
+
+
 def test_cvm_online_scores_match_the_definition_across_chunks():
     """Streaming through windows of odd sizes gives, record by record, the definition's statistic
     (maximum over window sizes and features) and its time step's threshold."""

@@ -317,10 +317,17 @@ class _CvmSegment:
 def _cvm_segment(ref: _CvmRef, seg: np.ndarray, window_sizes: Sequence[int]) -> _CvmSegment:
     d, n = ref.ref_sorted.shape
     values = np.ascontiguousarray(seg.T)  # (d, L): features as contiguous rows
-    # One stable sort per feature serves twice: sorted needles make searchsorted about 2x cheaper,
-    # and equal neighbours in sorted order are the repeated values (stable: earlier position first).
-    order = np.argsort(values, axis=1, kind="stable")
+    # One sort per feature serves twice: sorted needles make searchsorted about 2x cheaper, and equal
+    # neighbours in sorted order are the repeated values. numpy's default argsort is several times
+    # faster than a stable one (SIMD where the CPU has it: 0.16 against 0.95 ms per window on
+    # AVX-512), and only the order among equal values differs; the tie pairs below need the earlier
+    # position first, so only a feature that has a repeated value is sorted again, stably.
+    order = np.argsort(values, axis=1)
     ordered = np.take_along_axis(values, order, axis=1)
+    repeated = ordered[:, 1:] == ordered[:, :-1]
+    if repeated.any():
+        tied_rows = np.flatnonzero(repeated.any(axis=1))
+        order[tied_rows] = np.argsort(values[tied_rows], axis=1, kind="stable")
     below_sorted = np.empty(ordered.shape, dtype=np.intp)
     for j in range(d):
         below_sorted[j] = np.searchsorted(ref.ref_sorted[j], ordered[j], side="left")
@@ -339,7 +346,7 @@ def _cvm_segment(ref: _CvmRef, seg: np.ndarray, window_sizes: Sequence[int]) -> 
     pairs_at_most = (
         _pair_max_sums(np.ascontiguousarray(at_most.T), window_sizes) if at_most is not below else {}
     )
-    tie_feature, tie_at = np.nonzero(ordered[:, 1:] == ordered[:, :-1])
+    tie_feature, tie_at = np.nonzero(repeated)
     return _CvmSegment(
         values=seg,
         h=(n - below_t).astype(np.float64),
