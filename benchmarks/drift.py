@@ -27,6 +27,8 @@ One broker, one data set (20 numeric features, standard normal, the same seed as
    seconds and peak RSS (``VmHWM``), vs ``persistence.load`` of the persisted artifact (sha256 check
    included; median of 5). Both throughput runs use detectors with that ert.
 5. **Peak RSS** (``VmHWM``) of the service process in each throughput run.
+6. **Decoding, in-process**: ``decode_batch``'s general path (orjson) and its typed path (msgspec,
+   what the service uses for all-numeric features) on 50,000 of the same records, alternating rounds.
 
 The machine is shared: the load averages (``/proc/loadavg``) at the start and the end are printed with
 the results; compare the variants of one run, which ran under the same load.
@@ -399,6 +401,30 @@ def cold_start(work: Path, ert: int, n_bootstraps: int | None) -> tuple[dict, Pa
     return cold, path, cold["sha256"]
 
 
+def decode_paths(n: int = 50_000, batch: int = 10_000, rounds: int = 5) -> dict:
+    """``decode_batch``'s general path (orjson) against its typed path (msgspec) on the bench's records,
+    in this process: batches of the service's ``getmany`` size, rounds alternating between the two
+    paths, best round of each (CPU time). Checks that both return the same rows first."""
+    import inference_log
+
+    rng = np.random.default_rng(DATA_SEED)
+    now = time.time()
+    payloads = [payload(i, f, now) for i, f in enumerate(rng.normal(size=(n, N_FEATURES)).tolist())]
+    paths = {"general": lambda chunk: inference_log._decode_general(chunk, N_FEATURES, None),
+             "typed": lambda chunk: inference_log._decode_numeric_batch(chunk, N_FEATURES)}
+    first = {name: path(payloads[:batch]) for name, path in paths.items()}
+    assert first["general"].rows.tobytes() == first["typed"].rows.tobytes(), "the two paths disagree"
+    best = dict.fromkeys(paths, float("inf"))
+    for _ in range(rounds):
+        for name, path in paths.items():
+            started = time.process_time()
+            for i in range(0, n, batch):
+                path(payloads[i:i + batch])
+            best[name] = min(best[name], time.process_time() - started)
+    return {"records": n, "general_us": best["general"] / n * 1e6, "typed_us": best["typed"] / n * 1e6,
+            "speedup": best["general"] / best["typed"]}
+
+
 def ks_artifact(work: Path) -> tuple[Path, str]:
     from drift_detector import persistence
     from drift_detector.detector import FeatureSpec, fit
@@ -455,6 +481,8 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     print(f"cold start: fitting cvm_online on {REFERENCE_ROWS} x {N_FEATURES} at ert {args.ert} ...", flush=True)
     cold, cvm_path, cvm_sha = cold_start(work, args.ert, args.cvm_bootstraps)
     print(cold, flush=True)
+    decoding = decode_paths()
+    print("decode_batch paths:", decoding, flush=True)
     ks_path, ks_sha = ks_artifact(work)
     with broker(work) as kafka:
         bootstrap = kafka.bootstrap_servers
@@ -505,6 +533,9 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
           f"{cold['load_s'] * 1000:.1f}ms (median of 5, artifact {cold['artifact_kib']:.0f} KiB), "
           f"ratio {cold['fit_s'] / cold['load_s']:,.0f}x (target >= 50x)")
     print(f"peak RSS of the service: {max(run['peak_rss_mib'] for run in runs):.0f} MiB (target < 400 MB)")
+    print(f"decode_batch in-process, {decoding['records']:,} records: general path (orjson) "
+          f"{decoding['general_us']:.2f} us/record, typed path (msgspec) {decoding['typed_us']:.2f} us/record, "
+          f"ratio {decoding['speedup']:.2f}x")
 
 
 def main() -> None:
