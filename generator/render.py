@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from generator import __version__, aliases, naming, yamlio
+from generator import __version__, aliases, naming, rules, yamlio
 from generator.errors import Problem, RenderError
 from generator.layout import RENDERED_DIR, RepoLayout
 from generator.loader import LoadedEnvironment, LoadedModel
@@ -241,6 +241,9 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
                   "model_app_metrics": naming.MODEL_SERVER_APP_METRICS_PORT,
                   "executor_http": naming.EXECUTOR_HTTP_PORT, "drift_http": naming.DRIFT_HTTP_PORT},
         "feature_names": [f.name for f in spec.drift.features],
+        # OMP_/OPENBLAS_/MKL_NUM_THREADS of each process (rules.threads_per_process)
+        "threads": {"model_server": rules.threads_per_process(spec.serving.resources.limits.cpu, spec.serving.workers),
+                    "drift_detector": rules.threads_per_process(spec.drift.resources.limits.cpu)},
         "grafana_uids": {rule: naming.grafana_uid(spec.model, env.name, rule)
                          for rule in ("drift", "errors", "latency", "traffic")},
         "rendered_path": f"environments/{env.name}/{RENDERED_DIR}/models/{spec.model}",

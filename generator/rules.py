@@ -36,6 +36,16 @@ def parse_quantity(quantity: str) -> Decimal:
     return Decimal(number) * _QUANTITY_SUFFIXES[quantity[len(number):]]
 
 
+def threads_per_process(cpu_limit: str, processes: int = 1) -> int:
+    """BLAS/OpenMP threads for each of ``processes`` processes sharing a container's ``cpu_limit``.
+
+    numpy's OpenBLAS (and MKL, OpenMP) start one thread per core of the node, not of the CPU limit, so
+    several gunicorn workers on a large node would run dozens of threads against a quota of a core or
+    two and be throttled. Each process gets its share of the limit, whole cores, at least one.
+    """
+    return max(1, int(parse_quantity(cpu_limit) // processes))
+
+
 def parse_duration_seconds(duration: str) -> int:
     """Seconds in a duration already checked by ``spec.DURATION_RE`` (``1h30m`` → 5400)."""
     total, digits = 0, ""

@@ -256,3 +256,53 @@ def test_readme_component_table_follows_the_pins(tmp_path):
     result = run(root, "render", "--check")
     assert result.exit_code == 1 and "+++ b/README.md" in result.output
     assert "+| demo | `demo` from https://charts.example.com | 1.2.3 | 9.9 | demo | 1 | MIT |" in result.output
+
+
+@pytest.mark.parametrize(("workers", "cpu_limit", "drift_cpu_limit", "server_threads", "drift_threads"), [
+    (1, "1", "500m", 1, 1),
+    (2, "4", "2", 2, 2),
+    (3, "4", "1500m", 1, 1),
+    (4, "2", "3", 1, 3),
+])
+def test_each_process_gets_its_share_of_the_cpu_limit_as_blas_threads(
+        tmp_path, workers, cpu_limit, drift_cpu_limit, server_threads, drift_threads):
+    resources = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": cpu_limit, "memory": "1Gi"}}
+    spec = model_spec(serving={"workers": workers, "resources": resources})
+    spec["drift"]["resources"] = {**resources, "limits": {"cpu": drift_cpu_limit, "memory": "512Mi"}}
+    root = make_repo(tmp_path, models={"dev": {"churn": spec}})
+    result = run(root, "render", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    folder = "environments/dev/rendered/models/churn"
+    [predictor] = load(root, f"{folder}/seldondeployment.yaml")["spec"]["predictors"]
+    server_env = {e["name"]: e.get("value") for e in predictor["componentSpecs"][0]["spec"]["containers"][0]["env"]}
+    drift = load(root, f"{folder}/drift-detector-deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    drift_env = {e["name"]: e.get("value") for e in drift["env"]}
+    assert server_env["GUNICORN_WORKERS"] == str(workers)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert server_env[name] == str(server_threads)
+        assert drift_env[name] == str(drift_threads)
+
+
+def test_the_rendered_thread_variables_size_numpys_blas_pool():
+    """numpy's BLAS (what the model server and the detector import) obeys the variables as rendered."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    deployment = load(Path(__file__).resolve().parents[1], f"{DEV_RENDERED}/drift-detector-deployment.yaml")
+    rendered_env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+                    if e["name"].endswith("_NUM_THREADS")}
+    assert rendered_env == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    probe = ("import json, numpy, threadpoolctl; "
+             "print(json.dumps([p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']))")
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+
+    def blas_threads(env: dict[str, str]) -> list[int]:
+        out = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    unset, rendered = blas_threads(clean), blas_threads({**clean, **rendered_env})
+    assert rendered and all(n == 1 for n in rendered), rendered
+    if (os.cpu_count() or 1) > 1:  # else one thread is also the default and proves nothing
+        assert all(n == os.cpu_count() for n in unset), unset
