@@ -8,7 +8,11 @@ environment this component renders, into the Prefect namespace:
 * an Argo CD **PostSync** Job (``templates/job.yaml.j2``) that runs ``python -m retrain.deploy``: it
   fetches the synced branch, runs ``prefect deploy --all`` on the committed ``prefect.yaml`` and
   records the commit SHA as each deployment's version (``components/retrain/deploy.py``);
-* a NetworkPolicy letting that Job reach only DNS, the Prefect API and the Git host.
+* a NetworkPolicy letting that Job reach only DNS, the Prefect API and the Git host;
+* a NetworkPolicy for the flow runs' pods (label ``mlops-gitops.io/workload: retrain-flow-run``, set by
+  the work pool's base job template in ``apps/prefect-worker/values.yaml``): no ingress; egress to DNS,
+  the Prefect API, MLflow, S3, the Git host and the GitHub API. The deployments must run their flows in
+  this namespace, where that policy and the Secret ``retrain-credentials`` are.
 
 The Job's image is the one ``prefect.yaml`` pins for the flow runs, so the deploy step and the runs use
 the same code; staging and prod require it pinned by digest (``mlops validate``). Environment-specific
@@ -34,6 +38,12 @@ from generator.loader import LoadedEnvironment
 COMPONENT = "retrain-pipeline"
 JOB_KEY = "prefect_deploy"
 POLICY_KEY = "prefect_deploy"
+FLOW_RUN_POLICY_KEY = "flow_runs"
+FLOW_RUN_POLICY_NAME = "retrain-flow-runs"
+FLOW_RUN_SELECTOR = {f"{naming.LABEL_PREFIX}/workload": "retrain-flow-run"}
+"""The pod label apps/prefect-worker/values.yaml's base job template puts on every flow run."""
+GITHUB_API = "https://api.github.com"
+"""Where the flow opens pull requests (generator.githost's default; the flow runs set no other)."""
 JOB_NAME = "retrain-prefect-deploy"
 CODE_DIR = "/app"
 """Where the retrain image keeps the flow code (components/retrain/Dockerfile)."""
@@ -92,6 +102,30 @@ def flow_image(document: dict, relative: str) -> str:
     return next(iter(images))
 
 
+def check_flow_run_namespace(document: dict, relative: str, namespace: str) -> None:
+    """Every deployment must run its flows in ``namespace``: the flow runs' NetworkPolicy and Secret are there.
+
+    Raises:
+        RenderError: a deployment names another namespace or none (Prefect's default is ``default``).
+    """
+    for index, deployment in enumerate(document["deployments"]):
+        value = ((deployment.get("work_pool") or {}).get("job_variables") or {}).get("namespace")
+        if value != namespace:
+            shown = "no namespace (Prefect's default: 'default')" if value is None else f"namespace {value!r}"
+            raise RenderError([Problem(relative, f"deployment {deployment.get('name')!r} runs its flows in {shown}",
+                                       field=f"deployments[{index}].work_pool.job_variables.namespace",
+                                       fix=f"set it to {namespace!r}: the flow runs' NetworkPolicy and their Secret "
+                                           "retrain-credentials are there")])
+
+
+def _distinct(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for target in targets:
+        if target not in out:
+            out.append(target)
+    return out
+
+
 def github_repository(repo_url: str) -> str:
     """``owner/name`` of a github.com clone URL (pull requests go there); empty for other hosts."""
     parts = urlsplit(repo_url)
@@ -133,8 +167,11 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
         env=variables, working_dir=CODE_DIR, hook="PostSync", annotations={SHA256_ANNOTATION: digest},
         # Retries cover a worker that has not created its work pool yet (wave order is not readiness).
         backoff_limit=6, active_deadline_seconds=900)
+    check_flow_run_namespace(document, relative, namespace)
     prefect = naming.endpoint_of(settings["prefect_api_url"])
     git_host = naming.endpoint_of(env.argocd.repo_url)
+    flow_run_targets = [naming.endpoint_of(url) for url in (
+        settings["prefect_api_url"], env.mlflow.tracking_uri, env.s3.endpoint, env.argocd.repo_url, GITHUB_API)]
     return {
         "pipeline": {"name": COMPONENT, "namespace": namespace, "labels": labels, "prefect_file": relative,
                      "sha256": digest, "image": job["container"]["image"]},
@@ -145,6 +182,11 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
             "name": JOB_NAME, "namespace": namespace, "labels": labels, "pod_selector": selector, "ingress": [],
             "egress": [{"namespace": prefect.namespace, "port": prefect.port},
                        {"namespace": git_host.namespace, "port": git_host.port}],
+        }, FLOW_RUN_POLICY_KEY: {
+            "name": FLOW_RUN_POLICY_NAME, "namespace": namespace,
+            "labels": {**labels, "app.kubernetes.io/component": "flow-run"},
+            "pod_selector": FLOW_RUN_SELECTOR, "ingress": [],
+            "egress": _distinct([{"namespace": t.namespace, "port": t.port} for t in flow_run_targets]),
         }},
         "policy": POLICY_KEY,
     }

@@ -173,8 +173,12 @@ def test_a_real_worker_configuration_builds_a_valid_locked_down_job(prefect_serv
                                       "limits": {"cpu": "2", "memory": "4Gi"}}
     assert job["metadata"]["namespace"] == "prefect"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
-    # The label a NetworkPolicy can select the flow-run pods by survives the worker's own labels.
+    # The label the rendered flow-run NetworkPolicy selects the pods by survives the worker's own labels.
     assert job["spec"]["template"]["metadata"]["labels"]["mlops-gitops.io/workload"] == "retrain-flow-run"
+    policy = yaml.safe_load((REPO / "environments/dev/rendered/platform/retrain-pipeline/"
+                                     "networkpolicy-flow-runs.yaml").read_text())
+    assert policy["metadata"]["namespace"] == job["metadata"]["namespace"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
 
     job["metadata"]["name"] = job["metadata"].pop("generateName") + "x"  # the API server names it
     # Prefect's model requires these two in the pod spec (it refuses a template without them); Pod has no

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -94,6 +95,41 @@ def test_each_environment_renders_a_postsync_job_that_deploys_the_committed_file
     assert application["spec"]["source"]["path"] == f"environments/{env}/rendered/platform/retrain-pipeline"
 
 
+def _policy_allows(policy: dict, url: str) -> bool:
+    """Whether an egress rule of ``policy`` admits a TCP connection to ``url`` (in-cluster service URLs
+    match the namespace's selector, other hosts an ipBlock)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    labels = (parts.hostname or "").split(".")
+    namespace = labels[1] if len(labels) >= 3 and labels[2] == "svc" else None
+    for rule in policy["spec"]["egress"]:
+        if {"protocol": "TCP", "port": port} not in rule.get("ports", []):
+            continue
+        for peer in rule.get("to", []):
+            selected = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            if (namespace and selected == namespace) or (not namespace and "ipBlock" in peer):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_flow_runs_may_reach_only_the_services_they_use(env: str) -> None:
+    """The flow-run pods' policy admits the Prefect API, MLflow, S3, the Git host and the GitHub API
+    (every endpoint the flow's environment names), nothing inbound, and no other in-cluster namespace."""
+    policy = rendered(REPO, env, "networkpolicy-flow-runs.yaml")
+    job = rendered(REPO, env, "job-prefect-deploy.yaml")
+    variables = {v["name"]: v.get("value") for v in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert policy["spec"]["ingress"] == [] and policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"mlops-gitops.io/workload": "retrain-flow-run"}}
+    used = [variables["PREFECT_API_URL"], variables["MLFLOW_TRACKING_URI"], variables["AWS_ENDPOINT_URL_S3"],
+            variables["RETRAIN_GIT_URL"], retrain_pipeline.GITHUB_API]
+    for url in used:
+        assert _policy_allows(policy, url), url
+    assert not _policy_allows(policy, "http://kafka-bootstrap.kafka.svc:9092")
+    assert not _policy_allows(policy, "http://prometheus.monitoring.svc:9090")
+    assert not _policy_allows(policy, "http://example.com:8080")
+
+
 def test_a_changed_prefect_yaml_makes_the_rendered_output_stale_so_argo_cd_syncs_and_redeploys(tmp_path: Path) -> None:
     root = copy_example_repo(tmp_path)
     assert CliRunner().invoke(cli, ["render", "--repo-root", str(root)]).exit_code == 0
@@ -132,6 +168,9 @@ def test_a_tag_pinned_flow_image_is_refused_in_staging_and_prod(tmp_path: Path) 
                                "    work_pool: {name: mlops-kubernetes, job_variables: {image: ghcr.io/acme/other@sha256:"
                                + "0" * 64 + "}}\n") + "  - name: second\n    entrypoint: retrain/flow.py:retrain\n"
                                "    work_pool: *kubernetes\n", "deployments use different images"),
+    (lambda text: text.replace("        namespace: prefect\n", "        namespace: default\n"),
+     "deployments[0].work_pool.job_variables.namespace"),
+    (lambda text: text.replace("        namespace: prefect\n", ""), "no namespace (Prefect's default: 'default')"),
 ])
 def test_a_broken_prefect_yaml_is_a_render_error_naming_the_file(tmp_path: Path, edit, message: str) -> None:
     root = copy_example_repo(tmp_path)
