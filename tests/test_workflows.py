@@ -98,6 +98,29 @@ def test_no_untrusted_input_is_pasted_into_a_script(workflow: Path) -> None:
             assert not re.search(r"inputs\.|github\.event\.|github\.head_ref", expression), f"{name}: {expression}"
 
 
+PINNED_ACTION = re.compile(r"^\s*(?:- )?uses: [\w.-]+/[\w./-]+@[0-9a-f]{40}  # v\d+\.\d+\.\d+$")
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_with_its_release_noted(workflow: Path) -> None:
+    """A tag can be moved to other code; a commit SHA cannot. The comment says which release it is."""
+    steps = [step for job in load_workflow(workflow)["jobs"].values() for step in job.get("steps", [])]
+    used = [step["uses"] for step in steps if "uses" in step]
+    lines = [line for line in workflow.read_text().splitlines() if re.match(r"^\s*(?:- )?uses:", line)]
+    assert used and len(lines) == len(used)
+    for line in lines:
+        assert PINNED_ACTION.match(line), f"{workflow.name}: {line.strip()} (pin the commit SHA, note the release)"
+
+
+def test_dependabot_updates_the_action_pins() -> None:
+    config = REPO / ".github" / "dependabot.yml"
+    done = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    updates = yaml.safe_load(config.read_text())["updates"]
+    assert {"package-ecosystem": "github-actions", "directory": "/"}.items() <= updates[0].items()
+
+
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
 def test_default_token_is_read_only_and_scripts_fail_on_errors(workflow: Path) -> None:
     doc = load_workflow(workflow)
