@@ -262,7 +262,7 @@ def decode_batch(
     call finds a bad row. When every feature is numeric and msgspec is installed (the drift detector
     image), a typed msgspec decoder takes the common record first (numbers as features, a scalar or a
     flat list or object of scalars as prediction) and hands every other payload to the general path,
-    which decides it: the result is the general path's, about 1.3x faster (tests compare the two on
+    which decides it: the result is the general path's, about 1.25x faster (tests compare the two on
     valid and hostile payloads; figures in ``benchmarks/RESULTS.md``).
     """
     if categories is not None and len(categories) != n_features:
