@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
+from imagebuild import ImageEnv, build_image
 from services import KafkaBroker, ManagedProcess, S3Server, free_port, require_module, run_service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -565,6 +566,39 @@ def test_no_drift_over_many_windows_then_drift_within_one_window(kafka_broker: K
         assert "SIGTERM received" in service.output()
     final = committed(kafka_broker.bootstrap_servers, d.group_id, d.topic, 1)
     assert final == middle == {0: tail[0] - WINDOW // 2}, (final, middle, tail)
+
+
+# --- the image -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def drift_image(tmp_path_factory: pytest.TempPathFactory) -> ImageEnv:
+    """components/drift_detector/Dockerfile's venv and /app, built without a container engine."""
+    return build_image("drift_detector", tmp_path_factory.mktemp("drift-image"))
+
+
+def test_the_service_runs_from_what_its_image_installs_and_copies(kafka_broker: KafkaBroker, tmp_path: Path,
+                                                                  drift_image: ImageEnv) -> None:
+    """The image's pinned requirements install from wheels alone and pass ``pip check`` (in the
+    fixture), and the service started from that venv and /app only, with the image's ENV and none
+    of this machine's, scores windows, exports them and stops with 0 on SIGTERM."""
+    d = deploy(kafka_broker, tmp_path, [("main", "1")], partitions=1)
+    settings = {key: value for key, value in d.env().items() if key.startswith("DRIFT_")}
+    env = {**settings, **drift_image.env, "HOME": str(tmp_path)}
+    produce(kafka_broker.bootstrap_servers, d.topic, [payload("1", "main", r) for r in sample(2 * WINDOW, seed=21)])
+    port = d.http_port
+    with run_service("drift-image", drift_image.command(), url=f"http://127.0.0.1:{port}/healthz", env=env,
+                     cwd=drift_image.workdir, timeout=60, log_dir=tmp_path) as service:
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 60, "the service to be ready", service)
+        m = wait_metric(port, service, "mlops_drift_windows_evaluated_total", 2, predictor="main")
+        assert m.value("mlops_drift_records_consumed_total", predictor="main") == 2 * WINDOW
+        # Its compiled modules (numpy, orjson, msgspec, ...) were loaded from the image's venv only.
+        mapped = Path(f"/proc/{service.pid}/maps").read_text()
+        assert str(drift_image.venv) in mapped and str(ROOT / ".venv") not in mapped
+        for module in ("orjson", "msgspec"):  # optional in inference_log, but the image must have them
+            assert f"{drift_image.venv}/lib/python3.12/site-packages/{module}/" in mapped, module
+        os.kill(service.pid, signal.SIGTERM)
+        assert service.process.wait(timeout=10) == 0, service.output()
 
 
 # --- poison messages ------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from generator.cli import cli
 from helpers import environment, make_repo, model_spec, release
+from imagebuild import build_image
 from services import (
     LOCALHOST,
     KafkaBroker,
@@ -476,6 +477,45 @@ def _per_pid(server: RunningServer, name: str) -> dict:
         text = r.read().decode()
     return {(s.name, s.labels["pid"]): s.value for f in text_string_to_metric_families(text) for s in f.samples
             if s.name == name}
+
+
+def test_the_server_runs_from_what_its_image_installs_and_copies(
+        rendered: dict[str, Any], versions: dict[str, Registered], mlflow_server: MlflowServer,
+        broker: KafkaBroker, topic: str, tmp_path: Path) -> None:
+    """components/model_server/Dockerfile as far as it runs here: its pinned requirements install as
+    written and pass ``pip check``; Seldon's microservice from that venv, with /app and the image's ENV
+    (its empty /tmp, as the pod's emptyDir), serves the registered model and logs the records."""
+    image = build_image("model_server", tmp_path / "image")
+    env, http_port, metrics_port = server_environment(rendered["containers"]["main"], "main", mlflow_server,
+                                                      broker.bootstrap_servers, tmp_path)
+    env.update(image.env)  # PATH, PYTHONPATH=/app, HOME/TMPDIR and PROMETHEUS_MULTIPROC_DIR under /tmp
+    frame = transactions(31, 6)
+    with run_service("model-server-image", image.command(), url=f"http://{LOCALHOST}:{http_port}/health/ping",
+                     env=env, cwd=image.workdir, timeout=180, log_dir=tmp_path) as process:
+        server = RunningServer(http_port, metrics_port, process)
+        status, body = server.post(named(frame))
+        assert status == 200, body
+        assert body["data"]["ndarray"] == versions["main"].model.predict(frame).tolist()
+        wait_for(lambda: server.metric("mlops_model_server_inference_records_logged_total") >= 6,
+                 what="the image's server to log its records")
+        mapped = "\n".join(Path(f"/proc/{pid}/maps").read_text() for pid in _process_tree(process.pid))
+        assert str(image.venv) in mapped and str(REPO / ".venv") not in mapped
+    wanted = frame.astype(object).values.tolist()
+    from inference_log import decode
+    logged = [decode(v) for v in read_records(broker.bootstrap_servers, topic, expected=10**9, timeout=3)]
+    assert sum(r.features in wanted and r.predictor == "main" for r in logged) == 6
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (gunicorn's workers)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").iterdir():
+            children = (task / "children").read_text().split()
+            queue.extend(int(c) for c in children)
+    return found
 
 
 def test_kafka_down_predictions_go_on_and_drops_are_counted(

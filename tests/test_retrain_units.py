@@ -5,9 +5,8 @@ refusals, and the image's contents. No MLflow or Git remote here (tests/test_ret
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import re
-import shutil
 import subprocess
 import sys
 import types
@@ -23,7 +22,8 @@ from retrain.models import FeatureInfo, ModelModuleError, load_model_module, rea
 from retrain.propose import auth_header, branch_name
 
 from helpers import REPO
-from services import PrefectServer
+from imagebuild import build_image
+from services import PrefectServer, free_port, run_service
 
 FEATURES = [FeatureInfo("amount", "numeric"), FeatureInfo("card_present", "categorical", (0, 1)),
             FeatureInfo("merchant_category", "categorical", ("grocery", "online"))]
@@ -213,14 +213,29 @@ def test_requirements_pin_exactly_the_versions_the_tests_run_with() -> None:
     assert mismatched == {}
 
 
-def test_what_the_image_copies_is_enough_to_run_the_flow_the_deploy_step_and_the_trigger(tmp_path: Path) -> None:
-    """Lay out /app as the Dockerfile's COPY lines do and import every entry point from there only."""
-    app = tmp_path / "app"
-    for source, target in re.findall(r"^COPY (\S+) (/app/\S+)$", DOCKERFILE, re.M):
-        shutil.copytree(REPO / source, tmp_path / target.lstrip("/"), ignore=shutil.ignore_patterns("__pycache__"))
+def test_what_the_image_installs_and_copies_runs_the_flow_the_deploy_step_and_the_trigger(tmp_path: Path) -> None:
+    """The Dockerfile's venv (its pinned requirements, wheels only, ``pip check``) and /app as its COPY
+    lines lay it out: every entry point imports from there, with the image's ENV and nothing else, and
+    its CMD, the trigger, starts and answers its health check."""
+    image = build_image("retrain", tmp_path / "image")
     code = ("import generator, retrain, retrain.flow, retrain.deploy, retrain.trigger.app, retrain.models.fraud_detector, "
-            "drift_detector.fit; print(generator.__file__); print(retrain.__file__)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(app)})
+            "drift_detector.fit, prefect, mlflow; print(generator.__file__); print(retrain.__file__); "
+            "print(prefect.__file__); print(mlflow.__file__)")
+    done = subprocess.run([image.python, "-c", code], cwd=image.workdir, capture_output=True, text=True, timeout=300,
+                          env=image.env)
     assert done.returncode == 0, done.stderr
-    assert all(line.startswith(str(app)) for line in done.stdout.split())
+    ours, libraries = done.stdout.split()[:2], done.stdout.split()[2:]
+    assert all(line.startswith(str(image.app)) for line in ours)
+    assert all(line.startswith(str(image.venv)) for line in libraries)
+    # The CMD: the trigger, from the image alone, answers its health check.
+    assert image.command()[1:] == ["-m", "retrain.trigger"]
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"environment": "dev", "default": {"on_drift": True, "max_runs_per_day": 2},
+                                  "models": {}}))
+    port = free_port()
+    env = {**image.env, "RETRAIN_TRIGGER_PREFECT_API_URL": "http://127.0.0.1:4200/api",
+           "RETRAIN_TRIGGER_POLICY_FILE": str(policy), "RETRAIN_TRIGGER_TOKEN": "image-test-token-0123456789",
+           "RETRAIN_TRIGGER_HTTP_HOST": "127.0.0.1", "RETRAIN_TRIGGER_HTTP_PORT": str(port)}
+    with run_service("retrain-image-trigger", image.command(), url=f"http://127.0.0.1:{port}/healthz", env=env,
+                     cwd=image.workdir, timeout=120, log_dir=tmp_path) as service:
+        assert str(image.venv) in Path(f"/proc/{service.pid}/maps").read_text()
