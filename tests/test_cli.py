@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -285,11 +289,6 @@ def test_each_process_gets_its_share_of_the_cpu_limit_as_blas_threads(
 
 def test_the_rendered_thread_variables_size_numpys_blas_pool():
     """numpy's BLAS (what the model server and the detector import) obeys the variables as rendered."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     deployment = load(Path(__file__).resolve().parents[1], f"{DEV_RENDERED}/drift-detector-deployment.yaml")
     rendered_env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
                     if e["name"].endswith("_NUM_THREADS")}

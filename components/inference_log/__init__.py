@@ -267,8 +267,7 @@ def decode_batch(
     """
     if categories is not None and len(categories) != n_features:
         raise ValueError(f"categories has {len(categories)} entries for {n_features} features")
-    cat_columns = [] if categories is None else [j for j, c in enumerate(categories) if c is not None]
-    if not cat_columns and _decode_numeric_record is not None:
+    if _decode_numeric_record is not None and all(c is None for c in categories or ()):
         return _decode_numeric_batch(payloads, n_features)
     return _decode_general(payloads, n_features, categories)
 
