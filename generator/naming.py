@@ -25,6 +25,7 @@ METRICS = {
     "drift_records_consumed": "mlops_drift_records_consumed_total",
     "drift_records_rejected": "mlops_drift_records_rejected_total",
     "drift_consumer_lag": "mlops_drift_consumer_lag",
+    "drift_ready": "mlops_drift_ready",
     "requests_count": "seldon_api_executor_server_requests_seconds_count",
     "requests_bucket": "seldon_api_executor_server_requests_seconds_bucket",
 }

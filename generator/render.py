@@ -245,7 +245,7 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
         "threads": {"model_server": rules.threads_per_process(spec.serving.resources.limits.cpu, spec.serving.workers),
                     "drift_detector": rules.threads_per_process(spec.drift.resources.limits.cpu)},
         "grafana_uids": {rule: naming.grafana_uid(spec.model, env.name, rule)
-                         for rule in ("drift", "errors", "latency", "traffic")},
+                         for rule in ("drift", "errors", "latency", "traffic", "detector")},
         "rendered_path": f"environments/{env.name}/{RENDERED_DIR}/models/{spec.model}",
     }
 

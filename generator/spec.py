@@ -172,7 +172,7 @@ class Drift(DriftSettings):
 
 
 class Alerts(Strict):
-    """Thresholds of the four rendered Grafana alert rules."""
+    """Thresholds of the five rendered Grafana alert rules."""
 
     interval: Duration = "1m"
     drift_for: Duration = "10m"
@@ -181,6 +181,8 @@ class Alerts(Strict):
     latency_p95_ms: Annotated[int, Field(ge=1)] = 250
     latency_for: Duration = "10m"
     no_traffic_for: Duration = "30m"
+    detector_down_for: Duration = "10m"
+    """How long the drift detector may be down or not ready (drift unwatched) before it alerts."""
     severity: Literal["info", "warning", "critical"] = "warning"
 
 

@@ -44,7 +44,7 @@ from services import service_unavailable
 LAYOUT = RepoLayout(REPO)
 CASES = [(env, path.stem) for env in LAYOUT.existing_environments()
          for path in sorted(LAYOUT.models_dir(env).glob("*.yaml"))]
-RULE_KEYS = ("drift", "errors", "latency", "traffic")
+RULE_KEYS = ("drift", "errors", "latency", "traffic", "detector")
 """Every rule the template renders has a scenario here; a new rule fails test_every_rendered_rule_is_tested."""
 
 # Seldon Core v1 executor request metrics (executor/api/metric, v1.17.1): a histogram in seconds with
@@ -373,6 +373,49 @@ def test_no_traffic_alert_fires_without_requests(promtool, tmp_path, env, model)
         {"name": "requests fire nothing", "input_series": requests(3),
          "alert_rule_test": [alert_test(rule["title"], at, [])]},
     ])
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_detector_down_alert_fires_when_drift_goes_unwatched(promtool, tmp_path, env, model):
+    """Not ready (broker away, group not joined) or gone (no series) for detector_down_for fires; a
+    ready detector, a shorter outage, or another model's or namespace's detector being down does not."""
+    case = model_case(env, model)
+    rule = case.grafana_rule("detector")
+    expr, title, step = rule["data"][0]["model"]["expr"], rule["title"], case.interval
+    down_for = case.spec.alerts.detector_down_for
+    hold = steps(parse_duration_seconds(down_for), step)
+    onset, total = 5, 5 + hold + 10
+    target = drift_target_labels(case)
+    ((name, labels),) = drift_series(case, expr)  # mlops_drift_ready{model}: one per service
+    (( _, other_labels),) = drift_series(case, expr, model="some-other-model")
+
+    def ready(values: list[int], **extra: str) -> dict:
+        return {"series": series(name, {**labels, **target, **extra}), "values": " ".join(map(str, values))}
+
+    def decoys(value: int) -> list[dict]:
+        return [ready([value] * total, namespace="models-elsewhere"),
+                {"series": series(name, {**other_labels, **target}), "values": " ".join([str(value)] * total)}]
+
+    expected = [{"exp_labels": case.rule_labels("detector"),
+                 "exp_annotations": {"summary": f"The drift detector of {model} in {env} is down",
+                                     "description": f"The drift detector has not been ready for {down_for}: "
+                                                    "drift is not being watched."}}]
+    never = [alert_test(title, t * step, []) for t in range(0, total, max(1, hold // 3))]
+    tests = [
+        {"name": "not ready for detector_down_for fires",
+         "input_series": [ready([1] * onset + [0] * (total - onset)), *decoys(1)],
+         "alert_rule_test": [alert_test(title, (onset + hold - 1) * step, []),
+                             alert_test(title, (onset + hold + 1) * step, expected)]},
+        {"name": "no detector series (only other detectors') fires", "input_series": decoys(1),
+         "alert_rule_test": [alert_test(title, (hold + 1) * step, expected)]},
+        {"name": "a ready detector fires nothing, whatever the others do",
+         "input_series": [ready([1] * total), *decoys(0)], "alert_rule_test": never},
+    ]
+    if hold >= 2:
+        burst = ([0] * (hold - 1) + [1]) * (total // hold + 1)
+        tests.append({"name": "outages shorter than detector_down_for fire nothing",
+                      "input_series": [ready(burst[:total])], "alert_rule_test": never})
+    run_promtool(promtool, tmp_path, case, tests)
 
 
 @pytest.mark.parametrize(("env", "model"), CASES)

@@ -64,6 +64,7 @@ def specs(draw):
                     "cpu_target_percent": draw(st.integers(10, 100)), "workers": draw(st.integers(1, 8))},
         "drift": draw(features()),
         "alerts": {"drift_for": draw(durations), "no_traffic_for": draw(durations),
+                   "detector_down_for": draw(durations),
                    "error_rate": draw(st.floats(0.001, 0.5)), "latency_p95_ms": draw(st.integers(1, 10_000)),
                    "interval": draw(st.sampled_from(["10s", "30s", "1m", "2m"]))},
         "retrain": {"on_drift": draw(st.booleans()), "max_runs_per_day": draw(st.integers(0, 24))},
