@@ -88,7 +88,7 @@ def build_image(component: str, work: Path) -> ImageEnv:
                 shutil.copytree(REPO / source, _map(target, paths), ignore=shutil.ignore_patterns("__pycache__"))
         elif stages == 1 and instruction == "RUN":
             for step in args.split("&&"):
-                _run_build_step(shlex.split(_map(step, paths)), app)
+                _run_build_step(shlex.split(_map(step, paths)), app, work)
         elif stages == 2 and instruction == "ENV":
             for key, value in _ENV_PAIR.findall(args):
                 value = value.strip('"').replace("$PATH", os.environ.get("PATH", ""))
@@ -103,14 +103,15 @@ def build_image(component: str, work: Path) -> ImageEnv:
     return ImageEnv(venv, app, env, workdir, entrypoint, cmd)
 
 
-def _run_build_step(argv: list[str], app: Path) -> None:
+def _run_build_step(argv: list[str], app: Path, work: Path) -> None:
     """One command of a build-stage RUN: venv, pip, rm of files, find, compileall."""
     if argv[:3] == ["python", "-m", "venv"]:
         argv = [sys.executable, *argv[1:]]
     elif argv[0] == "rm":
-        for path in argv[1:]:
-            if not path.startswith("-"):
-                Path(path).unlink(missing_ok=True)
+        for path in (Path(arg) for arg in argv[1:] if not arg.startswith("-")):
+            # /tmp/requirements.txt maps to the repository's file: never delete outside the build folder
+            assert path.is_relative_to(work), f"the build removes {path}, outside the image's folders"
+            path.unlink(missing_ok=True)
         return
     elif argv[0] == "find":  # find /app -name '__pycache__' -prune -exec rm -rf {} +
         for cache in app.rglob("__pycache__"):
