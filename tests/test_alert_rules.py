@@ -387,7 +387,7 @@ def test_detector_down_alert_fires_when_drift_goes_unwatched(promtool, tmp_path,
     onset, total = 5, 5 + hold + 10
     target = drift_target_labels(case)
     ((name, labels),) = drift_series(case, expr)  # mlops_drift_ready{model}: one per service
-    (( _, other_labels),) = drift_series(case, expr, model="some-other-model")
+    ((_, other_labels),) = drift_series(case, expr, model="some-other-model")
 
     def ready(values: list[int], **extra: str) -> dict:
         return {"series": series(name, {**labels, **target, **extra}), "values": " ".join(map(str, values))}

@@ -18,8 +18,9 @@ Which function to call:
 * a reader that wants one validated object: :func:`decode`, raising :class:`RecordError` with a short
   machine ``reason``;
 * the drift detector's consumer, per ``getmany`` batch: :func:`decode_batch`. It validates the same
-  schema without building a pydantic object per record (1.6x faster than :func:`decode` per record on
-  the drift benchmark's records, 2.2x with its typed path for numeric features) and returns the feature matrix ready for ``FittedDetector.score``, the
+  schema without building a pydantic object per record (on the drift benchmark's records, in-process
+  on the 12-02 host: 3.3 µs a record, 2.4 with its typed path for numeric features, against 5.3 for
+  :func:`decode`) and returns the feature matrix ready for ``FittedDetector.score``, the
   ``(model, version, predictor)`` key of each row, and ``(position, reason)`` for every rejected
   payload, so the caller can send those to the dead-letter topic::
 
