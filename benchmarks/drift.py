@@ -410,8 +410,8 @@ def decode_paths(n: int = 50_000, batch: int = 10_000, rounds: int = 5) -> dict:
     rng = np.random.default_rng(DATA_SEED)
     now = time.time()
     payloads = [payload(i, f, now) for i, f in enumerate(rng.normal(size=(n, N_FEATURES)).tolist())]
-    paths = {"general": lambda chunk: inference_log._decode_general(chunk, N_FEATURES, None),
-             "typed": lambda chunk: inference_log._decode_numeric_batch(chunk, N_FEATURES)}
+    paths = {"general": lambda chunk: inference_log.batch._decode_general(chunk, N_FEATURES, None),
+             "typed": lambda chunk: inference_log.batch._decode_numeric_batch(chunk, N_FEATURES)}
     first = {name: path(payloads[:batch]) for name, path in paths.items()}
     assert first["general"].rows.tobytes() == first["typed"].rows.tobytes(), "the two paths disagree"
     best = dict.fromkeys(paths, float("inf"))

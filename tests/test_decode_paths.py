@@ -16,7 +16,8 @@ import msgspec  # noqa: F401 - the typed path must be testable: a missing msgspe
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inference_log import _decode_general, _decode_numeric_batch, decode_batch
+from inference_log import decode_batch
+from inference_log.batch import _decode_general, _decode_numeric_batch
 
 N = 3
 GOOD = {"schema_version": 1, "model": "m", "version": "7", "predictor": "main", "request_id": "r",
@@ -86,11 +87,11 @@ def assert_same(fast: inference_log.DecodedBatch, general: inference_log.Decoded
 
 def test_the_typed_decoder_takes_the_common_record():
     """Without this the comparisons below would compare the general path with itself."""
-    assert inference_log._decode_numeric_record is not None, "msgspec is installed in the dev venv"
+    assert inference_log.batch._decode_numeric_record is not None, "msgspec is installed in the dev venv"
     common = [_raw(), _raw(features=[1, 2, 3]), _raw(prediction=[0.1, 0.9]), _raw(prediction={"p": "x"}),
               _raw(schema_version=...), _raw(prediction=None), _raw(timestamp=1767225600)]
     for payload in common:
-        inference_log._decode_numeric_record(payload)  # raises if the typed decoder refused it
+        inference_log.batch._decode_numeric_record(payload)  # raises if the typed decoder refused it
     batch = decode_batch(common, N)
     assert batch.errors == [] and len(batch.keys) == len(common)
 
