@@ -21,20 +21,15 @@ import numpy as np
 import pytest
 import yaml
 from drift_detector import persistence
-from drift_detector.detector import (
-    FeatureSpec,
-    FittedDetector,
-    _cvm_normaliser,
-    _cvm_segment,
-    _cvm_window_stats,
-    _CvmRef,
-    _null_ref_counts,
-    _null_stream_stats,
-    _thresholds_from_tail,
-    _UpperTail,
-    fit,
-)
+from drift_detector.detector import FeatureSpec, FittedDetector, fit
 from drift_detector.fit import load_fit_config, main
+from drift_detector.methods.cvm_online import CvmRef, cvm_normaliser, cvm_segment, cvm_window_stats
+from drift_detector.methods.cvm_thresholds import (
+    UpperTail,
+    null_ref_counts,
+    null_stream_stats,
+    thresholds_from_tail,
+)
 from inference_log import (
     UNKNOWN_CATEGORY,
     InferenceRecord,
@@ -207,7 +202,7 @@ def test_ks_parity_with_alibi(seed, shift, correction):
 def test_ks_values_are_scipys_whether_or_not_the_p_value_is_remembered(discrete):
     """Continuous data (no value shared with the reference: one search per feature) and discrete data
     (shared values: a second search); the memoised p-values are the ones scipy computes."""
-    from drift_detector import detector as det_module
+    from drift_detector.methods import ks as det_module
 
     rng = np.random.default_rng(11)
     ref, win = rng.normal(size=(2000, 3)), rng.normal(0.1, 1.0, size=(500, 3))
@@ -413,7 +408,7 @@ def _cvm_by_definition(ref_col: np.ndarray, window: np.ndarray) -> float:
     points = np.concatenate([ref_col, window])
     f_ref = (ref_col[None, :] <= points[:, None]).mean(axis=1)
     f_win = (window[None, :] <= points[:, None]).mean(axis=1)
-    prod, mu, sd = _cvm_normaliser(n, ws)
+    prod, mu, sd = cvm_normaliser(n, ws)
     return (((f_ref - f_win) ** 2).sum() * prod - mu) / sd
 
 
@@ -428,11 +423,11 @@ def test_cvm_window_statistics_follow_the_definition(ties):
         ref[:, 1], stretch[:, 1] = np.round(ref[:, 1] * 2), np.round(stretch[:, 1] * 2)
         ref[:, 2], stretch[:, 2] = np.round(ref[:, 2], 1), np.round(stretch[:, 2], 1)
         stretch[10:60:7, 0] = stretch[3, 0]  # a repeat 7 records apart: some windows hold two
-    cvm_ref = _CvmRef.build(ref)
-    segment = _cvm_segment(cvm_ref, stretch, (2, 7, 30))
+    cvm_ref = CvmRef.build(ref)
+    segment = cvm_segment(cvm_ref, stretch, (2, 7, 30))
     assert (segment.tie_first.size > 0) == ties
     for ws in (2, 7, 30):
-        got = _cvm_window_stats(cvm_ref, segment, ws - 1, 90 - ws + 1, ws)
+        got = cvm_window_stats(cvm_ref, segment, ws - 1, 90 - ws + 1, ws)
         expected = [[_cvm_by_definition(ref[:, j], stretch[e - ws + 1 : e + 1, j]) for j in range(3)]
                     for e in range(ws - 1, 90)]  # fmt: skip
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
@@ -445,7 +440,7 @@ def test_cvm_segment_pairs_each_repeat_with_its_next_occurrence():
     stretch = rng.normal(size=(400, 3))
     stretch[:, 1] = rng.integers(0, 4, size=400)  # four values, each ~100 times
     stretch[::50, 2] = 0.5  # one value 8 times, 50 records apart
-    segment = _cvm_segment(_CvmRef.build(rng.normal(size=(60, 3))), stretch, (5, 40))
+    segment = cvm_segment(CvmRef.build(rng.normal(size=(60, 3))), stretch, (5, 40))
     expected = set()
     for j in range(3):
         last_seen: dict[float, int] = {}
@@ -502,7 +497,7 @@ def test_null_stream_ranks_have_the_exact_law():
     for place in orders:  # place[i]: rank of value i; values 0..2 reference, 3..4 the stream
         key = tuple(sum(place[r] < place[s] for r in range(n_ref)) for s in range(n_ref, n_ref + t_max))
         exact[key] = exact.get(key, 0) + 1 / len(orders)
-    sample = _null_ref_counts(np.random.default_rng(3), n_ref, t_max, draws)
+    sample = null_ref_counts(np.random.default_rng(3), n_ref, t_max, draws)
     assert sample.shape == (t_max, draws) and sample.dtype == np.int32
     keys, counts = np.unique(sample.T, axis=0, return_counts=True)
     observed = {tuple(k): c for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
@@ -515,8 +510,8 @@ def test_null_stream_statistics_follow_the_definition():
     """The simulation's statistic of a stream equals the definition's on values with those ranks:
     reference 1..n, a record with b reference values below it at b + 0.5 (plus a tiny distinct offset)."""
     n_ref, sizes = 40, (3, 8)
-    below = _null_ref_counts(np.random.default_rng(2), n_ref, 15, 6)
-    got = _null_stream_stats(below, n_ref, sizes)
+    below = null_ref_counts(np.random.default_rng(2), n_ref, 15, 6)
+    got = null_stream_stats(below, n_ref, sizes)
     ref = np.arange(1.0, n_ref + 1)
     for s in range(6):
         values = below[:, s] + 0.5 + np.arange(15) * 1e-6
@@ -534,7 +529,7 @@ def test_thresholds_from_the_upper_tail_equal_the_full_matrix():
         beta = 1 - (1 - 1 / ert) ** (1 / d)
         rng = np.random.default_rng(5)
         full = np.concatenate(
-            [_null_stream_stats(_null_ref_counts(rng, n_ref, t_max, 1000), n_ref, sizes) for _ in range(n // 1000)],
+            [null_stream_stats(null_ref_counts(rng, n_ref, t_max, 1000), n_ref, sizes) for _ in range(n // 1000)],
             axis=1,
         )
         expected, alive = np.full(t_max, np.nan), full
@@ -542,13 +537,13 @@ def test_thresholds_from_the_upper_tail_equal_the_full_matrix():
             expected[t] = np.quantile(alive[t], 1 - beta)
             alive = alive[:, alive[t] <= expected[t]]
         keep = (t_max - first + 1) * (math.ceil(n * beta) + 3)
-        tail = _UpperTail(t_max - first, keep, buffer=5_000)
+        tail = UpperTail(t_max - first, keep, buffer=5_000)
         for i in range(0, n, 1000):
             tail.add(full[first:, i : i + 1000], i)
         values, streams = tail.sorted()
         assert values.shape == (t_max - first, keep) and keep < n / 4
         np.testing.assert_array_equal(
-            _thresholds_from_tail(values, streams, n, 1 - beta, first, t_max), expected
+            thresholds_from_tail(values, streams, n, 1 - beta, first, t_max), expected
         )
 
 

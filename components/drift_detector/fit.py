@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from drift_detector.detector import BACKENDS, CORRECTIONS, METHODS, FeatureSpec, _check_config, fit
+from drift_detector.detector import BACKENDS, CORRECTIONS, METHODS, FeatureSpec, fit
+from drift_detector.methods.base import check_config
 from drift_detector.persistence import save
 
 __all__ = ["FitInputError", "load_fit_config", "main", "read_reference"]
@@ -87,7 +88,7 @@ def load_fit_config(path: Path) -> dict[str, Any]:
         raise FitInputError(f"{path}: feature names must be unique")
     cfg["features"] = features
     try:  # method vs feature types and value ranges, before any data is read
-        _check_config(cfg["method"], features, cfg["p_value"], cfg["correction"], cfg["window"], cfg["ert"], "builtin")
+        check_config(cfg["method"], features, cfg["p_value"], cfg["correction"], cfg["window"], cfg["ert"], "builtin")
     except ValueError as exc:
         raise FitInputError(f"{path}: {exc}") from None
     return cfg
