@@ -51,9 +51,9 @@ def build_repo(root: Path, models: int) -> None:
 def measure(models: int) -> dict:
     """Run one size in this process: build, then time load+render+validate+write."""
     sys.path.insert(0, str(REPO))
-    from generator.layout import RepoLayout
-    from generator.pipeline import render_all
-    from generator.render import apply, plan
+    from generator.commands.render import render_all
+    from generator.spec.layout import RepoLayout
+    from generator.write.plan import apply, plan
 
     # On the checkout's own disk: that is where `mlops render` writes.
     with tempfile.TemporaryDirectory(dir=REPO / "benchmarks", prefix=".bench-") as tmp:

@@ -7,18 +7,24 @@ in one place (:func:`main`).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from generator import __version__
-from generator.appgraph import graph_problems, kustomize_problems
-from generator.errors import MlopsError, StaleOutputError
-from generator.generate import GenerateRequest, ReleaseOptions, generate_model
-from generator.layout import RepoLayout
-from generator.pipeline import render_all
-from generator.render import apply, plan, unified_diff
-from generator.validate import Validator, load_rendered_tree
+from generator.changes.publish import publish
+from generator.commands.generate import GenerateRequest, ReleaseOptions, generate_model
+from generator.commands.promote import PromoteRequest, promote
+from generator.commands.render import render_environments
+from generator.commands.rollback import RollbackRequest, rollback
+from generator.commands.status import collect, to_json, to_table
+from generator.commands.validate import DEFAULT_KUBERNETES_VERSION, validate_environments
+from generator.external.githost import host_from_env
+from generator.spec.errors import MlopsError, StaleOutputError
+from generator.spec.layout import RepoLayout
+from generator.write.plan import apply, unified_diff
 
 EPILOG_REPO_ROOT = "The repository root is --repo-root, $MLOPS_REPO_ROOT, or the nearest parent with environments/."
 
@@ -152,10 +158,10 @@ def generate_model_command(name: str, env: str, owner: str | None, registered_na
     result = generate_model(layout, request, dry_run=dry_run)
     verb = "would write" if dry_run else "wrote"
     click.echo(f"{'created' if result.created else 'updated'} {result.spec_path}")
-    for path in sorted(result.change.writes):
+    for path in sorted(result.change.plan.writes):
         click.echo(f"  {verb} {path}")
-    click.echo(f"{env}: {len(result.change.writes)} written, {result.change.unchanged} unchanged, "
-               f"{len(result.files)} manifests validated")
+    click.echo(f"{env}: {len(result.change.plan.writes)} written, {result.change.plan.unchanged} unchanged, "
+               f"{len(result.change.files)} manifests validated")
 
 
 @cli.command("render")
@@ -181,11 +187,10 @@ def render_command(envs: tuple[str, ...], check: bool, verbose: bool, jobs: int 
       mlops render -v              # list every file, its kind and whether it changed
     """
     layout = _layout(repo_root)
-    selected = _environments(layout, envs)
-    files = render_all(layout, selected, jobs=jobs)
-    change = plan(layout, selected, files)
+    result = render_environments(layout, _environments(layout, envs), jobs=jobs)
+    change, selected = result.plan, ", ".join(result.envs)
     if verbose:
-        for f in files:
+        for f in result.files:
             status = ("stale" if check else "written") if f.path in change.writes else "unchanged"
             click.echo(f"{status:9}  {f.path}  {f.summary}")
     if check:
@@ -194,20 +199,20 @@ def render_command(envs: tuple[str, ...], check: bool, verbose: bool, jobs: int 
             raise StaleOutputError(
                 f"rendered output is stale: {len(change.writes)} file(s) differ, {len(change.deletes)} should be "
                 "removed; run `mlops render` and commit the result")
-        click.echo(f"up to date: {len(files)} files in {', '.join(selected)}")
+        click.echo(f"up to date: {len(result.files)} files in {selected}")
         return
     apply(layout, change)
     for path in [] if verbose else sorted(change.writes):
         click.echo(f"wrote {path}")
     for path in change.deletes:
         click.echo(f"removed {path}")
-    click.echo(f"{len(files)} files rendered and validated in {', '.join(selected)}: {len(change.writes)} written, "
+    click.echo(f"{len(result.files)} files rendered and validated in {selected}: {len(change.writes)} written, "
                f"{len(change.deletes)} removed, {change.unchanged} unchanged")
 
 
 @cli.command("validate")
 @click.option("--env", "envs", multiple=True, help="Validate only this environment (repeatable; default: all).")
-@click.option("--kubernetes-version", default="1.33", show_default=True, help="Kubernetes version of the built-in schemas.")
+@click.option("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION, show_default=True, help="Kubernetes version of the built-in schemas.")
 @repo_root_option
 def validate_command(envs: tuple[str, ...], kubernetes_version: str, repo_root: Path | None) -> None:
     """Validate everything under environments/<env>/rendered/ and list every problem.
@@ -224,30 +229,57 @@ def validate_command(envs: tuple[str, ...], kubernetes_version: str, repo_root: 
     Example:
       mlops validate --env prod
     """
-    from generator.errors import ValidationError
-
     layout = _layout(repo_root)
     selected = _environments(layout, envs)
-    manifests, problems = load_rendered_tree(layout.root, selected)
-    problems += Validator(layout.schemas_dir, kubernetes_version).validate(manifests)
-    problems += graph_problems(layout, selected)
-    if (layout.bootstrap_dir / "argocd").is_dir():
-        problems += kustomize_problems(layout)
-    if problems:
-        raise ValidationError(problems)
-    click.echo(f"valid: {len(manifests)} manifests in {', '.join(selected)}")
+    count = validate_environments(layout, selected, kubernetes_version)
+    click.echo(f"valid: {count} manifests in {', '.join(selected)}")
 
 
-remote_option = click.option("--remote", default="origin", show_default=True,
-                             help="Git remote the branch is pushed to when a Git host is configured.")
+def publish_options(*, git_default: bool, branch: str):
+    """--git/--no-git, --dry-run and --remote: how a verb that proposes a change delivers it.
+
+    A dry run writes nothing, so it cannot commit: with --dry-run, a default --git is dropped and an
+    explicit --git is refused.
+    """
+    options = [
+        click.option("--git/--no-git", "use_git", default=git_default, show_default=True,
+                     help=f"Commit on branch {branch}; with a Git host configured (MLOPS_GIT_REPO), push it and "
+                          "open a pull request." + (" --no-git only writes the files." if git_default else "")),
+        click.option("--dry-run", is_flag=True, help="Check, render and validate; show what would change, "
+                                                      "write nothing."),
+        click.option("--remote", default="origin", show_default=True,
+                     help="Git remote the branch is pushed to when a Git host is configured."),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
-def _print_published(published, plan_writes: dict, plan_deletes: list, dry_run: bool) -> None:
+def _deliver(layout: RepoLayout, result, *, use_git: bool, dry_run: bool, remote: str):
+    """Write, commit (and push with a pull request) or only show a prepared change; returns the result with
+    where it was published."""
+    if dry_run:
+        explicit = click.get_current_context().get_parameter_source("use_git") == ParameterSource.COMMANDLINE
+        if use_git and explicit:
+            raise click.UsageError("--dry-run writes nothing, so it cannot commit; drop --git or --dry-run")
+        return result
+    if use_git:
+        return dataclasses.replace(result, published=publish(layout, result, remote=remote, host=host_from_env()))
+    apply(layout, result.change.plan)
+    return result
+
+
+def _print_published(result, dry_run: bool) -> None:
     """What a promote or rollback wrote, committed, pushed and opened."""
+    published, change = result.published, result.change.plan
     verb = "would write" if dry_run else "committed" if published is not None else "wrote"
-    for path in sorted(plan_writes):
+    for path in sorted(change.writes):
         click.echo(f"  {verb} {path}")
-    for path in plan_deletes:
+    for path in change.deletes:
         click.echo(f"  {'would remove' if dry_run else 'removed'} {path}")
     if published is None:
         return
@@ -268,11 +300,7 @@ def _print_published(published, plan_writes: dict, plan_deletes: list, dry_run: 
               help="Refuse unless the source runs this release id (as shown by mlops status).")
 @click.option("--with-rollout", is_flag=True,
               help="Also copy the rollout (strategy, traffic, candidates): the target runs the same canary.")
-@click.option("--git/--no-git", "use_git", default=False, show_default=True,
-              help="Commit on branch promote/<model>/<env>/<release-id>; with a Git host configured, push it "
-                   "and open a pull request.")
-@click.option("--dry-run", is_flag=True, help="Check, render and validate; show what would change, write nothing.")
-@remote_option
+@publish_options(git_default=False, branch="promote/<model>/<env>/<release-id>")
 @repo_root_option
 def promote_command(model: str, source: str, target: str, release_id: str | None, with_rollout: bool,
                     use_git: bool, dry_run: bool, remote: str, repo_root: Path | None) -> None:
@@ -297,23 +325,14 @@ def promote_command(model: str, source: str, target: str, release_id: str | None
       mlops promote fraud-detector --from dev --to staging --dry-run
       mlops promote fraud-detector --from staging --to prod --release 486525e0c85f --git
     """
-    from generator.githost import host_from_env
-    from generator.promote import PromoteRequest, promote, publish_promotion, write
-
     layout = _layout(repo_root)
-    if use_git and dry_run:
-        raise click.UsageError("--dry-run writes nothing, so it cannot commit; drop --git or --dry-run")
     result = promote(layout, PromoteRequest(model, source, target, release_id, with_rollout))
-    host = host_from_env() if use_git else None
-    if use_git:
-        result = publish_promotion(layout, result, remote=remote, host=host)
-    elif not dry_run:
-        write(layout, result)
+    result = _deliver(layout, result, use_git=use_git, dry_run=dry_run, remote=remote)
     release = result.release
     click.echo(f"{'would promote' if dry_run else 'promoted'} {model} release {release.release_id} "
                f"({release.registry.name} version {release.registry.version}) from {source} to {target}"
                + (f", replacing {result.previous.release_id}" if result.previous else " (new in " + target + ")"))
-    _print_published(result.published, result.change.plan.writes, result.change.plan.deletes, dry_run)
+    _print_published(result, dry_run)
     if dry_run:
         click.echo("commit message would be:\n" + result.commit_message())
 
@@ -324,11 +343,7 @@ def promote_command(model: str, source: str, target: str, release_id: str | None
 @click.option("--to", "to_release", metavar="RELEASE_ID",
               help="Release id (or a unique prefix of at least 4 characters) to return to; default: the "
                    "previous release in the spec's Git history.")
-@click.option("--git/--no-git", "use_git", default=True, show_default=True,
-              help="Commit on branch rollback/<model>/<env>/<release-id> (pushed, with a pull request, when a "
-                   "Git host is configured); --no-git only writes the files.")
-@click.option("--dry-run", is_flag=True, help="Show what would change, write nothing.")
-@remote_option
+@publish_options(git_default=True, branch="rollback/<model>/<env>/<release-id>")
 @repo_root_option
 def rollback_command(model: str, env: str, to_release: str | None, use_git: bool, dry_run: bool, remote: str,
                      repo_root: Path | None) -> None:
@@ -349,23 +364,15 @@ def rollback_command(model: str, env: str, to_release: str | None, use_git: bool
       mlops rollback fraud-detector --env prod --dry-run
       mlops rollback fraud-detector --env prod --to 78265c188e04
     """
-    from generator.githost import host_from_env
-    from generator.rollback import RollbackRequest, publish_rollback, rollback, write
-
     layout = _layout(repo_root)
     _environments(layout, (env,))
-    if use_git and dry_run:
-        use_git = False  # a dry run writes nothing, so there is nothing to commit
     result = rollback(layout, RollbackRequest(model, env, to_release))
-    if use_git:
-        result = publish_rollback(layout, result, remote=remote, host=host_from_env())
-    elif not dry_run:
-        write(layout, result)
+    result = _deliver(layout, result, use_git=use_git, dry_run=dry_run, remote=remote)
     old, current = result.restored.release, result.current
     click.echo(f"{'would roll back' if dry_run else 'rolled back'} {model} in {env} from release "
                f"{current.release_id} (version {current.registry.version}) to {old.release_id} "
                f"(version {old.registry.version}, as of commit {result.restored.commit[:12]})")
-    _print_published(result.published, result.change.plan.writes, result.change.plan.deletes, dry_run)
+    _print_published(result, dry_run)
 
 
 @cli.command("status")
@@ -390,8 +397,6 @@ def status_command(envs: tuple[str, ...], output: str, mlflow_uri: str | None, r
       mlops status --env prod --output json
       mlops status --mlflow-uri http://localhost:5000
     """
-    from generator.status import collect, to_json, to_table
-
     layout = _layout(repo_root)
     statuses = collect(layout, _environments(layout, envs), mlflow_uri)
     click.echo(to_json(statuses) if output == "json" else to_table(statuses), nl=False)

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from generator.cli import cli
-from generator.spec import Release
+from generator.spec.models import Release
 from helpers import digest, environment, make_repo
 
 REPLICAS = {"dev": (1, 2), "staging": (2, 4), "prod": (3, 10)}

@@ -32,12 +32,12 @@ import yaml
 from drift_detector.metrics import DriftMetrics
 from prometheus_client import CollectorRegistry
 
-from generator import promrules
-from generator.errors import RenderError
-from generator.layout import RepoLayout
-from generator.loader import load_environment
-from generator.render import Renderer
-from generator.rules import parse_duration_seconds
+from generator.render import promrules
+from generator.render.renderer import Renderer
+from generator.spec.errors import RenderError
+from generator.spec.layout import RepoLayout
+from generator.spec.loader import load_environment
+from generator.spec.rules import parse_duration_seconds
 from helpers import REPO
 from services import service_unavailable
 

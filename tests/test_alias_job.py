@@ -16,11 +16,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from generator.check.manifest import Manifest
+from generator.check.validate import Validator
 from generator.cli import cli
-from generator.jobs import job_context
-from generator.layout import RepoLayout
-from generator.render import Renderer
-from generator.validate import Manifest, Validator
+from generator.render.jobs import job_context
+from generator.render.renderer import Renderer
+from generator.spec.layout import RepoLayout
 from helpers import REPO, digest, environment, make_repo, model_spec, release
 from services import MlflowServer, free_port
 

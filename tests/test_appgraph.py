@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.appgraph import graph_problems
-from generator.layout import RepoLayout
+from generator.check.appgraph import graph_problems
+from generator.spec.layout import RepoLayout
 from helpers import copy_example_repo
 
 ENVS = ["dev", "staging", "prod"]
@@ -114,7 +114,7 @@ def test_namespaces_app_must_come_first(tmp_path):
 
 
 def test_bootstrap_build_is_checked(tmp_path):
-    from generator.appgraph import kustomize_problems
+    from generator.check.appgraph import kustomize_problems
 
     root = copy_example_repo(tmp_path)
     assert kustomize_problems(RepoLayout(root)) == []

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from generator.cli import cli, generate_model_command
-from generator.render import MODEL_FILES
+from generator.render.renderer import MODEL_FILES
 from helpers import copy_example_repo, digest, make_repo, model_spec, release, snapshot
 
 DEV_SPEC = "environments/dev/models/fraud-detector.yaml"
@@ -228,10 +228,10 @@ def test_generate_model_script_is_the_same_command(tmp_path):
 
 
 def test_parallel_render_matches_sequential_and_sees_duplicates_across_workers(tmp_path):
-    from generator.errors import ValidationError
-    from generator.layout import RepoLayout
-    from generator.pipeline import render_all
-    from generator.render import MODEL_FILES
+    from generator.commands.render import render_all
+    from generator.render.renderer import MODEL_FILES
+    from generator.spec.errors import ValidationError
+    from generator.spec.layout import RepoLayout
 
     models = {f"m{i}": model_spec(f"m{i}") for i in range(6)}
     root = make_repo(tmp_path, models={"dev": models, "prod": models})

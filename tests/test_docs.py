@@ -62,7 +62,7 @@ def _documented(path: str, rows: list[set[str]]) -> bool:
 def test_every_spec_field_is_documented():
     import re
 
-    from generator.spec import Environment, ModelSpec
+    from generator.spec.models import Environment, ModelSpec
 
     rows = [set(re.findall(r"`([^`]+)`", line)) for line in README.splitlines() if line.startswith("|")]
     paths = [*_leaf_fields(Environment), *_leaf_fields(ModelSpec)]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from fakegithub import FakeGitHub
-from generator.errors import GitHostError
-from generator.githost import GITHUB_API_URL, GitHubHost, PullRequest, host_from_env
+from generator.external.githost import GITHUB_API_URL, GitHubHost, PullRequest, host_from_env
+from generator.spec.errors import GitHostError
 from services import free_port
 
 

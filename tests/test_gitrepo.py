@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import gitrepo
-from generator.errors import GitError
+from generator.external import gitrepo
+from generator.spec.errors import GitError
 
 
 def git(repo: Path, *args: str) -> str:

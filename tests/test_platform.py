@@ -141,7 +141,8 @@ def test_tenancy_guard_rails_follow_the_environment(tmp_path):
 
 
 def test_long_running_containers_need_probes(tmp_path):
-    from generator.validate import Manifest, Validator
+    from generator.check.manifest import Manifest
+    from generator.check.validate import Validator
 
     root = repo(tmp_path)
     assert render(root).exit_code == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fakegithub import FakeGitHub
-from generator.changes import RELEASE_ID_LABEL
+from generator.spec.naming import RELEASE_ID_LABEL
 from gitfixtures import (
     VERSIONS,
     build_repo,
@@ -37,7 +37,7 @@ def model_paths(env: str) -> set[str]:
 
 
 def _model_file_names() -> list[str]:
-    from generator.render import MODEL_FILES
+    from generator.render.renderer import MODEL_FILES
 
     return [name for _, name, _ in MODEL_FILES]
 

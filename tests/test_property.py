@@ -8,11 +8,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator.layout import RepoLayout
-from generator.loader import LoadedEnvironment, load_model
-from generator.render import MODEL_FILES, Renderer
-from generator.spec import Environment
-from generator.validate import Manifest, Validator
+from generator.check.manifest import Manifest
+from generator.check.validate import Validator
+from generator.render.renderer import MODEL_FILES, Renderer
+from generator.spec.layout import RepoLayout
+from generator.spec.loader import LoadedEnvironment, load_model
+from generator.spec.models import Environment
 from helpers import environment, release
 
 LAYOUT = RepoLayout(Path(__file__).resolve().parents[1])

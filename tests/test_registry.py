@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 from generator.cli import cli
-from generator.errors import RegistryError
-from generator.registry import resolve_version
+from generator.external.registry import resolve_version
+from generator.spec.errors import RegistryError
 from services import MlflowServer, free_port, register_sklearn_model
 
 pytestmark = pytest.mark.mlflow

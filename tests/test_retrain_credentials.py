@@ -19,9 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from generator.errors import GitHostError
-from generator.githost import host_from_env
-from generator.validate import Manifest, Validator
+from generator.check.manifest import Manifest
+from generator.check.validate import Validator
+from generator.external.githost import host_from_env
+from generator.spec.errors import GitHostError
 from services import PrefectServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from fakegithub import FakeGitHub, github  # noqa: F401 (the fixture)
 from generator.cli import cli
-from generator.generate import GenerateRequest, ReleaseOptions, generate_model
-from generator.layout import RepoLayout
+from generator.commands.generate import GenerateRequest, ReleaseOptions, generate_model
+from generator.spec.layout import RepoLayout
 from helpers import copy_example_repo
 from services import MlflowServer, PrefectServer
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from generator import retrain_pipeline
 from generator.cli import cli
+from generator.render import retrain_pipeline
 from helpers import REPO, copy_example_repo
 from services import PrefectServer
 

@@ -17,9 +17,9 @@ from retrain.trigger.app import create_app
 from retrain.trigger.policy import Policy
 from retrain.trigger.settings import SECRETS_DIR, TOKEN_FILE_NAME, Settings
 
-from generator import trigger as trigger_context
 from generator.cli import cli
-from generator.retrain_pipeline import flow_image
+from generator.render import trigger as trigger_context
+from generator.render.retrain_pipeline import flow_image
 from helpers import REPO, copy_example_repo, digest
 
 ENVIRONMENTS = ("dev", "staging", "prod")

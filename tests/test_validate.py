@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.errors import MlopsError, Problem
-from generator.validate import HEADER_PREFIX, Manifest, Validator, load_rendered_tree
+from generator.check.manifest import HEADER_PREFIX, Manifest, load_rendered_tree
+from generator.check.validate import Validator
+from generator.spec.errors import MlopsError, Problem
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 DIGEST = "@sha256:" + "0123456789abcdef" * 4

@@ -7,7 +7,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator import yamlio
+from generator.spec import yamlio
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63),

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from generator import gitrepo
-from generator.errors import GitError
+from generator.external import gitrepo
+from generator.spec.errors import GitError
 from retrain.propose import auth_header, git_token
 
 DEFAULT_PREFECT_FILE = "components/retrain/prefect.yaml"

@@ -162,7 +162,7 @@ def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target
     """Log the model, the dataset and the fitted drift detector in the run, and register the version."""
     from drift_detector.detector import FeatureSpec, fit
     from drift_detector.fit import read_reference
-    from drift_detector.persistence import save
+    from drift_detector.artifacts import save
 
     spec = target.spec
     with mlflow.start_run(run_id=parent_run_id) as run:
@@ -210,13 +210,13 @@ def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target
 
 @task(cache_policy=NO_CACHE)
 def propose_release(target: Target, registered: Registered, *, mlflow_uri: str, strategy: str, traffic: int | None,
-                    server_image: str | None, drift_image: str | None, base_branch: str, title: str,
-                    body: str) -> Proposal:
-    """Branch, ``generate-model``, commit, push, and a pull request when a token is configured."""
+                    server_image: str | None, drift_image: str | None, title: str, body: str) -> Proposal:
+    """Branch, ``generate-model``, commit, push, and a pull request against the cloned branch when a token is
+    configured."""
     proposal = propose(target, version=registered.version, detector_uri=registered.detector_uri,
                        detector_sha256=registered.detector_sha256, mlflow_uri=mlflow_uri, strategy=strategy,
                        traffic=traffic, server_image=server_image, drift_image=drift_image,
-                       base_branch=base_branch, title=title, body=body)
+                       title=title, body=body)
     logger = get_run_logger()
     logger.info("pushed %s (%s): %s", proposal.branch, proposal.commit[:12], ", ".join(proposal.files))
     if proposal.pull_request:
@@ -322,7 +322,7 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
                                              tracking_uri, experiment_id, run_id)
             proposal = propose_release(target, registered, mlflow_uri=tracking_uri, strategy=strategy,
                                        traffic=traffic, server_image=server_image, drift_image=drift_image,
-                                       base_branch=settings.git_branch, title=title, body=body)
+                                       title=title, body=body)
             client.set_tag(run_id, "mlops.proposal_branch", proposal.branch)
             client.set_terminated(run_id, "FINISHED")
         except BaseException:

@@ -1,9 +1,10 @@
 """The GitOps side of retraining: read the live release from Git, and propose the candidate as a pull request.
 
 The flow clones the repository, reads the target environment's release spec (the version it has to
-beat), and after registration runs ``mlops generate-model`` (:func:`generator.generate.generate_model`,
-the function behind the command) in that clone, commits exactly the files it wrote on a new branch,
-pushes it and opens a pull request when a Git host token is configured. Nothing here talks to
+beat), and after registration prepares the same change ``mlops generate-model`` would make
+(:func:`generator.commands.generate.prepare_generate`) in that clone and publishes it the way ``mlops
+promote --git`` does (:func:`generator.changes.publish.publish`): a new branch with exactly the change's
+files, pushed, with a pull request when a Git host token is configured. Nothing here talks to
 Kubernetes: Argo CD applies the change after a person merges it.
 """
 
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from generator import gitrepo
-from generator.errors import SpecError
-from generator.generate import GenerateRequest, ReleaseOptions, generate_model
-from generator.githost import PullRequest, host_from_env
-from generator.layout import RepoLayout
-from generator.loader import load_environment_file, load_model
-from generator.spec import Environment, ModelSpec
+from generator.changes.prepare import ModelChange
+from generator.changes.publish import publish
+from generator.commands.generate import GenerateRequest, ReleaseOptions, prepare_generate
+from generator.external import gitrepo
+from generator.external.githost import PullRequest, host_from_env
+from generator.spec.layout import RepoLayout
+from generator.spec.loader import load_environment_file, load_one_model
+from generator.spec.models import Environment, ModelSpec
 
 REMOTE = "origin"
 CANDIDATE_NAME = "candidate"
@@ -105,11 +107,8 @@ def read_target(checkout: Path, env: str, model: str) -> Target:
     """
     layout = RepoLayout(checkout)
     environment = load_environment_file(layout, env)
-    spec_path = layout.model_spec(env, model)
-    loaded, problems = load_model(layout, environment, spec_path)
-    if loaded is None:
-        raise SpecError(problems)
-    return Target(checkout, environment, loaded.spec, layout.relative(spec_path))
+    loaded = load_one_model(layout, environment, model)
+    return Target(checkout, environment, loaded.spec, layout.relative(loaded.path))
 
 
 def branch_name(model: str, version: int) -> str:
@@ -117,23 +116,41 @@ def branch_name(model: str, version: int) -> str:
     return f"retrain/{model}-v{version}"
 
 
+@dataclass(frozen=True)
+class RetrainChange:
+    """The candidate's spec change with what its commit and pull request say (a publishable proposal)."""
+
+    change: ModelChange
+    branch: str
+    title: str
+    body: str
+
+    def commit_message(self) -> str:
+        return f"{self.title}\n\n{self.body}"
+
+    def pull_request_title(self) -> str:
+        return self.title
+
+    def pull_request_body(self) -> str:
+        return self.body
+
+
 def propose(target: Target, *, version: int, detector_uri: str, detector_sha256: str, mlflow_uri: str,
             strategy: str, traffic: int | None, server_image: str | None, drift_image: str | None,
-            base_branch: str, title: str, body: str,
-            environ: Mapping[str, str] | None = None) -> Proposal:
-    """Put ``version`` into the target spec as the candidate, commit spec and rendered files, push, open a PR.
+            title: str, body: str, environ: Mapping[str, str] | None = None) -> Proposal:
+    """Put ``version`` into the target spec as the candidate, commit spec and rendered files on a new
+    branch, push it, and open a pull request against the checked-out branch when a token is configured.
 
     Images not given are the live release's, so the candidate differs only in model and detector.
-    ``traffic`` is the canary share (``None`` for a shadow).
+    ``traffic`` is the canary share (``None`` for a shadow). A failure before the commit leaves the
+    checkout as it was.
 
     Raises:
         GitError: branch, commit or push failed.
         GitHostError: a token is configured but the pull request could not be opened (the branch is pushed).
         RegistryError, SpecError, ValidationError: ``generate-model`` refused the change; nothing is committed.
     """
-    checkout, spec = target.checkout, target.spec
-    branch = branch_name(spec.model, version)
-    gitrepo.create_branch(checkout, branch)
+    spec = target.spec
     request = GenerateRequest(
         model=spec.model, env=target.environment.name, strategy=strategy, traffic=traffic,
         candidate_name=CANDIDATE_NAME, mlflow_uri=mlflow_uri,
@@ -143,14 +160,11 @@ def propose(target: Target, *, version: int, detector_uri: str, detector_sha256:
             drift_image=drift_image or spec.release.drift_image,
             detector_uri=detector_uri, detector_sha256=detector_sha256),
     )
-    result = generate_model(RepoLayout(checkout), request)
-    files = tuple(sorted(result.change.writes))
-    commit = gitrepo.commit_paths(checkout, files, f"{title}\n\n{body}")
-    gitrepo.push(checkout, REMOTE, branch)
-    pull_request = None
+    layout = RepoLayout(target.checkout)
+    change = prepare_generate(layout, request).change
     environ = os.environ if environ is None else environ
-    if git_token(environ):
-        host = host_from_env(environ)
-        if host is not None:
-            pull_request = host.open_pull_request(head=branch, base=base_branch, title=title, body=body)
-    return Proposal(branch, commit, files, pull_request)
+    host = host_from_env(environ) if git_token(environ) else None
+    published = publish(layout, RetrainChange(change, branch_name(spec.model, version), title, body),
+                        remote=REMOTE, host=host, push=True)
+    files = tuple(sorted([*change.plan.writes, *change.plan.deletes]))
+    return Proposal(published.branch, published.commit, files, published.pull_request)

@@ -1,0 +1,71 @@
+"""Credentials an environment needs versus what it provides: sealed Secrets in Git, or ExternalSecrets.
+
+Rendered manifests only reference Secrets by name; this check makes sure each referenced Secret is
+provided by the environment's backend (a SealedSecret committed in ``environments/<env>/secrets/``, or an
+item of ``platform.secrets.items`` for external-secrets), so nothing syncs waiting for a missing Secret.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from generator.check.manifest import Manifest
+from generator.spec import yamlio
+from generator.spec.components import LoadedComponent, enabled_components
+from generator.spec.errors import Problem
+from generator.spec.layout import RepoLayout, sealed_secret_path
+from generator.spec.loader import LoadedEnvironment
+
+
+def secret_manifests(layout: RepoLayout, loaded: LoadedEnvironment) -> tuple[list[Manifest], list[Problem]]:
+    """The sealed credentials committed in ``environments/<env>/secrets/`` (sealed-secrets backend)."""
+    if loaded.env.platform.secrets.backend != "sealed-secrets":
+        return [], []
+    manifests, problems = [], []
+    for path in sorted(layout.secrets_dir(loaded.name).glob("*.yaml")):
+        display = layout.relative(path)
+        try:
+            documents = yamlio.load_all(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            problems.append(Problem(display, f"not valid YAML: {exc}", fix="re-create it with kubeseal --format yaml"))
+            continue
+        manifests += [Manifest(display, doc, loaded.name) for doc in documents if doc is not None]
+    return manifests, problems
+
+
+def required_secrets(loaded: LoadedEnvironment, components: list[LoadedComponent]) -> dict[tuple[str, str], str]:
+    """Every Secret the environment's manifests reference, as (namespace, name) → who needs it."""
+    env = loaded.env
+    needed = {(env.namespaces.models, env.s3.credentials_secret): "models (s3.credentials_secret)"}
+    for component in enabled_components(components, env):
+        for name in component.spec.secrets:
+            needed.setdefault((component.spec.namespace, name), f"component {component.name}")
+    return needed
+
+
+def secret_problems(layout: RepoLayout, loaded: LoadedEnvironment, components: list[LoadedComponent],
+                    sealed: list[Manifest]) -> list[Problem]:
+    """Referenced Secrets that no SealedSecret (or ExternalSecret) of the environment provides."""
+    env = loaded.env
+    display = layout.relative(loaded.path)
+    if env.platform.secrets.backend == "external-secrets":
+        provided = {(item.namespace, item.name) for item in env.platform.secrets.items}
+        if env.platform.secrets.store is None:
+            return [Problem(display, "external-secrets needs a secret store", field="platform.secrets.store",
+                            fix="set platform.secrets.store: {kind: ClusterSecretStore, name: <store>}")]
+    else:
+        provided = {((m.doc.get("metadata") or {}).get("namespace"), (m.doc.get("metadata") or {}).get("name"))
+                    for m in sealed if m.doc.get("kind") == "SealedSecret"}
+    problems = []
+    for (namespace, name), needed_by in sorted(required_secrets(loaded, components).items()):
+        if (namespace, name) in provided:
+            continue
+        if env.platform.secrets.backend == "external-secrets":
+            fix = f"add {{name: {name}, namespace: {namespace}, keys: [...]}} to platform.secrets.items"
+        else:
+            fix = (f"seal it: kubectl create secret generic {name} -n {namespace} --from-literal=KEY=VALUE "
+                   f"--dry-run=client -o yaml | kubeseal --cert sealed-secrets-{env.name}.crt --format yaml "
+                   f"> {sealed_secret_path(env.name, namespace, name)}")
+        problems.append(Problem(display, f"Secret {namespace}/{name} is needed by {needed_by} but nothing in "
+                                f"{env.platform.secrets.backend} provides it", field="platform.secrets", fix=fix))
+    return problems

@@ -1,0 +1,259 @@
+"""``mlops generate-model``: create or update one release spec, then render that model.
+
+Specs are edited with ruamel.yaml in round-trip mode, so comments, key order and flow style survive
+and changing one value is a one-line diff. The new spec is validated and rendered in memory; the spec
+and its rendered files are written together only when everything passed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from generator.changes.edit import dump_round_trip, load_round_trip, round_trip_yaml
+from generator.changes.prepare import ModelChange, prepare_model_change
+from generator.external import registry
+from generator.spec.errors import UsageError
+from generator.spec.layout import RepoLayout, model_spec_path
+from generator.spec.loader import load_environment_file
+from generator.write.plan import apply
+
+DEFAULT_TRAFFIC = {"canary": 10, "ab": 50}
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    """Release fields given on the command line; ``None`` means keep what the spec has."""
+
+    registered_name: str | None = None
+    registry_version: int | None = None
+    artifact_uri: str | None = None
+    server_image: str | None = None
+    drift_image: str | None = None
+    detector_uri: str | None = None
+    detector_sha256: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return any(value is not None for value in vars(self).values())
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Everything ``generate-model`` was asked to change."""
+
+    model: str
+    env: str
+    release: ReleaseOptions = ReleaseOptions()
+    owner: str | None = None
+    strategy: str | None = None
+    traffic: int | None = None
+    candidate_name: str = "candidate"
+    promote_candidate: bool = False
+    features: tuple[tuple[str, str], ...] = ()
+    mlflow_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """What ``generate-model`` prepared: whether the spec is new, and the validated change."""
+
+    created: bool
+    change: ModelChange
+
+    @property
+    def spec_path(self) -> str:
+        return self.change.spec_path
+
+
+def prepare_generate(layout: RepoLayout, request: GenerateRequest) -> GenerateResult:
+    """Edit (or create) ``environments/<env>/models/<model>.yaml`` in memory and prepare that model's change.
+
+    Nothing is written: write ``result.change.plan`` with :func:`generator.write.plan.apply`, or publish it.
+
+    Raises:
+        UsageError: options that contradict each other or the spec.
+        RegistryError: the registry version could not be resolved.
+        SpecError, RenderError, ValidationError: the result would be invalid.
+    """
+    env = load_environment_file(layout, request.env)
+    spec_path = layout.model_spec(request.env, request.model)
+    existing = spec_path.read_text(encoding="utf-8") if spec_path.is_file() else None
+    options = _resolve_artifact(request, env.mlflow.tracking_uri, existing)
+    text = update_spec(existing, request, options) if existing is not None else new_spec(request, options)
+    return GenerateResult(existing is None, prepare_model_change(layout, env, request.model, text))
+
+
+def generate_model(layout: RepoLayout, request: GenerateRequest, dry_run: bool = False) -> GenerateResult:
+    """Create or update a model's release spec and re-render that model: spec and files, all or nothing.
+
+    Raises:
+        the errors of :func:`prepare_generate`; nothing is written when one is raised.
+    """
+    result = prepare_generate(layout, request)
+    if not dry_run:
+        apply(layout, result.change.plan)
+    return result
+
+
+def _resolve_artifact(request: GenerateRequest, env_mlflow: str, existing: str | None) -> ReleaseOptions:
+    """Fill ``artifact_uri`` from MLflow when a version is given without one."""
+    options = request.release
+    if options.registry_version is None or options.artifact_uri is not None:
+        return options
+    name = options.registered_name or _existing_registered_name(existing) or request.model
+    resolved = registry.resolve_version(request.mlflow_uri or env_mlflow, name, options.registry_version)
+    return ReleaseOptions(**{**vars(options), "registered_name": name, "artifact_uri": resolved.artifact_uri})
+
+
+def _existing_registered_name(existing: str | None) -> str | None:
+    if existing is None:
+        return None
+    try:
+        return round_trip_yaml().load(existing)["release"]["registry"]["name"]
+    except Exception:  # a broken spec is reported by validation later, with its line
+        return None
+
+
+def new_spec(request: GenerateRequest, options: ReleaseOptions) -> str:
+    """A fresh release spec with the fields the generator needs and a header comment."""
+    release_fields = {
+        "--owner": request.owner, "--registry-version": options.registry_version,
+        "--artifact-uri (or a reachable --mlflow-uri)": options.artifact_uri,
+        "--server-image": options.server_image, "--drift-image": options.drift_image,
+        "--detector-uri": options.detector_uri, "--detector-sha256": options.detector_sha256,
+        "--feature": request.features or None,
+    }
+    if missing := [flag for flag, value in release_fields.items() if value is None]:
+        raise UsageError(f"{model_spec_path(request.env, request.model)} does not exist yet; creating it "
+                         f"needs {', '.join(missing)}")
+    if request.strategy not in (None, "replace") or request.promote_candidate:
+        raise UsageError("a new spec starts with strategy replace; add candidates in a second generate-model run")
+
+    doc = CommentedMap()
+    doc["model"] = request.model
+    doc["owner"] = request.owner
+    doc["release"] = _release_map(options, request.model)
+    drift = CommentedMap()
+    types = {kind for _, kind in request.features}
+    drift["method"] = "tabular" if len(types) > 1 else ("chi2" if types == {"categorical"} else "ks")
+    features = CommentedSeq()
+    for name, kind in request.features:
+        item = CommentedMap([("name", name), ("type", kind)])
+        item.fa.set_flow_style()
+        features.append(item)
+    drift["features"] = features
+    doc["drift"] = drift
+    doc.yaml_set_start_comment(
+        f"Release spec of {request.model} in {request.env}: generator input.\n"
+        "Edited by people and by `mlops generate-model` / `mlops promote` (comments are kept)."
+    )
+    return dump_round_trip(doc)
+
+
+def _release_map(options: ReleaseOptions, model: str) -> CommentedMap:
+    registry_ref = CommentedMap([("name", options.registered_name or model), ("version", options.registry_version)])
+    registry_ref.fa.set_flow_style()
+    release = CommentedMap()
+    release["registry"] = registry_ref
+    release["artifact_uri"] = options.artifact_uri
+    release["server_image"] = options.server_image
+    release["drift_image"] = options.drift_image
+    release["detector"] = CommentedMap([("uri", options.detector_uri), ("sha256", options.detector_sha256)])
+    return release
+
+
+def update_spec(existing: str, request: GenerateRequest, options: ReleaseOptions) -> str:
+    """Apply the request to an existing spec with minimal, comment-preserving edits."""
+    doc = load_round_trip(existing, model_spec_path(request.env, request.model))
+
+    if request.owner is not None:
+        doc["owner"] = request.owner
+    if request.features:
+        raise UsageError("--feature only applies when creating a spec; edit drift.features in the file instead")
+
+    strategy = request.strategy
+    if request.promote_candidate:
+        _promote_candidate(doc, request)
+    elif strategy in ("canary", "ab", "shadow"):
+        _set_candidate(doc, request, options, strategy)
+    else:
+        if options.given:
+            _apply_release(doc["release"], options)
+        if strategy == "replace":
+            doc.pop("rollout", None)
+        elif request.traffic is not None:
+            _set_traffic(doc, request)
+    return dump_round_trip(doc)
+
+
+def _apply_release(release: CommentedMap, options: ReleaseOptions) -> None:
+    """Assign only the given values, in place, so unchanged lines stay byte-identical."""
+    registry_ref = release.setdefault("registry", CommentedMap())
+    if options.registered_name is not None:
+        registry_ref["name"] = options.registered_name
+    if options.registry_version is not None:
+        registry_ref["version"] = options.registry_version
+    for key in ("artifact_uri", "server_image", "drift_image"):
+        if (value := getattr(options, key)) is not None:
+            release[key] = value
+    detector = release.setdefault("detector", CommentedMap())
+    if options.detector_uri is not None:
+        detector["uri"] = options.detector_uri
+    if options.detector_sha256 is not None:
+        detector["sha256"] = options.detector_sha256
+
+
+def _set_candidate(doc: CommentedMap, request: GenerateRequest, options: ReleaseOptions, strategy: str) -> None:
+    rollout = doc.get("rollout")
+    if not isinstance(rollout, CommentedMap):
+        rollout = CommentedMap()
+        doc["rollout"] = rollout
+    candidates = rollout.get("candidates") or CommentedSeq()
+    previous = next((c for c in candidates if isinstance(c, dict) and c.get("name") == request.candidate_name), None)
+    if previous is None and not options.given:
+        raise UsageError(f"strategy {strategy} needs the candidate's release: give at least --registry-version "
+                         "(and --artifact-uri or --mlflow-uri)")
+    release = previous["release"] if previous is not None else copy.deepcopy(doc["release"])
+    _apply_release(release, options)
+
+    candidate = previous if previous is not None else CommentedMap()
+    candidate["name"] = request.candidate_name
+    if strategy == "shadow":
+        candidate.pop("traffic", None)
+        candidate["shadow"] = True
+    else:
+        candidate.pop("shadow", None)
+        candidate["traffic"] = request.traffic if request.traffic is not None else candidate.get(
+            "traffic", DEFAULT_TRAFFIC[strategy])
+    candidate["release"] = release
+    # Key order of a new candidate: name, traffic/shadow, release.
+    seq = CommentedSeq([candidate])
+    rollout["strategy"] = strategy
+    if strategy == "shadow":
+        rollout.pop("main_traffic", None)
+    else:
+        rollout["main_traffic"] = 100 - candidate["traffic"]
+    rollout["candidates"] = seq
+
+
+def _set_traffic(doc: CommentedMap, request: GenerateRequest) -> None:
+    rollout = doc.get("rollout") or {}
+    live = [c for c in rollout.get("candidates") or [] if not c.get("shadow")]
+    if len(live) != 1:
+        raise UsageError("--traffic without --strategy changes the one live candidate's share, but the spec has "
+                         f"{len(live)}; pass --strategy canary or ab")
+    live[0]["traffic"] = request.traffic
+    rollout["main_traffic"] = 100 - request.traffic
+
+
+def _promote_candidate(doc: CommentedMap, request: GenerateRequest) -> None:
+    candidates = (doc.get("rollout") or {}).get("candidates") or []
+    chosen = next((c for c in candidates if c.get("name") == request.candidate_name), None)
+    if chosen is None:
+        raise UsageError(f"there is no candidate named {request.candidate_name!r} to promote in "
+                         f"{model_spec_path(request.env, request.model)}")
+    doc["release"] = chosen["release"]
+    doc.pop("rollout", None)

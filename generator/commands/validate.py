@@ -1,0 +1,36 @@
+"""``mlops validate`` as a library: every check on the committed rendered tree, all problems at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from generator.check.appgraph import graph_problems, kustomize_problems
+from generator.check.manifest import load_rendered_tree
+from generator.check.validate import Validator
+from generator.spec.errors import ValidationError
+from generator.spec.layout import RepoLayout
+
+DEFAULT_KUBERNETES_VERSION = "1.33"
+
+
+def validate_environments(layout: RepoLayout, envs: Iterable[str],
+                          kubernetes_version: str = DEFAULT_KUBERNETES_VERSION) -> int:
+    """Validate everything under ``environments/<env>/rendered/`` and the app-of-apps graph; returns the
+    number of manifests checked.
+
+    Checks: schemas (built-in kinds strict, vendored CRDs made strict), Grafana's provisioning format,
+    Seldon's admission rules, platform policies, and the graph from each root app (projects,
+    destinations, pinned charts, prod sync policy), plus the offline kustomize build of bootstrap/argocd.
+
+    Raises:
+        ValidationError: with every problem found.
+    """
+    envs = list(envs)
+    manifests, problems = load_rendered_tree(layout.root, envs)
+    problems += Validator(layout.schemas_dir, kubernetes_version).validate(manifests)
+    problems += graph_problems(layout, envs)
+    if (layout.bootstrap_dir / "argocd").is_dir():
+        problems += kustomize_problems(layout)
+    if problems:
+        raise ValidationError(problems)
+    return len(manifests)

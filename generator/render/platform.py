@@ -1,0 +1,207 @@
+"""Render an environment's platform: one child Application per enabled component, plus the model
+namespace's tenancy objects and the credentials Application.
+
+Everything lands in ``environments/<env>/rendered/apps/`` (Applications, read by the root app) and
+``environments/<env>/rendered/platform/<part>/`` (manifests those Applications sync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from generator.render import retrain_pipeline, trigger
+from generator.render.renderer import MODELS_WAVE, RenderedFile, Renderer, header
+from generator.spec import naming, yamlio
+from generator.spec.components import LoadedComponent, enabled_components, environment_values
+from generator.spec.layout import RepoLayout, rendered_path
+from generator.spec.loader import LoadedEnvironment, deep_merge
+
+PLATFORM_PROJECT = "platform"
+COMPONENT_CONTEXTS = {trigger.COMPONENT: trigger.component_context,
+                      retrain_pipeline.COMPONENT: retrain_pipeline.component_context}
+"""Extra template context of manifest components, by name: ``(environment, namespace, settings) -> dict``."""
+NAMESPACES_WAVE = -40
+"""Namespaces first: credentials and components sync into namespaces that already exist."""
+SECRETS_WAVE = -28
+"""Credentials sync right after the Sealed Secrets controller (wave -30), before anything uses them."""
+TENANCY_WAVE = MODELS_WAVE - 10
+IGNORE_WEBHOOK_CA = [
+    # Operators inject their own CA into their webhooks at run time; Git never holds it.
+    {"group": "admissionregistration.k8s.io", "kind": "MutatingWebhookConfiguration",
+     "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"]},
+    {"group": "admissionregistration.k8s.io", "kind": "ValidatingWebhookConfiguration",
+     "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"]},
+]
+
+
+def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnvironment,
+                    components: list[LoadedComponent]) -> list[RenderedFile]:
+    """All platform files of one environment, in a stable order."""
+    env = loaded.env
+    source = layout.relative(loaded.path)
+    env_digest = platform_hash(loaded, [])
+    base = {"env": loaded.env_json}
+    files: list[RenderedFile] = []
+
+    def emit(template: str, path: str, context: dict[str, Any], digest: str = env_digest) -> None:
+        document = renderer.render_document(template, {**base, **context}, source)
+        meta = document.get("metadata") or {}
+        files.append(RenderedFile(path, header(source, digest) + yamlio.dump(document), document, env.name,
+                                  f"{document.get('kind')} {meta.get('namespace')}/{meta.get('name')}"))
+
+    rendered = rendered_path(env.name)
+    for component in enabled_components(components, env):
+        override = env.platform.components.get(component.name)
+        spec = component.spec
+        digest = platform_hash(loaded, [component])  # a component's files change only with it
+        if spec.source.kind == "helm":
+            values = deep_merge(deep_merge(component.values, environment_values(component, loaded.env_json)),
+                                override.values if override else {})
+            app_source = {"repoURL": spec.source.repo_url, "chart": spec.source.chart,
+                          "targetRevision": spec.source.version,
+                          "helm": {"releaseName": spec.source.release_name, "valuesObject": values}}
+        else:
+            folder = f"{rendered}/platform/{component.name}"
+            settings = {**spec.settings, **(override.settings if override else {})}
+            context = {"settings": settings, "component": spec.model_dump(mode="json")}
+            if provider := COMPONENT_CONTEXTS.get(component.name):
+                # Components rendered from more than the environment (the trigger: the models' policies).
+                context.update(provider(loaded, spec.namespace, settings))
+                digest = platform_hash(loaded, [component], context)
+            for template in component.templates:
+                name = template.rsplit("/", 1)[-1].removesuffix(".j2")
+                emit(f"@apps/{template}", f"{folder}/{name}", context, digest)
+            app_source = _repo_source(env, folder)
+        emit("application.yaml.j2", f"{rendered}/apps/platform-{component.name}.yaml", {"app": _app(
+            env, f"platform-{component.name}", spec.namespace, spec.wave, app_source,
+            ["CreateNamespace=true", "ServerSideApply=true", "PruneLast=true", "RespectIgnoreDifferences=true"],
+            component.name, IGNORE_WEBHOOK_CA + spec.ignore_differences)}, digest)
+
+    folder = f"{rendered}/platform/namespaces"
+    for namespace in namespaces_context(loaded, components):
+        emit("namespace.yaml.j2", f"{folder}/{namespace['name']}.yaml", {"namespace": namespace})
+    emit("application.yaml.j2", f"{rendered}/apps/platform-namespaces.yaml", {"app": _app(
+        env, "platform-namespaces", env.namespaces.models, NAMESPACES_WAVE, _repo_source(env, folder), [],
+        "namespaces")})
+
+    mesh = next((c.spec.namespace for c in enabled_components(components, env) if c.name == ISTIO_CONTROL_PLANE), None)
+    tenancy = tenancy_context(loaded, mesh)
+    folder = f"{rendered}/platform/tenancy"
+    for template, name in (("resourcequota.yaml.j2", "resourcequota.yaml"), ("limitrange.yaml.j2", "limitrange.yaml")):
+        emit(template, f"{folder}/{name}", {"tenancy": tenancy})
+    for policy in tenancy["network_policies"]:
+        emit("networkpolicy.yaml.j2", f"{folder}/networkpolicy-{policy.replace('_', '-')}.yaml",
+             {"policy": policy, "network_policies": tenancy["network_policies"]})
+    emit("application.yaml.j2", f"{rendered}/apps/platform-tenancy.yaml", {"app": _app(
+        env, "platform-tenancy", env.namespaces.models, TENANCY_WAVE, _repo_source(env, folder), ["PruneLast=true"],
+        "tenancy")})
+
+    secrets = env.platform.secrets
+    if secrets.backend == "external-secrets":
+        folder = f"{rendered}/platform/secrets"
+        external = external_secrets_context(loaded)
+        for name in external:
+            emit("externalsecret.yaml.j2", f"{folder}/externalsecret-{name}.yaml",
+                 {"external_secrets": external, "secret": name})
+        secrets_path = folder
+    else:
+        secrets_path = layout.relative(layout.secrets_dir(env.name))
+    emit("application.yaml.j2", f"{rendered}/apps/platform-secrets.yaml", {"app": _app(
+        env, "platform-secrets", env.namespaces.models, SECRETS_WAVE, _repo_source(env, secrets_path),
+        ["PruneLast=true"], "secrets")})
+    return files
+
+
+def _app(env: Any, name: str, namespace: str, wave: int, source: dict, sync_options: list[str],
+         component: str, ignore_differences: list[dict] | None = None) -> dict:
+    extra = {"ignore_differences": ignore_differences} if ignore_differences else {}
+    return {**extra, "name": f"{name}-{env.name}", "project": PLATFORM_PROJECT, "namespace": namespace, "wave": wave,
+            "labels": {"app.kubernetes.io/name": component, "app.kubernetes.io/component": "platform",
+                       "app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+                       f"{naming.LABEL_PREFIX}/environment": env.name},
+            "source": source, "sync_options": sync_options}
+
+
+def _repo_source(env: Any, path: str) -> dict:
+    return {"repoURL": env.argocd.repo_url, "targetRevision": env.argocd.target_revision, "path": path}
+
+
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "default"})
+"""Namespaces Kubernetes owns: components may deploy there, the platform never manages them."""
+
+
+def namespaces_context(loaded: LoadedEnvironment, components: list[LoadedComponent]) -> list[dict]:
+    """Every namespace the environment's platform and models use, with its labels, sorted by name."""
+    env = loaded.env
+    base = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+            f"{naming.LABEL_PREFIX}/environment": env.name}
+    names = {c.spec.namespace for c in enabled_components(components, env)} | {
+        env.namespaces.monitoring, env.namespaces.kafka, env.namespaces.ingress}
+    result = [{"name": name, "labels": base} for name in sorted(names - SYSTEM_NAMESPACES - {env.namespaces.models})]
+    models = {"name": env.namespaces.models, "labels": _models_namespace_labels(env.name)}
+    return sorted([*result, models], key=lambda n: n["name"])
+
+
+ISTIO_CONTROL_PLANE = "istiod"
+ISTIOD_XDS_PORT = 15012
+"""Sidecars in the model namespace fetch config and certificates from istiod on this port."""
+
+
+def _tenancy_labels(env_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+            "app.kubernetes.io/component": "tenancy", f"{naming.LABEL_PREFIX}/environment": env_name}
+
+
+def _models_namespace_labels(env_name: str) -> dict[str, str]:
+    # Enforce "baseline", warn and audit "restricted": Istio's init container (without the Istio CNI)
+    # and Seldon's injected executor do not meet "restricted", and enforcing it would block them.
+    return {**_tenancy_labels(env_name), "istio-injection": "enabled",
+            "pod-security.kubernetes.io/enforce": "baseline",
+            "pod-security.kubernetes.io/warn": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted"}
+
+
+def tenancy_context(loaded: LoadedEnvironment, mesh_namespace: str | None = None) -> dict:
+    """Namespace labels, quota, default resources and network policies of the model namespace: deny all
+    but DNS, plus the sidecars' connection to istiod when the mesh runs (``mesh_namespace``)."""
+    env = loaded.env
+    labels = _tenancy_labels(env.name)
+    tenancy = env.platform.tenancy
+    return {
+        "namespace": env.namespaces.models,
+        "labels": labels,
+        "quota": tenancy.quota.model_dump(mode="json"),
+        "default_limits": tenancy.default_limits.model_dump(mode="json"),
+        "default_requests": tenancy.default_requests.model_dump(mode="json"),
+        "network_policies": {
+            "default_deny": {"name": "default-deny", "namespace": env.namespaces.models, "labels": labels,
+                             "pod_selector": {}, "ingress": [], "egress": []},
+            **({"allow_istio": {"name": "allow-istio-control-plane", "namespace": env.namespaces.models,
+                                "labels": labels, "pod_selector": {}, "ingress": [],
+                                "egress": [{"namespace": mesh_namespace, "port": ISTIOD_XDS_PORT}]}}
+               if mesh_namespace else {}),
+        },
+    }
+
+
+def external_secrets_context(loaded: LoadedEnvironment) -> dict[str, dict]:
+    """ExternalSecret settings per secret name (external-secrets backend only)."""
+    env = loaded.env
+    store = env.platform.secrets.store
+    labels = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
+              "app.kubernetes.io/component": "secrets", f"{naming.LABEL_PREFIX}/environment": env.name}
+    return {item.name: {"name": item.name, "namespace": item.namespace, "secret_keys": item.keys, "labels": labels,
+                        "remote_key": item.remote_key or f"mlops/{env.name}/{item.name}",
+                        "store": {"kind": store.kind, "name": store.name} if store else {}}
+            for item in env.platform.secrets.items}
+
+
+def platform_hash(loaded: LoadedEnvironment, components: list[LoadedComponent], extra: Any = None) -> str:
+    """sha256 of what the platform renders from: the environment, every component's pin and values, and
+    ``extra`` (JSON-serialisable) for components rendered from more than that."""
+    payload = {"environment": loaded.env_json,
+               "components": [[c.spec.model_dump(mode="json"), c.values, c.templates] for c in components],
+               **({"extra": extra} if extra is not None else {})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,0 +1,169 @@
+"""Where everything lives in the repository: one place for every path and shared label.
+
+Every command receives a :class:`RepoLayout` built from ``--repo-root``; nothing else computes paths.
+The module-level functions give the same paths relative to the root (what rendered files and messages
+show); :class:`RepoLayout` joins them to a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENVIRONMENTS = ("dev", "staging", "prod")
+"""Environments in promotion order."""
+
+MANAGED_BY = "mlops-gitops"
+PART_OF = "mlops-gitops"
+GENERATED_MARKER = "DO NOT EDIT."
+
+ENV_FILE = "environment.yaml"
+MODELS_DIR = "models"
+RENDERED_DIR = "rendered"
+ENVIRONMENTS_DIR = "environments"
+PROJECTS_DIR = "bootstrap/argocd/projects"
+"""Generated AppProjects: owned by the generator like ``rendered/`` (see :mod:`generator.render.bootstrap`)."""
+
+
+# Repository-relative paths, as they appear in rendered files, headers and messages. RepoLayout joins
+# them to a checkout's root; templates and contexts that have no checkout use them directly.
+
+def env_path(env: str) -> str:
+    """``environments/<env>``."""
+    return f"{ENVIRONMENTS_DIR}/{env}"
+
+
+def env_file_path(env: str) -> str:
+    """``environments/<env>/environment.yaml``: an environment's settings."""
+    return f"{env_path(env)}/{ENV_FILE}"
+
+
+def model_spec_path(env: str, model: str) -> str:
+    """``environments/<env>/models/<model>.yaml``: a model's release spec."""
+    return f"{env_path(env)}/{MODELS_DIR}/{model}.yaml"
+
+
+def rendered_path(env: str) -> str:
+    """``environments/<env>/rendered``: everything the generator writes for an environment."""
+    return f"{env_path(env)}/{RENDERED_DIR}"
+
+
+def rendered_model_path(env: str, model: str) -> str:
+    """``environments/<env>/rendered/models/<model>``: one model's manifests."""
+    return f"{rendered_path(env)}/models/{model}"
+
+
+def rendered_apps_path(env: str) -> str:
+    """``environments/<env>/rendered/apps``: the environment's child Applications."""
+    return f"{rendered_path(env)}/apps"
+
+
+def model_application_path(env: str, model: str) -> str:
+    """``environments/<env>/rendered/apps/model-<model>.yaml``: the Application that syncs one model."""
+    return f"{rendered_apps_path(env)}/model-{model}.yaml"
+
+
+def sealed_secret_path(env: str, namespace: str, name: str) -> str:
+    """``environments/<env>/secrets/<namespace>-<name>.yaml``: where an operator commits a sealed Secret."""
+    return f"{env_path(env)}/secrets/{namespace}-{name}.yaml"
+
+
+def root_app_path(env: str) -> str:
+    """``bootstrap/root-<env>.yaml``: the environment's app-of-apps root Application."""
+    return f"bootstrap/root-{env}.yaml"
+
+
+@dataclass(frozen=True)
+class RepoLayout:
+    """Paths of one checkout of the GitOps repository."""
+
+    root: Path
+
+    @classmethod
+    def discover(cls, start: Path | None = None) -> RepoLayout:
+        """Find the repository root: ``MLOPS_REPO_ROOT``, else the nearest parent holding ``environments/``.
+
+        Falls back to ``start`` itself so that error messages name the directory that was searched.
+        """
+        if env_root := os.environ.get("MLOPS_REPO_ROOT"):
+            return cls(Path(env_root).resolve())
+        here = (start or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / ENVIRONMENTS_DIR).is_dir() and (candidate / "templates").is_dir():
+                return cls(candidate)
+        return cls(here)
+
+    @property
+    def environments_dir(self) -> Path:
+        return self.root / ENVIRONMENTS_DIR
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def apps_dir(self) -> Path:
+        return self.root / "apps"
+
+    @property
+    def bootstrap_dir(self) -> Path:
+        return self.root / "bootstrap"
+
+    def secrets_dir(self, env: str) -> Path:
+        """Sealed credentials of an environment (input, sealed with kubeseal by an operator)."""
+        return self.env_dir(env) / "secrets"
+
+    def rendered_platform_dir(self, env: str) -> Path:
+        return self.rendered_dir(env) / "platform"
+
+    @property
+    def schemas_dir(self) -> Path:
+        return self.root / "schemas"
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.root / PROJECTS_DIR
+
+    def env_dir(self, env: str) -> Path:
+        return self.root / env_path(env)
+
+    def env_file(self, env: str) -> Path:
+        return self.root / env_file_path(env)
+
+    def models_dir(self, env: str) -> Path:
+        return self.env_dir(env) / MODELS_DIR
+
+    def model_spec(self, env: str, model: str) -> Path:
+        return self.root / model_spec_path(env, model)
+
+    def rendered_dir(self, env: str) -> Path:
+        return self.root / rendered_path(env)
+
+    def rendered_models_dir(self, env: str) -> Path:
+        return self.rendered_dir(env) / "models"
+
+    def rendered_model_dir(self, env: str, model: str) -> Path:
+        return self.root / rendered_model_path(env, model)
+
+    def rendered_apps_dir(self, env: str) -> Path:
+        return self.root / rendered_apps_path(env)
+
+    def model_application(self, env: str, model: str) -> Path:
+        return self.root / model_application_path(env, model)
+
+    def existing_environments(self) -> list[str]:
+        """Environments that have an ``environment.yaml``, known ones first in promotion order."""
+        found = {p.parent.name for p in self.environments_dir.glob(f"*/{ENV_FILE}")}
+        return [e for e in ENVIRONMENTS if e in found] + sorted(found - set(ENVIRONMENTS))
+
+    def relative(self, path: Path) -> str:
+        """A path as users see it in messages and headers: relative to the root, with forward slashes."""
+        try:  # lexical first: paths built from this layout are under root (and resolve() costs a stat)
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            pass
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return path.as_posix()

@@ -1,0 +1,139 @@
+"""Names and labels derived from a model and its environment, computed in one place.
+
+Templates never build names themselves: everything they print comes from :func:`model_names` so that
+alert rules, selectors, NetworkPolicies and the drift detector agree on every name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from generator import __version__
+from generator.spec.layout import MANAGED_BY, PART_OF
+
+LABEL_PREFIX = "mlops-gitops.io"
+RELEASE_ID_LABEL = f"{LABEL_PREFIX}/release-id"
+"""Label on a model's rendered Application: the release id Argo CD syncs (``mlops status``, ``promote``)."""
+GRAFANA_UID_MAX = 40
+
+# Metrics the rendered alerts and dashboards query. The drift detector exports the mlops_drift_* series
+# (labels model, version, predictor, feature); Seldon's executor exports the request histograms.
+METRICS = {
+    "drift_detected": "mlops_drift_detected",
+    "drift_p_value": "mlops_drift_p_value",
+    "drift_feature_p_value": "mlops_drift_feature_p_value",
+    "drift_records_consumed": "mlops_drift_records_consumed_total",
+    "drift_records_rejected": "mlops_drift_records_rejected_total",
+    "drift_consumer_lag": "mlops_drift_consumer_lag",
+    "drift_ready": "mlops_drift_ready",
+    "requests_count": "seldon_api_executor_server_requests_seconds_count",
+    "requests_bucket": "seldon_api_executor_server_requests_seconds_bucket",
+}
+
+MODEL_SERVER_HTTP_PORT = 9000
+MODEL_SERVER_METRICS_PORT = 6000
+"""Seldon's wrapper metrics (scraped by the platform's seldon PodMonitor at /prometheus)."""
+MODEL_SERVER_APP_METRICS_PORT = 6001
+"""Our model server's own metrics (inference logging, predictions), prometheus-client multiprocess."""
+EXECUTOR_HTTP_PORT = 8000
+DRIFT_HTTP_PORT = 8080
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """Every Kubernetes, Kafka and Grafana name one model gets in one environment."""
+
+    seldon_deployment: str
+    drift_detector: str
+    drift_config: str
+    topic: str
+    dead_letter_topic: str
+    consumer_group: str
+    application: str
+    alerts_configmap: str
+    alerts_file: str
+    dashboard_configmap: str
+    dashboard_file: str
+    dashboard_uid: str
+    alert_group: str
+    network_policy_model: str
+    network_policy_drift: str
+    alias_job: str
+    network_policy_alias: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def model_names(model: str, env: str) -> ModelNames:
+    """Derive all names of ``model`` in ``env``; model names are at most 40 characters (see spec)."""
+    topic = f"{model}-{env}-inference-log"
+    return ModelNames(
+        seldon_deployment=model,
+        drift_detector=f"{model}-drift",
+        drift_config=f"{model}-drift-config",
+        topic=topic,
+        dead_letter_topic=f"{topic}-dlq",
+        consumer_group=f"{model}-{env}-drift-detector",
+        application=f"model-{model}-{env}",
+        alerts_configmap=f"{model}-{env}-grafana-alerts",
+        alerts_file=f"mlops-{env}-{model}-alerts.yaml",
+        dashboard_configmap=f"{model}-{env}-grafana-dashboard",
+        dashboard_file=f"mlops-{env}-{model}-dashboard.json",
+        dashboard_uid=grafana_uid(model, env, "dash"),
+        alert_group=f"{model}-{env}",
+        network_policy_model=f"{model}-model-server",
+        network_policy_drift=f"{model}-drift",
+        alias_job=f"{model}-mlflow-alias",
+        network_policy_alias=f"{model}-mlflow-alias",
+    )
+
+
+def grafana_uid(model: str, env: str, suffix: str) -> str:
+    """A Grafana uid (at most 40 of ``[a-zA-Z0-9_-]``), readable when it fits, hashed when not."""
+    uid = f"{model}-{env}-{suffix}"
+    if len(uid) <= GRAFANA_UID_MAX:
+        return uid
+    digest = hashlib.sha256(f"{model}/{env}".encode()).hexdigest()[:8]
+    keep = GRAFANA_UID_MAX - len(digest) - len(suffix) - 2
+    return f"{model[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def common_labels(model: str, env: str, component: str) -> dict[str, str]:
+    """Labels every rendered object of a model carries (selectors use a subset of them)."""
+    return {
+        "app.kubernetes.io/name": model,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        f"{LABEL_PREFIX}/model": model,
+        f"{LABEL_PREFIX}/environment": env,
+    }
+
+
+def selector_labels(model: str, component: str) -> dict[str, str]:
+    """The stable subset of labels used in selectors (never includes versions, which change)."""
+    return {f"{LABEL_PREFIX}/model": model, "app.kubernetes.io/component": component}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a service URL points, for NetworkPolicy egress rules."""
+
+    namespace: str | None
+    port: int
+
+
+def endpoint_of(url: str) -> Endpoint:
+    """Split ``http://svc.ns.svc:port`` into namespace and port; external hosts have no namespace."""
+    parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    labels = (parts.hostname or "").split(".")
+    in_cluster = len(labels) >= 3 and labels[2] == "svc"
+    return Endpoint(labels[1] if in_cluster else None, port)
+
+
+def generator_version() -> str:
+    return __version__
