@@ -2,9 +2,9 @@
 
 :func:`build_image` reads the component's Dockerfile and does what its build stage does, with the
 same arguments: ``python -m venv``, the ``pip install`` of the pinned requirements (wheels only, as
-written there), ``pip check``, the ``COPY`` of the code into ``/app`` and the ``rm -f`` of what the
-image leaves out, then ``compileall``. It returns the venv, the ``/app`` folder and the final stage's
-``ENV``, ``WORKDIR``, ``ENTRYPOINT`` and ``CMD``, with the image's paths mapped to the build folder, so a test
+written there) and of local packages copied to ``/src``, ``pip check``, the ``COPY`` of the code into
+``/app`` and the ``rm -f`` of what the image leaves out, then ``compileall``. It returns the venv, the
+``/app`` folder and the final stage's ``ENV``, ``WORKDIR``, ``ENTRYPOINT`` and ``CMD``, with the image's paths mapped to the build folder, so a test
 can start the service from what the image holds and nothing else (not the dev venv, not the
 repository). What it cannot check: the base image itself and the non-root user (other tests read
 those lines).
@@ -72,7 +72,7 @@ def build_image(component: str, work: Path) -> ImageEnv:
     dockerfile = REPO / "components" / component / "Dockerfile"
     venv, app, tmp = work / "opt-venv", work / "app", work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    paths = {"/opt/venv": str(venv), "/app": str(app)}
+    paths = {"/opt/venv": str(venv), "/app": str(app), "/src": str(work / "src")}
     stages = 0
     env: dict[str, str] = {}
     workdir, entrypoint, cmd = app, [], []
@@ -84,6 +84,9 @@ def build_image(component: str, work: Path) -> ImageEnv:
             source, target = args.split()
             if target.startswith("/tmp/"):
                 paths[target] = str(REPO / source)
+            elif (REPO / source).is_file():
+                Path(_map(target, paths)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / source, _map(target, paths))
             else:
                 shutil.copytree(REPO / source, _map(target, paths), ignore=shutil.ignore_patterns("__pycache__"))
         elif stages == 1 and instruction == "RUN":

@@ -218,15 +218,20 @@ def test_what_the_image_installs_and_copies_runs_the_flow_the_deploy_step_and_th
     lines lay it out: every entry point imports from there, with the image's ENV and nothing else, and
     its CMD, the trigger, starts and answers its health check."""
     image = build_image("retrain", tmp_path / "image")
-    code = ("import generator, retrain, retrain.flow, retrain.deploy, retrain.trigger.app, retrain.models.fraud_detector, "
-            "drift_detector.fit, prefect, mlflow; print(generator.__file__); print(retrain.__file__); "
+    code = ("import generator.cli, retrain, retrain.flow, retrain.deploy, retrain.trigger.app, retrain.models.fraud_detector, "
+            "drift_detector.fit, prefect, mlflow; print(retrain.__file__); print(generator.cli.__file__); "
             "print(prefect.__file__); print(mlflow.__file__)")
     done = subprocess.run([image.python, "-c", code], cwd=image.workdir, capture_output=True, text=True, timeout=300,
                           env=image.env)
     assert done.returncode == 0, done.stderr
-    ours, libraries = done.stdout.split()[:2], done.stdout.split()[2:]
+    ours, libraries = done.stdout.split()[:1], done.stdout.split()[1:]
     assert all(line.startswith(str(image.app)) for line in ours)
+    # The generator is an installed package (every layer of it), not a folder copied into /app.
     assert all(line.startswith(str(image.venv)) for line in libraries)
+    assert not (image.app / "generator").exists()
+    mlops = subprocess.run([str(image.venv / "bin" / "mlops"), "generate-model", "--help"], capture_output=True,
+                           text=True, timeout=120, env=image.env, cwd=image.workdir)
+    assert mlops.returncode == 0 and "--registry-version" in mlops.stdout, mlops.stderr
     # The CMD: the trigger, from the image alone, answers its health check.
     assert image.command()[1:] == ["-m", "retrain.trigger"]
     policy = tmp_path / "policy.json"
