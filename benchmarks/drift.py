@@ -24,7 +24,7 @@ One broker, one data set (20 numeric features, standard normal, the same seed as
 4. **Cold start.** ``detector.fit(..., method="cvm_online")`` on 5,000 × 20 reference rows (window 1000,
    so window sizes (20, 100); ``--ert``, default 10,000 as in the release spec; default bootstrap count
    unless ``--cvm-bootstraps``), in a fresh process pinned like the service, which reports the fit's
-   seconds and peak RSS (``VmHWM``), vs ``persistence.load`` of the persisted artifact (sha256 check
+   seconds and peak RSS (``VmHWM``), vs ``artifacts.load`` of the persisted artifact (sha256 check
    included; median of 5). Both throughput runs use detectors with that ert.
 5. **Peak RSS** (``VmHWM``) of the service process in each throughput run.
 6. **Decoding, in-process**: ``decode_batch``'s general path (orjson) and its typed path (msgspec,
@@ -364,7 +364,7 @@ async def lag_run(bootstrap: str, topic: str, config_file: Path, work: Path, rat
 
 def fit_worker(path: Path, ert: int, n_bootstraps: int | None) -> dict:
     """Fit the ``cvm_online`` detector and persist it; runs as a fresh process so its peak RSS is the fit's."""
-    from drift_detector import persistence
+    from drift_detector import artifacts
     from drift_detector.detector import FeatureSpec, fit
 
     specs = [FeatureSpec(f["name"], "numeric") for f in FEATURES]
@@ -374,7 +374,7 @@ def fit_worker(path: Path, ert: int, n_bootstraps: int | None) -> dict:
     detector = fit(ref, specs, "cvm_online", p_value=0.01, window=WINDOW, ert=ert, n_bootstraps=n_bootstraps,
                    seed=REFERENCE_SEED)
     fit_s = time.perf_counter() - started
-    sha256 = persistence.save(detector, path)
+    sha256 = artifacts.save(detector, path)
     return {"fit_s": fit_s, "n_bootstraps": detector.n_bootstraps, "window_sizes": list(detector.window_sizes),
             "sha256": sha256, "rss_before_mib": before, "peak_rss_mib": proc_status(os.getpid(), "VmHWM")}
 
@@ -382,7 +382,7 @@ def fit_worker(path: Path, ert: int, n_bootstraps: int | None) -> dict:
 def cold_start(work: Path, ert: int, n_bootstraps: int | None) -> tuple[dict, Path, str]:
     import subprocess
 
-    from drift_detector import persistence
+    from drift_detector import artifacts
 
     path = work / "cvm_online.npz"
     args = pinned(SERVICE_CPU, [sys.executable, __file__, "--worker", "fit", "--artifact", str(path),
@@ -394,7 +394,7 @@ def cold_start(work: Path, ert: int, n_bootstraps: int | None) -> tuple[dict, Pa
     loads = []
     for _ in range(5):
         started = time.perf_counter()
-        loaded = persistence.load(path, cold["sha256"])
+        loaded = artifacts.load(path, cold["sha256"])
         loads.append(time.perf_counter() - started)
     assert loaded.ert == ert and list(loaded.window_sizes) == cold["window_sizes"]
     cold.update(load_s=statistics.median(loads), artifact_kib=path.stat().st_size / 1024)
@@ -426,13 +426,13 @@ def decode_paths(n: int = 50_000, batch: int = 10_000, rounds: int = 5) -> dict:
 
 
 def ks_artifact(work: Path) -> tuple[Path, str]:
-    from drift_detector import persistence
+    from drift_detector import artifacts
     from drift_detector.detector import FeatureSpec, fit
 
     detector = fit(reference(), [FeatureSpec(f["name"], "numeric") for f in FEATURES], "ks", p_value=0.01,
                    window=WINDOW)
     path = work / "ks.npz"
-    return path, persistence.save(detector, path)
+    return path, artifacts.save(detector, path)
 
 
 def load_averages() -> str:
@@ -529,7 +529,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
           f"p50 {lag['p50']:.3f}s, p99 {lag['p99']:.3f}s, max {lag['max']:.3f}s (target p99 < 2 s)")
     print(f"cold start cvm_online ({REFERENCE_ROWS} x {N_FEATURES}, window sizes {tuple(cold['window_sizes'])}, "
           f"ert {args.ert}, {cold['n_bootstraps']:,} bootstraps): fit {cold['fit_s']:.2f}s (peak RSS "
-          f"{cold['peak_rss_mib']:.0f} MiB, {cold['rss_before_mib']:.0f} before the fit), persistence.load "
+          f"{cold['peak_rss_mib']:.0f} MiB, {cold['rss_before_mib']:.0f} before the fit), artifacts.load "
           f"{cold['load_s'] * 1000:.1f}ms (median of 5, artifact {cold['artifact_kib']:.0f} KiB), "
           f"ratio {cold['fit_s'] / cold['load_s']:,.0f}x (target >= 50x)")
     print(f"peak RSS of the service: {max(run['peak_rss_mib'] for run in runs):.0f} MiB (target < 400 MB)")

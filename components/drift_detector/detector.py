@@ -63,7 +63,7 @@ __all__ = [
 class FittedDetector:
     """A configured detector: the reference data, its configuration and, for ``cvm_online``, the
     configured thresholds. Derived lookup tables are rebuilt on construction (milliseconds), so the
-    persisted form stays small and plain (see :mod:`drift_detector.persistence`).
+    persisted form stays small and plain (see :mod:`drift_detector.artifacts`).
 
     ``score`` is pure for the offline methods. For ``cvm_online`` it advances the detector's stream
     (the last ``max(window_sizes) - 1`` records and the time step), as the online method requires;

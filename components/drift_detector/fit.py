@@ -13,8 +13,8 @@ detector config file (the ``config.yaml`` of the rendered ConfigMap, or just its
 ``--out``, its sha256 to ``<out>.sha256`` (``sha256sum`` format), and both are printed: put the hash
 in the release spec's ``detector.sha256``.
 
-Exit status: 0 on success, 1 for bad input (message on stderr naming the file, column and row),
-2 for bad usage.
+Exit status (:class:`drift_detector.ExitCode`): 0 on success, 1 for bad input (message on stderr naming the
+file, column and row), 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from drift_detector import ExitCode
+from drift_detector.artifacts import save
 from drift_detector.detector import BACKENDS, CORRECTIONS, METHODS, FeatureSpec, fit
 from drift_detector.methods.base import check_config
-from drift_detector.persistence import save
 
 __all__ = ["FitInputError", "load_fit_config", "main", "read_reference"]
 
@@ -202,15 +203,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> ExitCode:
     """Run the fit subcommand (``argv`` without the leading ``fit``; a leading ``fit`` is tolerated)."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["fit"]:
         args_in = args_in[1:]
     try:
         args = _parser().parse_args(args_in)
-    except SystemExit as exc:  # argparse already printed the usage error
-        return int(exc.code or 0)
+    except SystemExit as exc:  # argparse printed the usage error (2), or the help (0)
+        return ExitCode.CONFIG if exc.code else ExitCode.OK
     try:
         cfg = load_fit_config(args.config)
         reference = read_reference(args.reference, cfg["features"])
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(f"{args.out}.sha256").write_text(f"{digest}  {args.out.name}\n", encoding="utf-8")
     except (FitInputError, ValueError, RuntimeError, OSError) as exc:
         print(f"fit: error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     print(f"{args.out}")
     print(f"sha256 {digest}")
     print(
@@ -248,4 +249,4 @@ def main(argv: list[str] | None = None) -> int:
         f"fitted in {elapsed:.2f}s",
         file=sys.stderr,
     )
-    return 0
+    return ExitCode.OK

@@ -13,18 +13,16 @@ Nothing here touches the network; :func:`Settings.load_config` only reads the fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+from service_kit.settings import ConfigError, ServiceSettings, problems
 
 CategoryValue = str | int | float | bool
-
-
-class ConfigError(ValueError):
-    """The settings or the config file are invalid; the message says which field and why."""
 
 
 class FeatureConfig(BaseModel):
@@ -120,7 +118,7 @@ class DriftConfig(BaseModel):
             raise ConfigError(f"{source}: invalid drift config:\n{_describe(exc)}") from exc
 
 
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     """Environment of the service: every ``DRIFT_*`` variable the rendered Deployment sets, plus tuning.
 
     Credentials for S3 are not settings: boto3 reads ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
@@ -179,24 +177,19 @@ class Settings(BaseSettings):
                               f"DRIFT_ENVIRONMENT={self.environment!r}")
         return config
 
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Settings from ``environ`` (default: the process environment); errors become :class:`ConfigError`."""
-        try:
-            if environ is None:
-                return cls()
-            values = {key[len("DRIFT_"):].lower(): value for key, value in environ.items()
-                      if key.startswith("DRIFT_") and key[len("DRIFT_"):].lower() in cls.model_fields}
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid DRIFT_* environment:\n{_describe(exc, prefix='DRIFT_')}") from exc
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The ``DRIFT_*`` settings from ``environ`` (default: the process environment); errors become a
+    :class:`ConfigError` naming every bad variable."""
+    try:
+        return Settings.load(environ)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid DRIFT_* environment:\n{_describe(exc, prefix='DRIFT_')}") from exc
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "<root>"
-        if prefix:
-            where = prefix + where.upper()
-        lines.append(f"  {where}: {error['msg']}")
-    return "\n".join(lines)
+    def variable(loc: tuple) -> str:
+        where = ".".join(str(part) for part in loc) or "<root>"
+        return prefix + where.upper() if prefix else where
+
+    return "\n".join(f"  {line}" for line in problems(exc, variable))
