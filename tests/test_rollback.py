@@ -163,3 +163,22 @@ def test_refuses_outside_git(tmp_path: Path) -> None:
 def test_refuses_a_model_the_environment_does_not_run(tmp_path: Path) -> None:
     root = build_repo(tmp_path / "repo", {"dev": spec_text("dev", 3)})
     assert "environments/prod/models/churn.yaml does not exist" in refused(root, "--env", "prod")
+
+
+def test_dry_run_drops_the_default_git_and_refuses_an_explicit_one(tmp_path: Path) -> None:
+    """--git/--dry-run/--remote are one shared set of options: a dry run never commits, and asking for both
+    is a usage error, as for promote."""
+    root = build_repo(tmp_path / "repo")
+    deploy(root, "prod", spec_text("prod", 2), "prod runs version 2")
+    before, head = tree(root), git(root, "rev-parse", "HEAD").strip()
+
+    dry = mlops(root, "rollback", "churn", "--env", "prod", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"would roll back churn in prod from release {release_id_of(2)}" in dry.output
+    assert "would write environments/prod/models/churn.yaml" in dry.output
+
+    both = mlops(root, "rollback", "churn", "--env", "prod", "--dry-run", "--git")
+    assert both.exit_code == 2
+    assert "--dry-run writes nothing, so it cannot commit" in both.output
+    assert tree(root) == before and git(root, "rev-parse", "HEAD").strip() == head
+    assert "rollback/" not in git(root, "branch", "--list")
