@@ -600,13 +600,15 @@ def test_the_shipper_flushes_at_once_when_stopped_mid_interval(tmp_path: Path) -
 
 def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(
         rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    from model_server import ExitCode
+
     container = rendered["containers"]["main"]
     missing = f"s3://{mlflow_server.bucket}/no/such/model"
     env, http_port, _ = server_environment(container, "main", mlflow_server, "127.0.0.1:1", tmp_path,
                                            MODEL_SERVER_MODEL_URI=missing)
     result = subprocess.run(microservice_command(), env=env, cwd=tmp_path, capture_output=True, text=True,
                             timeout=180)
-    assert result.returncode != 0
+    assert result.returncode == ExitCode.ARTIFACT == 3, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert f"could not load model {MODEL} version {rendered_value(container, "MODEL_SERVER_MODEL_VERSION")} from {missing}" in output
     assert "the server will not start" in output
@@ -614,12 +616,14 @@ def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(
 
 def test_missing_configuration_is_refused_before_anything_listens(rendered: dict[str, Any], tmp_path: Path,
                                                                    mlflow_server: MlflowServer) -> None:
+    from model_server import ExitCode
+
     env, _, _ = server_environment(rendered["containers"]["main"], "main", mlflow_server, "127.0.0.1:1", tmp_path)
     del env["PREDICTOR_ID"]
     env["MODEL_SERVER_FEATURES"] = "[{\"name\": \"amount\", \"type\": \"text\"}]"
     result = subprocess.run(microservice_command(), env=env, cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == ExitCode.CONFIG == 2, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert "invalid model server configuration" in output
     assert "PREDICTOR_ID" in output

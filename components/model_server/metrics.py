@@ -20,13 +20,12 @@ series carries ``model``, ``version`` and ``predictor``.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-from prometheus_client.exposition import make_wsgi_app
+from service_kit.http import HealthServer, negotiated_metrics
 
 LABELS = ("model", "version", "predictor")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -112,18 +111,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        pass
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 def serve_metrics(directory: str, port: int, host: str = "0.0.0.0") -> None:
     """Serve the workers' summed series at ``http://host:port/metrics``; blocks forever."""
     registry = CollectorRegistry()
     _LiveWorkersCollector(registry, path=directory)
-    httpd = make_server(host, port, make_wsgi_app(registry), _Server, handler_class=_QuietHandler)
-    httpd.serve_forever()
+    # This process only adds up the workers' files: it is ready as soon as it listens.
+    server = HealthServer(host, port, lambda: (True, "ready"), negotiated_metrics(registry))
+    asyncio.run(server.serve_forever())

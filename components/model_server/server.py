@@ -3,11 +3,13 @@
 Life cycle under Seldon's gunicorn server:
 
 1. the main process builds :class:`ModelServer` (settings are read and checked here, so a bad
-   configuration stops the container before anything listens) and empties the metrics directory;
+   configuration stops the container with ``ExitCode.CONFIG`` before anything listens) and empties the
+   metrics directory;
 2. Seldon starts :meth:`ModelServer.custom_service` in its own process: our ``/metrics`` endpoint;
 3. each gunicorn worker calls :meth:`ModelServer.load` after the fork: it loads the MLflow model and
    starts the worker's own Kafka shipper. A model that cannot be loaded stops the worker with a clear
-   message, and gunicorn stops the server: a half-loaded model is never served. Until a worker has
+   message and ``ExitCode.ARTIFACT``, and gunicorn stops the server with it (3 is also gunicorn's "worker
+   failed to boot"): a half-loaded model is never served. Until a worker has
    loaded, nothing answers ``/health/status`` (the readiness probe) or ``/health/ping``.
 """
 
@@ -22,24 +24,27 @@ from typing import Any
 
 import numpy as np
 
+from model_server import ExitCode
 from model_server.buffer import InferenceBuffer, LoggedRequest
 from model_server.metrics import ServerMetrics, reset_multiprocess_dir, serve_metrics
 from model_server.payload import FeatureContract, PayloadError
-from model_server.settings import Settings, load_settings
+from model_server.settings import ConfigError, Settings, load_settings
 from model_server.shipper import InferenceLogShipper
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(RuntimeError):
-    """The pinned model artifact could not be loaded."""
 
 
 class ModelServer:
     """Serves one MLflow model version as one Seldon predictor and logs every prediction."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or load_settings()
+        if settings is None:
+            try:
+                settings = load_settings()
+            except ConfigError as exc:
+                log.error("%s", exc)
+                raise SystemExit(ExitCode.CONFIG) from None
+        self.settings = settings
         self.model: Any = None
         self.contract = FeatureContract(self.settings.features)
         self.series: ServerMetrics | None = None
@@ -66,7 +71,7 @@ class ModelServer:
                        f"{s.model_uri}: {type(exc).__name__}: {exc}. Check MODEL_SERVER_MODEL_URI, the S3 "
                        "endpoint and credentials (MLFLOW_S3_ENDPOINT_URL, AWS_*); the server will not start")
             log.error(message)
-            raise ModelLoadError(message) from None
+            raise SystemExit(ExitCode.ARTIFACT) from None
         self.contract = FeatureContract(s.features, _signature_types(model))
         self.series = ServerMetrics(s.model_name, s.model_version, s.predictor, s.max_class_labels)
         if s.logging_enabled:

@@ -7,24 +7,29 @@ Prefix ``MODEL_SERVER_`` (:class:`Settings`), plus two variables other parts own
 * ``PROMETHEUS_MULTIPROC_DIR``: prometheus-client's multiprocess directory. It must be set before the
   process starts (prometheus-client reads it at import), so it is checked here, not set.
 
-Reading settings touches nothing on the network.
+Reading settings touches nothing on the network; nothing else in the server reads the environment.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import NoDecode, SettingsConfigDict
+from service_kit.settings import ConfigError, ServiceSettings, problems
 
 CategoryValue = str | int | bool
-
-
-class ConfigError(ValueError):
-    """The environment does not configure a runnable server; the message names the variable and the fix."""
 
 
 class FeatureSpec(BaseModel):
@@ -49,7 +54,7 @@ class FeatureSpec(BaseModel):
         return f"{self.name} ({self.type})"
 
 
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     """Every knob of the model server. Identity and endpoints come from the rendered manifest; the
     tuning knobs have defaults that suit one to four gunicorn workers."""
 
@@ -61,7 +66,9 @@ class Settings(BaseSettings):
     release_id: str = Field(default="", description="Content hash of the release block (logged in tags).")
     model_uri: str = Field(min_length=1, description="Artifact URI pinned in the release (s3://..., models:/...).")
     environment: str = Field(default="", description="dev, staging or prod.")
-    features: list[FeatureSpec] = Field(min_length=1, description="JSON list of {name, type, categories}.")
+    # NoDecode: the JSON is parsed below, so that a bad value names the variable like every other error.
+    features: Annotated[list[FeatureSpec], NoDecode] = Field(
+        min_length=1, description="JSON list of {name, type, categories}.")
     predictor: str = Field(min_length=1, validation_alias=AliasChoices("MODEL_SERVER_PREDICTOR", "PREDICTOR_ID"),
                            description="Predictor name; Seldon sets PREDICTOR_ID.")
 
@@ -79,6 +86,17 @@ class Settings(BaseSettings):
     prometheus_multiproc_dir: str = Field(
         default="", validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR"),
         description="prometheus-client's multiprocess directory (required).")
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features_from_json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise PydanticCustomError("json_invalid", "not JSON ({error}); it is a JSON list of {shape} objects",
+                                      {"error": str(exc), "shape": "{name, type, categories}"}) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -100,25 +118,12 @@ class Settings(BaseSettings):
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read :class:`Settings` from ``environ`` (default ``os.environ``); any problem is a :class:`ConfigError`
-    listing every bad variable with the fix."""
-    source = os.environ if environ is None else environ
-    values: dict[str, object] = {key[len(PREFIX):].lower(): value for key, value in source.items()
-                                 if key.startswith(PREFIX) and key != f"{PREFIX}PREDICTOR"}
-    for alias in ("MODEL_SERVER_PREDICTOR", "PREDICTOR_ID", "PROMETHEUS_MULTIPROC_DIR"):
-        if alias in source:
-            values.setdefault(alias, source[alias])
-    if isinstance(values.get("features"), str):
-        try:
-            values["features"] = json.loads(values["features"])
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"invalid model server configuration:\n  {PREFIX}FEATURES: not JSON ({exc}); "
-                              "it is a JSON list of {name, type, categories} objects") from None
+    """Read :class:`Settings` from ``environ`` (default: the process environment); any problem is a
+    :class:`ConfigError` listing every bad variable with the fix."""
     try:
-        return Settings(**values)
+        return Settings.load(environ)
     except ValidationError as exc:
-        problems = [f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors()]
-        raise ConfigError("invalid model server configuration:\n  " + "\n  ".join(problems)) from None
+        raise ConfigError("invalid model server configuration:\n  " + "\n  ".join(problems(exc, _variable))) from None
 
 
 PREFIX = "MODEL_SERVER_"
