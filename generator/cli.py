@@ -22,7 +22,7 @@ from generator.commands.rollback import RollbackRequest, rollback
 from generator.commands.status import collect, to_json, to_table
 from generator.commands.validate import DEFAULT_KUBERNETES_VERSION, validate_environments
 from generator.external.githost import host_from_env
-from generator.spec.errors import MlopsError, StaleOutputError
+from generator.spec.errors import CheckFailedError, MlopsError, RepositoryError
 from generator.spec.layout import RepoLayout
 from generator.write.plan import apply, unified_diff
 
@@ -62,7 +62,7 @@ def _layout(repo_root: Path | None) -> RepoLayout:
 def _environments(layout: RepoLayout, envs: tuple[str, ...]) -> list[str]:
     known = layout.existing_environments()
     if not known:
-        raise MlopsError(f"no environments/<env>/environment.yaml under {layout.root}; run from the repository "
+        raise RepositoryError(f"no environments/<env>/environment.yaml under {layout.root}; run from the repository "
                          "or pass --repo-root")
     if unknown := [e for e in envs if e not in known]:
         raise click.BadParameter(f"{', '.join(unknown)} (known: {', '.join(known)})", param_hint="--env")
@@ -196,7 +196,7 @@ def render_command(envs: tuple[str, ...], check: bool, verbose: bool, jobs: int 
     if check:
         if not change.empty:
             click.echo(unified_diff(layout, change), nl=False)
-            raise StaleOutputError(
+            raise CheckFailedError(
                 f"rendered output is stale: {len(change.writes)} file(s) differ, {len(change.deletes)} should be "
                 "removed; run `mlops render` and commit the result")
         click.echo(f"up to date: {len(result.files)} files in {selected}")

@@ -187,14 +187,17 @@ def test_bad_sha256(tmp_path):
 
 
 def test_generate_model_with_bad_input_writes_nothing(tmp_path):
-    root = make_repo(tmp_path, models={"prod": {"churn": model_spec()}})
+    # dev requires digests here, so a tag breaks a spec rule (releases enter at dev; staging and prod refuse
+    # release options before any rule runs)
+    envs = {"dev": environment("dev", images={"registry": "ghcr.io/acme", "require_digest": True})}
+    root = make_repo(tmp_path, envs=envs, models={"dev": {"churn": model_spec()}})
     assert run(root, "render").exit_code == 0
     before = snapshot(root)
-    result = run(root, "generate-model", "churn", "--env", "prod", "--server-image", "ghcr.io/acme/model-server:2.0")
+    result = run(root, "generate-model", "churn", "--env", "dev", "--server-image", "ghcr.io/acme/model-server:2.0")
     assert result.exit_code == 3
     assert "mutable tag" in result.output
     assert snapshot(root) == before
-    assert digest("img") in (root / SPEC.format(env="prod")).read_text()
+    assert digest("img") in (root / SPEC.format(env="dev")).read_text()
 
 
 def test_problem_in_an_inherited_default_says_so(tmp_path):

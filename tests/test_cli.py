@@ -136,15 +136,40 @@ def test_generate_model_changes_one_line_and_keeps_comments(tmp_path):
 
 def test_generate_model_version_bump_is_a_one_line_diff(tmp_path):
     root = copy_example_repo(tmp_path)
-    spec = root / "environments/staging/models/fraud-detector.yaml"
+    spec = root / "environments/dev/models/fraud-detector.yaml"
     before = spec.read_text()
-    result = run(root, "generate-model", "fraud-detector", "--env", "staging", "--registry-version", "9",
+    result = run(root, "generate-model", "fraud-detector", "--env", "dev", "--registry-version", "9",
                  "--artifact-uri", "s3://mlflow-artifacts/1/0a1b2c3d4e5f46a7b8c9d0e1f2a3b4c5/artifacts/model")
     assert result.exit_code == 0, result.output
     diff = [line for line in difflib.unified_diff(before.splitlines(), spec.read_text().splitlines(), lineterm="", n=0)
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert diff == ["-  registry: {name: fraud-detector, version: 7}", "+  registry: {name: fraud-detector, version: 9}"]
-    assert "retraining is proposed from dev only" in spec.read_text()
+    assert "# Edited by people and by `mlops generate-model`" in spec.read_text()
+
+
+@pytest.mark.parametrize("env, before", [("staging", "dev"), ("prod", "staging")])
+def test_generate_model_refuses_a_release_outside_dev_and_names_promote(tmp_path, env, before):
+    """Releases reach staging and prod only by promotion; nothing is written."""
+    root = copy_example_repo(tmp_path)
+    snapshot = {p: p.read_bytes() for p in (root / "environments").rglob("*") if p.is_file()}
+    result = run(root, "generate-model", "fraud-detector", "--env", env, "--registry-version", "5",
+                 "--artifact-uri", "s3://a/b", "--server-image", "ghcr.io/acme/model-server:9")
+    assert result.exit_code == 2
+    assert "--registry-version, --artifact-uri, --server-image would change the release" in result.output
+    assert f"mlops promote fraud-detector --from {before} --to {env}" in result.output
+    assert f"mlops rollback fraud-detector --env {env}" in result.output
+    created = run(root, "generate-model", "churn", "--env", env, "--owner", "team-growth")
+    assert created.exit_code == 2
+    assert f"churn does not run in {env} yet" in created.output and "--env dev" in created.output
+    assert {p: p.read_bytes() for p in (root / "environments").rglob("*") if p.is_file()} == snapshot
+
+
+def test_generate_model_outside_dev_still_changes_environment_local_settings(tmp_path):
+    root = copy_example_repo(tmp_path)
+    spec = root / "environments/prod/models/fraud-detector.yaml"
+    result = run(root, "generate-model", "fraud-detector", "--env", "prod", "--owner", "team-fraud")
+    assert result.exit_code == 0, result.output
+    assert "owner: team-fraud" in spec.read_text()
 
 
 def test_generate_model_creates_a_spec_and_renders_it(tmp_path):

@@ -75,3 +75,18 @@ def test_every_spec_field_is_documented():
                                             and _documented(path.removeprefix("release."), rows))):
             missing.append(path)
     assert missing == []
+
+
+def test_every_exit_code_is_one_documented_row():
+    """Scripts rely on the numbers: the README's table lists each ExitCode with its number and name."""
+    import re
+
+    from generator.spec.errors import ExitCode, MlopsError
+
+    rows = {int(code): name for code, name in re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", README, re.M)}
+    assert rows == {code.value: code.name for code in ExitCode}
+
+    def leaves(cls):
+        return [cls, *(leaf for sub in cls.__subclasses__() for leaf in leaves(sub))]
+
+    assert all(isinstance(error.exit_code, ExitCode) for error in leaves(MlopsError))

@@ -37,7 +37,7 @@ from generator.check.policies import (
 )
 from generator.render.renderer import RenderedFile
 from generator.spec import yamlio
-from generator.spec.errors import MlopsError, Problem, ValidationError
+from generator.spec.errors import Problem, RepositoryError, ValidationError
 from generator.spec.layout import RepoLayout
 
 CRD_SCHEMAS = {
@@ -237,7 +237,7 @@ def _compile(file: Path) -> jsonschema.Draft202012Validator:
     try:
         schema = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise MlopsError(
+        raise RepositoryError(
             f"{file}: cannot load vendored schema ({exc}); restore it from "
             "git (upstream and commit are in schemas/SOURCES.md)"
         ) from exc
@@ -283,7 +283,7 @@ def _kubernetes_schema_dir(version: str) -> tuple[Any, str]:
     shipped = [Version(v) for v in all_versions()]
     usable = [v for v in shipped if (v.major, v.minor) <= wanted_mm]
     if not usable or wanted_mm > (shipped[-1].major, shipped[-1].minor):
-        raise MlopsError(
+        raise RepositoryError(
             f"kubernetes-validate ships schemas for {shipped[0]}..{shipped[-1]}, "
             f"not {version}; pick a supported kubernetes version"
         )

@@ -1,5 +1,9 @@
 """``mlops generate-model``: create or update one release spec, then render that model.
 
+Releases enter at the first environment of the promotion order (dev); in the others ``generate-model``
+changes only environment-local settings (traffic, finishing or dropping a rollout that came by
+promotion, the owner) and refuses release options with the command to use instead.
+
 Specs are edited with ruamel.yaml in round-trip mode, so comments, key order and flow style survive
 and changing one value is a one-line diff. The new spec is validated and rendered in memory; the spec
 and its rendered files are written together only when everything passed.
@@ -81,6 +85,7 @@ def prepare_generate(layout: RepoLayout, request: GenerateRequest) -> GenerateRe
     env = load_environment_file(layout, request.env)
     spec_path = layout.model_spec(request.env, request.model)
     existing = spec_path.read_text(encoding="utf-8") if spec_path.is_file() else None
+    refuse_release_outside_entry(layout, request, existing is not None)
     options = _resolve_artifact(request, env.mlflow.tracking_uri, existing)
     text = update_spec(existing, request, options) if existing is not None else new_spec(request, options)
     return GenerateResult(existing is None, prepare_model_change(layout, env, request.model, text))
@@ -96,6 +101,35 @@ def generate_model(layout: RepoLayout, request: GenerateRequest, dry_run: bool =
     if not dry_run:
         apply(layout, result.change.plan)
     return result
+
+
+RELEASE_FLAGS = {"registered_name": "--registered-name", "registry_version": "--registry-version",
+                 "artifact_uri": "--artifact-uri", "server_image": "--server-image", "drift_image": "--drift-image",
+                 "detector_uri": "--detector-uri", "detector_sha256": "--detector-sha256"}
+
+
+def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, exists: bool) -> None:
+    """Releases enter at the first environment of the promotion order (dev) and reach the others only
+    through ``promote`` (and ``rollback``); there ``generate-model`` changes environment-local settings only.
+
+    Raises:
+        UsageError: a new spec, or release options, outside the first environment; the message names the
+            command to use instead.
+    """
+    order = layout.existing_environments()
+    if not order or request.env == order[0] or request.env not in order:
+        return
+    entry, before = order[0], order[order.index(request.env) - 1]
+    promote = f"mlops promote {request.model} --from {before} --to {request.env}"
+    if not exists:
+        raise UsageError(f"{request.model} does not run in {request.env} yet, and releases reach {request.env} only "
+                         f"by promotion: create it in {entry} (mlops generate-model {request.model} --env {entry} "
+                         f"...), then {promote}")
+    if given := [flag for key, flag in RELEASE_FLAGS.items() if getattr(request.release, key) is not None]:
+        raise UsageError(f"{', '.join(given)} would change the release {request.env} runs, and releases reach "
+                         f"{request.env} only by promotion: release it in {entry} (mlops generate-model "
+                         f"{request.model} --env {entry} {given[0]} ...), then {promote}; to return to an earlier "
+                         f"release, mlops rollback {request.model} --env {request.env}")
 
 
 def _resolve_artifact(request: GenerateRequest, env_mlflow: str, existing: str | None) -> ReleaseOptions:

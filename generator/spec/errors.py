@@ -3,19 +3,52 @@
 Every expected failure is an :class:`MlopsError` whose message is meant for a person: it names the
 file, the line when known, the field and the fix. Tracebacks are for bugs only.
 
-Exit codes: 1 stale output (``render --check``), 2 usage, 3 spec, 4 render, 5 validation, 6 registry,
-7 git, 8 Git host (pull requests).
+Every exit code of ``mlops`` is one row of :class:`ExitCode` (documented in the README's Commands section,
+and checked against it by ``tests/test_docs.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum, unique
+
+
+@unique
+class ExitCode(IntEnum):
+    """What ``mlops`` exits with; scripts may rely on these numbers."""
+
+    OK = 0
+    CHECK_FAILED = 1
+    """A check found the tree out of date: ``render --check`` (stale output), ``status --check``."""
+    USAGE = 2
+    """Options that cannot work together, or an operation refused before anything was written."""
+    SPEC = 3
+    """An environment or release spec is invalid."""
+    RENDER = 4
+    """A template failed to render."""
+    VALIDATION = 5
+    """Rendered manifests break a schema, an admission rule or a policy."""
+    REGISTRY = 6
+    """The model registry (MLflow) could not resolve a model version."""
+    GIT = 7
+    """A git command failed, or the working tree is not in a state the operation can use."""
+    GIT_HOST = 8
+    """The Git host refused or could not be reached for a pull request."""
+    REPOSITORY = 9
+    """Not a mlops-gitops repository, or one missing what every command needs (environments, schemas)."""
 
 
 class MlopsError(Exception):
     """Root of every error the CLI reports without a traceback."""
 
-    exit_code = 1
+    exit_code = ExitCode.REPOSITORY
+
+
+class RepositoryError(MlopsError):
+    """Not a mlops-gitops repository (no ``environments/<env>/environment.yaml``), or one missing what the
+    commands need (a vendored schema, the Kubernetes schemas of the requested version)."""
+
+    exit_code = ExitCode.REPOSITORY
 
 
 @dataclass(frozen=True)
@@ -48,7 +81,7 @@ class ProblemsError(MlopsError):
 class SpecError(ProblemsError):
     """An environment or release spec is missing, malformed or breaks a rule."""
 
-    exit_code = 3
+    exit_code = ExitCode.SPEC
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(problems, "invalid spec")
@@ -57,7 +90,7 @@ class SpecError(ProblemsError):
 class RenderError(ProblemsError):
     """A template failed to render (for example it uses a variable the spec does not provide)."""
 
-    exit_code = 4
+    exit_code = ExitCode.RENDER
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(problems, "rendering failed")
@@ -66,37 +99,38 @@ class RenderError(ProblemsError):
 class ValidationError(ProblemsError):
     """Rendered manifests break a schema, an admission rule or a platform policy."""
 
-    exit_code = 5
+    exit_code = ExitCode.VALIDATION
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(problems, "validation failed")
 
 
-class StaleOutputError(MlopsError):
-    """`render --check` found committed output that differs from a fresh render."""
+class CheckFailedError(MlopsError):
+    """A ``--check`` found the tree out of date: ``render --check`` (committed output differs from a fresh
+    render) or ``status --check`` (a stale spec, or an environment too far behind dev)."""
 
-    exit_code = 1
+    exit_code = ExitCode.CHECK_FAILED
 
 
 class RegistryError(MlopsError):
     """The model registry (MLflow) could not resolve a model version."""
 
-    exit_code = 6
+    exit_code = ExitCode.REGISTRY
 
 
 class UsageError(MlopsError):
     """Options that cannot work together, or an operation the current spec does not allow."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class GitError(MlopsError):
     """A ``git`` command failed, or the working tree is not in a state the operation can use."""
 
-    exit_code = 7
+    exit_code = ExitCode.GIT
 
 
 class GitHostError(MlopsError):
     """The Git host (GitHub) refused or could not be reached for a pull request."""
 
-    exit_code = 8
+    exit_code = ExitCode.GIT_HOST
