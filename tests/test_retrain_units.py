@@ -218,7 +218,7 @@ def test_what_the_image_installs_and_copies_runs_the_flow_the_deploy_step_and_th
     lines lay it out: every entry point imports from there, with the image's ENV and nothing else, and
     its CMD, the trigger, starts and answers its health check."""
     image = build_image("retrain", tmp_path / "image")
-    code = ("import generator.cli, retrain, retrain.flow, retrain.deploy, retrain.trigger.app, retrain.models.fraud_detector, "
+    code = ("import generator.cli, retrain, retrain.flow, retrain.deploy, retrain_trigger.app, retrain.models.fraud_detector, "
             "drift_detector.fit, prefect, mlflow; print(retrain.__file__); print(generator.cli.__file__); "
             "print(prefect.__file__); print(mlflow.__file__)")
     done = subprocess.run([image.python, "-c", code], cwd=image.workdir, capture_output=True, text=True, timeout=300,
@@ -233,7 +233,7 @@ def test_what_the_image_installs_and_copies_runs_the_flow_the_deploy_step_and_th
                            text=True, timeout=120, env=image.env, cwd=image.workdir)
     assert mlops.returncode == 0 and "--registry-version" in mlops.stdout, mlops.stderr
     # The CMD: the trigger, from the image alone, answers its health check.
-    assert image.command()[1:] == ["-m", "retrain.trigger"]
+    assert image.command()[1:] == ["-m", "retrain_trigger"]
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"environment": "dev", "default": {"on_drift": True, "max_runs_per_day": 2},
                                   "models": {}}))
@@ -244,3 +244,25 @@ def test_what_the_image_installs_and_copies_runs_the_flow_the_deploy_step_and_th
     with run_service("retrain-image-trigger", image.command(), url=f"http://127.0.0.1:{port}/healthz", env=env,
                      cwd=image.workdir, timeout=120, log_dir=tmp_path) as service:
         assert str(image.venv) in Path(f"/proc/{service.pid}/maps").read_text()
+
+
+def test_settings_read_the_retrain_variables_and_the_other_tools_ones() -> None:
+    from retrain.settings import load_settings
+
+    settings = load_settings({"RETRAIN_GIT_URL": "https://git.example/gitops.git", "RETRAIN_SEED": "3",
+                              "MLFLOW_TRACKING_URI": "http://mlflow:5000", "AWS_ENDPOINT_URL_S3": "",
+                              "MLFLOW_S3_ENDPOINT_URL": "http://s3:8333", "PREFECT_API_URL": "http://prefect/api"})
+    assert (settings.git_url, settings.seed, settings.environment) == ("https://git.example/gitops.git", 3, "dev")
+    assert settings.mlflow_tracking_uri == "http://mlflow:5000" and settings.prefect_api_url == "http://prefect/api"
+    assert settings.s3_endpoint_url == "http://s3:8333"  # an empty AWS_ENDPOINT_URL_S3 falls through
+    assert load_settings({}).s3_endpoint_url is None
+
+
+def test_the_deploy_step_exits_with_the_config_code_on_bad_arguments(capsys) -> None:
+    from retrain import deploy
+    from retrain.settings import ExitCode
+
+    with pytest.raises(SystemExit) as stopped:
+        deploy.main([])
+    assert stopped.value.code == ExitCode.CONFIG == 2
+    assert "--repo-url" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The retrain trigger as a real process (``python -m retrain.trigger``) against a real Prefect server.
+"""The retrain trigger as a real process (``python -m retrain_trigger``) against a real Prefect server.
 
 Every test talks to the trigger the way Grafana and Alertmanager do (webhook JSON over HTTP, bearer
 token or HMAC signature) and checks the result where it matters: the flow runs on the Prefect server
@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,7 +115,7 @@ def running_trigger(api_url: str, work: Path, **extra: str) -> Iterator[Trigger]
     policy_file = work / "policy.json"
     policy_file.write_text(json.dumps(POLICY))
     port = free_port()
-    with run_service(f"retrain-trigger-{port}", [sys.executable, "-m", "retrain.trigger"],
+    with run_service(f"retrain-trigger-{port}", [sys.executable, "-m", "retrain_trigger"],
                      url=f"http://127.0.0.1:{port}/healthz", env=trigger_env(api_url, policy_file, port, **extra),
                      timeout=60, log_dir=work) as process:
         yield Trigger(f"http://127.0.0.1:{port}", process)
@@ -240,7 +241,7 @@ def test_a_bad_or_missing_token_gets_401_and_starts_nothing(trigger, prefect, he
 
 
 def test_hmac_signed_notifications_are_checked(trigger, prefect):
-    from retrain.trigger.auth import Authenticator
+    from retrain_trigger.auth import Authenticator
 
     signer = Authenticator(TOKEN.encode())
     model = unique_model()
@@ -389,12 +390,41 @@ def test_sigterm_shuts_down_cleanly_with_exit_status_0(prefect_server, tmp_path)
     ({"RETRAIN_TRIGGER_POLICY_FILE": "/nonexistent/policy.json"}, "/nonexistent/policy.json: cannot read"),
 ])
 def test_invalid_configuration_refuses_to_start_with_exit_status_2(tmp_path, change, message):
+    from retrain_trigger import ExitCode
+
     policy_file = tmp_path / "policy.json"
     policy_file.write_text(json.dumps(POLICY))
     env = trigger_env("http://127.0.0.1:1/api", policy_file, free_port(), **change)
-    result = subprocess.run([sys.executable, "-m", "retrain.trigger"], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "retrain_trigger"], env=env, capture_output=True, text=True,
                             timeout=60)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == ExitCode.CONFIG == 2, result.stderr
     assert message in result.stderr
     if token := change.get("RETRAIN_TRIGGER_TOKEN"):
         assert f"'{token}'" not in result.stderr and f" {token}\n" not in result.stderr  # never echoed
+
+
+def test_a_port_already_taken_exits_with_status_1(tmp_path):
+    from retrain_trigger import ExitCode
+
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(POLICY))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = trigger_env("http://127.0.0.1:1/api", policy_file, taken.getsockname()[1])
+        result = subprocess.run([sys.executable, "-m", "retrain_trigger"], env=env, capture_output=True,
+                                text=True, timeout=60)
+    assert result.returncode == ExitCode.FAILURE == 1, result.stderr
+
+
+def test_the_command_the_rendered_deployment_runs_starts_the_trigger(tmp_path):
+    """apps/retrain-trigger's Deployment runs ``python -m retrain.trigger``: that name still runs it."""
+    deployment = (ROOT / "apps/retrain-trigger/manifests/deployment.yaml.j2").read_text()
+    assert 'command: ["python", "-m", "retrain.trigger"]' in deployment
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(POLICY))
+    env = trigger_env("http://127.0.0.1:1/api", policy_file, free_port(), RETRAIN_TRIGGER_TOKEN="short")
+    result = subprocess.run([sys.executable, "-m", "retrain.trigger"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "RETRAIN_TRIGGER_TOKEN" in result.stderr

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from click.testing import CliRunner
-from retrain.trigger.app import create_app
-from retrain.trigger.policy import Policy
-from retrain.trigger.settings import SECRETS_DIR, TOKEN_FILE_NAME, Settings
+from retrain_trigger.app import create_app
+from retrain_trigger.policy import Policy
+from retrain_trigger.settings import SECRETS_DIR, TOKEN_FILE_NAME, Settings, load_settings
 
 from generator.cli import cli
 from generator.render import trigger as trigger_context
@@ -53,7 +53,7 @@ def test_the_rendered_deployment_env_loads_into_the_trigger_settings(env, tmp_pa
     assert token_volume["items"] == [{"key": "token", "path": TOKEN_FILE_NAME}]
     (tmp_path / TOKEN_FILE_NAME).write_text(TOKEN + "\n")
 
-    settings = Settings.from_env(secrets_dir=tmp_path)
+    settings = load_settings(secrets_dir=tmp_path)
     assert settings.token.get_secret_value() == TOKEN
     assert settings.http_port == next(p["containerPort"] for p in main["ports"] if p["name"] == "http")
     assert settings.deployment_for("fraud-detector") == "retrain/fraud-detector"

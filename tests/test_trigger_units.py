@@ -6,10 +6,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from retrain.trigger import payloads, service
-from retrain.trigger.auth import Authenticator
-from retrain.trigger.policy import Policy
-from retrain.trigger.settings import TOKEN_FILE_NAME, ConfigError, Settings
+from retrain_trigger import payloads, service
+from retrain_trigger.auth import Authenticator
+from retrain_trigger.policy import Policy
+from retrain_trigger.settings import TOKEN_FILE_NAME, ConfigError, Settings, load_settings
 
 SECRET = b"unit-test-secret-0123456789"
 BODY = b'{"status": "firing", "alerts": []}'
@@ -108,12 +108,12 @@ def test_settings_read_the_token_from_the_secrets_directory(tmp_path, monkeypatc
     monkeypatch.setenv("RETRAIN_TRIGGER_PREFECT_API_URL", "http://prefect:4200/api")
     monkeypatch.delenv("RETRAIN_TRIGGER_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="RETRAIN_TRIGGER_TOKEN: Field required"):
-        Settings.from_env(secrets_dir=tmp_path)
+        load_settings(secrets_dir=tmp_path)
     (tmp_path / TOKEN_FILE_NAME).write_text("  s3cr3t-0123456789abcdef\n")
-    assert Settings.from_env(secrets_dir=tmp_path).secret == b"s3cr3t-0123456789abcdef"
+    assert load_settings(secrets_dir=tmp_path).secret == b"s3cr3t-0123456789abcdef"
     (tmp_path / TOKEN_FILE_NAME).write_text("short\n")
     with pytest.raises(ConfigError) as error:
-        Settings.from_env(secrets_dir=tmp_path)
+        load_settings(secrets_dir=tmp_path)
     assert "at least 16 characters" in str(error.value) and "short" not in str(error.value)
 
 

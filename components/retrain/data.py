@@ -11,13 +11,15 @@ Supported URIs: ``s3://bucket/key`` (boto3; endpoint from ``AWS_ENDPOINT_URL_S3`
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from drift_detector.artifacts import sha256_file  # the image ships the drift detector's package
+
+from retrain.settings import load_settings
 
 SIDECAR_SUFFIX = ".sha256"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -40,17 +42,7 @@ def s3_client():
     """A boto3 S3 client for the configured endpoint (MinIO, SeaweedFS or AWS)."""
     import boto3
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
-    return boto3.client("s3", endpoint_url=endpoint)
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 hex of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return boto3.client("s3", endpoint_url=load_settings().s3_endpoint_url)
 
 
 def fetch_dataset(uri: str, directory: Path, sha256: str | None = None) -> DatasetVersion:

@@ -15,7 +15,8 @@ the pipeline's version follows the repository::
 
 Settings from the environment: ``PREFECT_API_URL`` (the server), ``MLOPS_GIT_TOKEN`` (optional, for a
 private https repository) and whatever the ``{{ $VARIABLE }}`` placeholders of ``prefect.yaml`` read.
-Exit status 0 when every deployment was applied, 1 otherwise (the reason on stderr).
+Exit status (:class:`retrain.settings.ExitCode`): 0 when every deployment was applied, 1 otherwise (the
+reason on stderr), 2 for invalid arguments.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,6 +34,7 @@ import yaml
 from generator.external import gitrepo
 from generator.spec.errors import GitError
 from retrain.propose import auth_header, git_token
+from retrain.settings import ExitCode, child_environment, load_settings
 
 DEFAULT_PREFECT_FILE = "components/retrain/prefect.yaml"
 CODE_DIR = Path(__file__).resolve().parent.parent
@@ -102,7 +103,7 @@ def deploy(prefect_file: Path, git_sha: str, code_dir: Path = CODE_DIR) -> str:
         DeployError: Prefect exited non-zero (its output is in the message).
     """
     command = [sys.executable, "-m", "prefect", "deploy", "--all", "--no-prompt", "--prefect-file", str(prefect_file)]
-    environment = {**os.environ, "MLOPS_GIT_SHA": git_sha, "PREFECT_CLI_COLORS": "false"}
+    environment = child_environment(MLOPS_GIT_SHA=git_sha, PREFECT_CLI_COLORS="false")
     done = subprocess.run(command, cwd=code_dir, env=environment, capture_output=True, text=True,
                           timeout=DEPLOY_TIMEOUT_SECONDS, check=False)
     output = f"{done.stdout}{done.stderr}".strip()
@@ -111,7 +112,12 @@ def deploy(prefect_file: Path, git_sha: str, code_dir: Path = CODE_DIR) -> str:
     return output
 
 
-def main(argv: list[str] | None = None) -> int:
+def _prefect_api_url() -> str:
+    url = load_settings().prefect_api_url
+    return "the Prefect server" if url is None else url
+
+
+def main(argv: list[str] | None = None) -> ExitCode:
     """Fetch, check, deploy; print what was deployed at which commit."""
     parser = argparse.ArgumentParser(prog="python -m retrain.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo-url", required=True, help="clone URL of the GitOps repository")
@@ -137,15 +143,15 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
             if missing := missing_work_pools(work_pools(prefect_file)):
                 raise DeployError(f"work pool(s) {', '.join(missing)} do not exist yet on "
-                                  f"{os.environ.get('PREFECT_API_URL', 'the Prefect server')}; the Prefect worker "
+                                  f"{_prefect_api_url()}; the Prefect worker "
                                   "creates its pool when it starts, and this Job retries")
             output = deploy(prefect_file, sha, args.code_dir)
     except DeployError as exc:
         print(f"retrain.deploy: error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     print(output)
     print(f"deployed {args.prefect_file} at {sha} ({args.revision} of {args.repo_url})")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ The flow never talks to Kubernetes; Argo CD applies the change once a person mer
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ from retrain import data as datasets
 from retrain.evaluation import Decision, binary_metrics, decide
 from retrain.models import FeatureInfo, ModelModule, load_model_module
 from retrain.propose import Proposal, Target, clone, git_token, propose, read_target
-from retrain.settings import RetrainSettings
+from retrain.settings import RetrainSettings, load_settings
 
 HOLDOUT_FRACTION = 0.25
 """Share of the data kept out of training: candidate and live version are compared on it."""
@@ -160,9 +159,9 @@ def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target
                        frame: pd.DataFrame, labels: pd.Series, splits: Splits, features: list[FeatureInfo],
                        parent_run_id: str, reason: str, decision: Decision, workspace: Path) -> Registered:
     """Log the model, the dataset and the fitted drift detector in the run, and register the version."""
+    from drift_detector.artifacts import save
     from drift_detector.detector import FeatureSpec, fit
     from drift_detector.fit import read_reference
-    from drift_detector.artifacts import save
 
     spec = target.spec
     with mlflow.start_run(run_id=parent_run_id) as run:
@@ -256,7 +255,7 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
         when proposed, ``registered_version``, ``detector``, ``branch``, ``commit``, ``pull_request``.
     """
     logger = get_run_logger()
-    settings = RetrainSettings()
+    settings = load_settings()
     env = environment or settings.environment
     repository = git_url or settings.git_url
     if not repository:
@@ -275,8 +274,7 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
         policy = target.spec.retrain
         margin = policy.min_improvement if min_improvement is None else min_improvement
         strategy = propose_as or policy.propose_as
-        tracking_uri = (settings.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                        or target.environment.mlflow.tracking_uri)
+        tracking_uri = settings.mlflow_uri or settings.mlflow_tracking_uri or target.environment.mlflow.tracking_uri
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
 

@@ -1,4 +1,8 @@
-"""Settings of the retrain flow that belong to where it runs, not to one run: ``RETRAIN_*`` variables.
+"""Settings of the retrain flow and its deploy step that belong to where they run, not to one run.
+
+``RETRAIN_*`` variables (:class:`RetrainSettings`), plus the variables other tools own that the flow
+and the deploy step read too: ``MLFLOW_TRACKING_URI``, the S3 endpoint (``AWS_ENDPOINT_URL_S3``, else
+``MLFLOW_S3_ENDPOINT_URL``) and ``PREFECT_API_URL``. Nothing else in the package reads the environment.
 
 Per-run choices (the dataset, the margin, images, a different environment) are flow parameters; the
 release policy (metric, margin, canary or shadow, canary traffic) is the model spec's ``retrain``
@@ -7,13 +11,28 @@ block. Flow parameters win over these settings, the spec's policy fills what nei
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from enum import IntEnum
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+from service_kit.settings import ServiceSettings
 
 
-class RetrainSettings(BaseSettings):
+class ExitCode(IntEnum):
+    """Exit status of ``python -m retrain.deploy`` (flow runs end as Prefect states, not exit codes)."""
+
+    OK = 0
+    """Every deployment was applied."""
+    FAILURE = 1
+    """The revision could not be fetched, a work pool is missing, or Prefect refused the file."""
+    CONFIG = 2
+    """Invalid arguments (argparse's usage error)."""
+
+
+class RetrainSettings(ServiceSettings):
     """Where the GitOps repository and MLflow are, and who commits."""
 
     model_config = SettingsConfigDict(env_prefix="RETRAIN_", extra="ignore")
@@ -32,3 +51,24 @@ class RetrainSettings(BaseSettings):
     """Where clones and downloads go (a fresh temporary folder per run by default; removed afterwards)."""
     seed: int = Field(default=0, ge=0)
     """Seed of data splits and training, so a rerun on the same data gives the same candidate."""
+
+    # Variables of other tools (no prefix).
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    aws_endpoint_url_s3: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL_S3")
+    mlflow_s3_endpoint_url: str | None = Field(default=None, validation_alias="MLFLOW_S3_ENDPOINT_URL")
+    prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        """The S3 endpoint for datasets (MinIO, SeaweedFS), or ``None`` for AWS's."""
+        return self.aws_endpoint_url_s3 or self.mlflow_s3_endpoint_url or None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> RetrainSettings:
+    """The settings from ``environ`` (default: the process environment)."""
+    return RetrainSettings.load(environ)
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The process environment plus ``extra``, for a command the deploy step runs (``prefect deploy``)."""
+    return {**os.environ, **extra}

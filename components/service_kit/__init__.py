@@ -11,3 +11,14 @@ Exit codes are each service's own ``ExitCode``, with the same numbers for the sa
 1 runtime failure, 2 invalid usage or configuration, 3 an artifact (model, detector) that is missing
 or not the pinned one.
 """
+
+from collections.abc import Callable, Sequence
+
+
+def run_entry_point(argv: Sequence[str], usage: str, main: Callable[[], Callable[[list[str]], int]]) -> int:
+    """A service's ``python -m`` entry: ``-h``/``--help`` prints ``usage`` and exits 0, anything else runs
+    ``main()(argv)``. ``main`` imports the service only when it runs, so the help needs none of it."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    return main()(list(argv))

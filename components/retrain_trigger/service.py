@@ -28,7 +28,7 @@ from .payloads import Alert, WebhookPayload
 from .policy import Policy
 from .prefect_api import PrefectAPI
 
-log = logging.getLogger("retrain.trigger")
+log = logging.getLogger("retrain_trigger")
 
 TRIGGER_TAG = "retrain-trigger"
 """Tag of every run the trigger starts; the rate limit counts these."""

@@ -7,9 +7,11 @@ Routes:
   (415 not JSON by content type, 400 not JSON, 422 not a webhook payload). Every 4xx is logged with
   the sender's address and the reason, and starts nothing. 200 returns one result per alert; 503 (with
   ``Retry-After``) when Prefect failed, so the sender retries and earlier alerts come back as duplicates.
-* ``GET /healthz`` (the process serves), ``GET /readyz`` (the Prefect API answers), ``GET /metrics``.
+* ``GET /healthz`` (the process serves), ``GET /readyz`` (the Prefect API answers), ``GET /metrics``:
+  answered by :class:`service_kit.http.Probes`, as in every service.
 
-Start-up: settings, token and policy file are read first (exit 2 when invalid), then uvicorn serves.
+Start-up: settings, token and policy file are read first (``ExitCode.CONFIG`` when invalid), then uvicorn
+serves.
 :func:`serve` is the only owner of SIGTERM and SIGINT (uvicorn's own handlers are switched off): the
 first one makes uvicorn stop accepting connections, let requests in flight finish (at most
 ``shutdown_timeout_seconds``) and run the shutdown that closes the Prefect client; the process exits 0.
@@ -25,23 +27,24 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 
 from prometheus_client import CollectorRegistry
+from service_kit.http import PATHS as PROBE_PATHS
+from service_kit.http import Probes, Reply, text_metrics
+from service_kit.http import Request as ProbeRequest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import payloads
+from . import ExitCode, payloads
 from .auth import Authenticator
 from .metrics import TriggerMetrics
 from .policy import Policy
 from .prefect_api import PrefectAPI, PrefectUnavailable
 from .service import RetrainTrigger
-from .settings import ConfigError, Settings
+from .settings import ConfigError, Settings, load_settings
 
-log = logging.getLogger("retrain.trigger")
+log = logging.getLogger("retrain_trigger")
 
-EXIT_OK = 0
-EXIT_CONFIG = 2
 RETRY_AFTER_SECONDS = 30
 
 
@@ -115,18 +118,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         metrics.requests.labels(source, "accepted").inc()
         return JSONResponse({"results": [r.as_dict() for r in results]})
 
-    async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok\n")
+    probes = Probes(lambda: (True, "ready"), text_metrics(metrics.registry))
 
-    async def readyz(request: Request) -> Response:
-        ready = await prefect.healthy()
-        metrics.ready.set(1 if ready else 0)
-        return PlainTextResponse("ready\n" if ready else "the Prefect API does not answer\n",
-                                 status_code=200 if ready else 503)
-
-    async def prometheus_metrics(request: Request) -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
+    async def probe(request: Request) -> Response:
+        ready = None
+        if request.url.path == "/readyz":  # asked here: the Prefect check is a network call
+            ok = await prefect.healthy()
+            metrics.ready.set(1 if ok else 0)
+            ready = (ok, "ready" if ok else "the Prefect API does not answer")
+        reply = probes.reply(ProbeRequest(request.method, request.url.path, request.url.query, request.headers),
+                             ready)
+        return _response(reply)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -139,33 +141,43 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
 
     app = Starlette(routes=[
         Route("/v1/alerts/{source}", receive, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", prometheus_metrics, methods=["GET"]),
+        *(Route(path, probe, methods=["GET"]) for path in PROBE_PATHS),
     ], lifespan=lifespan)
     app.state.trigger = trigger
     app.state.metrics = metrics
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the service until SIGTERM/SIGINT; exit 2 on invalid configuration."""
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=dict(reply.headers))
+
+
+def main(argv: list[str] | None = None) -> ExitCode:
+    """Run the service until SIGTERM/SIGINT; ``ExitCode.CONFIG`` on invalid configuration."""
     try:
-        settings = Settings.from_env()
+        settings = load_settings()
     except ConfigError as exc:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         log.error("refusing to start: %s", exc)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
         app = create_app(settings)
     except ConfigError as exc:
         log.error("refusing to start: %s", exc)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
 
-    asyncio.run(serve(app, settings))
-    return EXIT_OK
+    try:
+        asyncio.run(serve(app, settings))
+    except SystemExit as exc:
+        if not exc.code:
+            return ExitCode.OK
+        # uvicorn exits with its own code (3) when it cannot start, the port being taken; 3 means a
+        # missing artifact in this repository's services, so it becomes the runtime failure it is.
+        log.error("the HTTP server did not start (uvicorn exit status %s)", exc.code)
+        return ExitCode.FAILURE
+    return ExitCode.OK
 
 
 async def serve(app: Starlette, settings: Settings) -> None:

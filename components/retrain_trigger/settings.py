@@ -1,7 +1,7 @@
 """Configuration of the retrain trigger: ``RETRAIN_TRIGGER_*`` environment variables and a secrets directory.
 
 The rendered Deployment (``apps/retrain-trigger/manifests/deployment.yaml.j2``) sets the variables and
-mounts two volumes: the per-model policy file (:mod:`retrain.trigger.policy`, a rendered ConfigMap) and
+mounts two volumes: the per-model policy file (:mod:`retrain_trigger.policy`, a rendered ConfigMap) and
 the shared webhook token in :data:`SECRETS_DIR` (a Secret delivered by Sealed Secrets; never in Git,
 never in an env value of a manifest). pydantic-settings reads the token from the file
 ``retrain_trigger_token`` there, or from ``RETRAIN_TRIGGER_TOKEN`` for local runs. Nothing here
@@ -10,10 +10,12 @@ touches the network.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+from service_kit.settings import ConfigError, ServiceSettings, problems
 
 PREFIX = "RETRAIN_TRIGGER_"
 SECRETS_DIR = Path("/var/run/secrets/retrain-trigger")
@@ -25,12 +27,8 @@ MIN_TOKEN_LENGTH = 16
 (generate one with ``openssl rand -hex 32``)."""
 
 
-class ConfigError(ValueError):
-    """The settings, the token or the policy file are invalid; the message names the variable or file."""
-
-
-class Settings(BaseSettings):
-    """Every ``RETRAIN_TRIGGER_*`` variable. Build it once in ``main`` (:meth:`from_env`) and pass it down."""
+class Settings(ServiceSettings):
+    """Every ``RETRAIN_TRIGGER_*`` variable. Build it once in ``main`` (:func:`load_settings`) and pass it down."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
 
@@ -91,26 +89,24 @@ class Settings(BaseSettings):
         """The shared secret as bytes, for HMAC and constant-time comparison."""
         return self.token.get_secret_value().encode()
 
-    @classmethod
-    def from_env(cls, secrets_dir: Path = SECRETS_DIR) -> Settings:
-        """Settings from the process environment and ``secrets_dir`` (when it exists).
 
-        Raises:
-            ConfigError: naming every invalid or missing variable (values are never echoed).
-        """
-        try:
-            return cls(**({"_secrets_dir": secrets_dir} if Path(secrets_dir).is_dir() else {}))
-        except ValidationError as exc:
-            raise ConfigError(f"invalid {PREFIX}* environment (or {Path(secrets_dir) / TOKEN_FILE_NAME}):\n"
-                              f"{describe(exc, prefix=PREFIX)}") from exc
+def load_settings(environ: Mapping[str, str] | None = None, secrets_dir: Path = SECRETS_DIR) -> Settings:
+    """Settings from ``environ`` (default: the process environment) and ``secrets_dir`` (when it exists).
+
+    Raises:
+        ConfigError: naming every invalid or missing variable (values are never echoed).
+    """
+    try:
+        return Settings.load(environ, **({"_secrets_dir": secrets_dir} if Path(secrets_dir).is_dir() else {}))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {PREFIX}* environment (or {Path(secrets_dir) / TOKEN_FILE_NAME}):\n"
+                          f"{describe(exc, prefix=PREFIX)}") from exc
 
 
 def describe(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem: the variable (or field) and what is wrong with it. Values are not echoed."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "<root>"
-        if prefix and error["loc"]:
-            where = prefix + where.upper()
-        lines.append(f"  - {where}: {error['msg']}")
-    return "\n".join(lines)
+    def variable(loc: tuple) -> str:
+        where = ".".join(str(part) for part in loc) or "<root>"
+        return prefix + where.upper() if prefix and loc else where
+
+    return "\n".join(f"  - {line}" for line in problems(exc, variable))
