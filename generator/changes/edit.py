@@ -54,20 +54,21 @@ def assign_in_place(target: CommentedMap, source: Any) -> None:
 
     Unchanged lines stay byte-identical and changed scalars keep their place, so the diff of a
     promotion or rollback is one line per changed value. Keys ``source`` lacks are removed; new keys
-    are appended; lists of equal length are edited item by item, others replaced whole.
+    are appended; lists of equal length are edited item by item, others replaced whole. Comments of
+    ``target`` stay exactly once; none of ``source``'s come along.
     """
     for key in [k for k in target if k not in source]:
-        del target[key]
+        remove_key(target, key)
     for key, value in source.items():
         if key not in target:
-            target[key] = copy.deepcopy(value)
+            target[key] = detached(value)
         elif isinstance(value, dict) and isinstance(target[key], CommentedMap):
             assign_in_place(target[key], value)
         elif (isinstance(value, list) and isinstance(target[key], CommentedSeq)
               and len(value) == len(target[key])):
             _assign_items(target[key], value)
         elif not _same(target[key], value):
-            target[key] = copy.deepcopy(value)
+            replace_value(target, key, value)
 
 
 def _assign_items(target: CommentedSeq, source: list) -> None:
@@ -75,7 +76,114 @@ def _assign_items(target: CommentedSeq, source: list) -> None:
         if isinstance(value, dict) and isinstance(target[index], CommentedMap):
             assign_in_place(target[index], value)
         elif not _same(target[index], value):
-            target[index] = copy.deepcopy(value)
+            replace_value(target, index, value)
+
+
+# --- comments -----------------------------------------------------------------------------------
+# ruamel keeps a full-line comment with the value printed just before it: the comment above a key sits
+# on the last scalar of the previous key's block. Moving, copying or deleting a block would carry (or
+# drop) the comment that belongs to the next key, so the edits below hand that trailing comment over.
+
+_CommentSlot = tuple[CommentedMap | CommentedSeq, Any, int]
+
+
+def _slots(node: Any) -> list[_CommentSlot]:
+    """Where a comment printed after ``node``'s last line can live: the path of last entries down to
+    the deepest one (for a mapping entry position 2 of its comment list, for a sequence item position 0)."""
+    slots = []
+    while isinstance(node, (CommentedMap, CommentedSeq)) and len(node):
+        key = list(node)[-1] if isinstance(node, CommentedMap) else len(node) - 1
+        slots.append((node, key, 2 if isinstance(node, CommentedMap) else 0))
+        node = node[key]
+    return slots
+
+
+def take_trailing(node: Any) -> list:
+    """Remove and return the comment tokens printed after ``node``'s last line."""
+    tokens = []
+    for container, key, position in _slots(node):
+        entry = container.ca.items.get(key)
+        if entry and len(entry) > position and entry[position] is not None:
+            tokens.append(entry[position])
+            entry[position] = None
+    return tokens
+
+
+def put_trailing(container: CommentedMap | CommentedSeq, key: Any, tokens: list) -> None:
+    """Print ``tokens`` after the entry ``key`` of ``container`` (after its whole block)."""
+    if not tokens:
+        return
+    value = container[key]
+    slots = [(s_container, s_key, position) for s_container, s_key, position in _slots(value)
+             if not s_container.fa.flow_style()]
+    target, target_key, position = slots[-1] if slots else (container, key, 2 if isinstance(container, CommentedMap)
+                                                            else 0)
+    entry = target.ca.items.setdefault(target_key, [None, None, None, None])
+    while len(entry) <= position:
+        entry.append(None)
+    merged = [entry[position]] if entry[position] is not None else []
+    merged += tokens
+    first = merged[0]
+    for extra in merged[1:]:  # one token, the comment lines one after the other
+        first.value = first.value.rstrip("\n") + "\n" + extra.value.lstrip("\n")
+    entry[position] = first
+
+
+def detached(value: Any, *, keep_comments: bool = False) -> Any:
+    """A copy of ``value`` to put elsewhere: without its trailing comment (it belongs to whatever
+    followed the original) and, unless ``keep_comments``, without any comment at all."""
+    duplicate = copy.deepcopy(value)
+    if keep_comments:
+        take_trailing(duplicate)
+    else:
+        _strip_comments(duplicate)
+    return duplicate
+
+
+def _strip_comments(node: Any) -> None:
+    if isinstance(node, (CommentedMap, CommentedSeq)):
+        node.ca.items.clear()
+        node.ca.comment = None
+        node.ca.end = []
+        for child in (node.values() if isinstance(node, CommentedMap) else node):
+            _strip_comments(child)
+
+
+def remove_key(mapping: CommentedMap, key: Any) -> None:
+    """Delete ``key``; the comment printed after its block (the next key's) moves to the entry before it."""
+    if key not in mapping:
+        return
+    keys = list(mapping)
+    tokens = take_trailing(mapping[key])
+    entry = mapping.ca.items.pop(key, None)
+    if entry and len(entry) > 2 and entry[2] is not None:  # the key line's own comment goes along, kept
+        tokens.append(entry[2])
+    del mapping[key]
+    at = keys.index(key)
+    if tokens and at > 0:
+        put_trailing(mapping, keys[at - 1], tokens)
+
+
+def replace_value(container: CommentedMap | CommentedSeq, key: Any, value: Any, *,
+                  keep_comments: bool = False) -> None:
+    """Set ``container[key]`` to a detached copy of ``value``, keeping the comment printed after the old block."""
+    tokens = take_trailing(container[key]) if isinstance(container[key], (CommentedMap, CommentedSeq)) else []
+    container[key] = detached(value, keep_comments=keep_comments)
+    put_trailing(container, key, tokens)
+
+
+def insert_after(mapping: CommentedMap, after: Any, key: Any, value: Any) -> None:
+    """Insert ``key`` right after ``after``; the comment that followed ``after``'s block now follows the new one."""
+    tokens = take_trailing(mapping[after])
+    entry = mapping.ca.items.get(after)
+    # After a scalar, position 2 holds its end-of-line comment and the lines below; after a block, it is
+    # the key line's own end-of-line comment, which stays.
+    scalar = not isinstance(mapping[after], (CommentedMap, CommentedSeq))
+    if scalar and entry and len(entry) > 2 and entry[2] is not None:
+        tokens.append(entry[2])
+        entry[2] = None
+    mapping.insert(list(mapping).index(after) + 1, key, detached(value))
+    put_trailing(mapping, key, tokens)
 
 
 def _same(left: Any, right: Any) -> bool:
@@ -98,8 +206,8 @@ def copy_release(target: CommentedMap, source: CommentedMap, *, with_rollout: bo
     if not with_rollout:
         return
     if "rollout" not in source:
-        target.pop("rollout", None)
+        remove_key(target, "rollout")
     elif isinstance(target.get("rollout"), CommentedMap):
         assign_in_place(target["rollout"], source["rollout"])
     else:
-        target.insert(list(target).index("release") + 1, "rollout", source["rollout"])
+        insert_after(target, "release", "rollout", source["rollout"])

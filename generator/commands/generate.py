@@ -11,12 +11,19 @@ and its rendered files are written together only when everything passed.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from generator.changes.edit import dump_round_trip, load_round_trip, round_trip_yaml
+from generator.changes.edit import (
+    assign_in_place,
+    detached,
+    dump_round_trip,
+    load_round_trip,
+    remove_key,
+    replace_value,
+    round_trip_yaml,
+)
 from generator.changes.prepare import ModelChange, prepare_model_change
 from generator.external import registry
 from generator.spec.errors import UsageError
@@ -217,7 +224,7 @@ def update_spec(existing: str, request: GenerateRequest, options: ReleaseOptions
         if options.given:
             _apply_release(doc["release"], options)
         if strategy == "replace":
-            doc.pop("rollout", None)
+            remove_key(doc, "rollout")
         elif request.traffic is not None:
             _set_traffic(doc, request)
     return dump_round_trip(doc)
@@ -250,27 +257,37 @@ def _set_candidate(doc: CommentedMap, request: GenerateRequest, options: Release
     if previous is None and not options.given:
         raise UsageError(f"strategy {strategy} needs the candidate's release: give at least --registry-version "
                          "(and --artifact-uri or --mlflow-uri)")
-    release = previous["release"] if previous is not None else copy.deepcopy(doc["release"])
-    _apply_release(release, options)
-
-    candidate = previous if previous is not None else CommentedMap()
-    candidate["name"] = request.candidate_name
-    if strategy == "shadow":
-        candidate.pop("traffic", None)
-        candidate["shadow"] = True
+    if previous is None:  # key order of a new candidate: name, traffic/shadow, release
+        candidate = CommentedMap([("name", request.candidate_name)])
+        candidate["release"] = detached(doc["release"])
     else:
-        candidate.pop("shadow", None)
-        candidate["traffic"] = request.traffic if request.traffic is not None else candidate.get(
-            "traffic", DEFAULT_TRAFFIC[strategy])
-    candidate["release"] = release
-    # Key order of a new candidate: name, traffic/shadow, release.
-    seq = CommentedSeq([candidate])
+        candidate = previous
+    _apply_release(candidate["release"], options)
+    if strategy == "shadow":
+        remove_key(candidate, "traffic")
+        _set_after_name(candidate, "shadow", True)
+    else:
+        remove_key(candidate, "shadow")
+        traffic = request.traffic if request.traffic is not None else candidate.get("traffic", DEFAULT_TRAFFIC[strategy])
+        _set_after_name(candidate, "traffic", traffic)
     rollout["strategy"] = strategy
     if strategy == "shadow":
-        rollout.pop("main_traffic", None)
+        remove_key(rollout, "main_traffic")
     else:
         rollout["main_traffic"] = 100 - candidate["traffic"]
-    rollout["candidates"] = seq
+    # The CLI runs one candidate at a time: the named one replaces any others.
+    if "candidates" not in rollout:
+        rollout["candidates"] = CommentedSeq([candidate])
+    elif list(candidates) != [candidate]:
+        replace_value(rollout, "candidates", CommentedSeq([candidate]), keep_comments=True)
+
+
+def _set_after_name(candidate: CommentedMap, key: str, value: object) -> None:
+    """Set ``key``, placing it right after ``name`` when it is new (name, traffic/shadow, release)."""
+    if key in candidate:
+        candidate[key] = value
+    else:
+        candidate.insert(1, key, value)
 
 
 def _set_traffic(doc: CommentedMap, request: GenerateRequest) -> None:
@@ -289,5 +306,7 @@ def _promote_candidate(doc: CommentedMap, request: GenerateRequest) -> None:
     if chosen is None:
         raise UsageError(f"there is no candidate named {request.candidate_name!r} to promote in "
                          f"{model_spec_path(request.env, request.model)}")
-    doc["release"] = chosen["release"]
-    doc.pop("rollout", None)
+    # Main takes the candidate's values in place, as promote and rollback do: one line per changed value.
+    release = detached(chosen["release"])
+    remove_key(doc, "rollout")
+    assign_in_place(doc["release"], release)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ruamel.yaml.comments import CommentedMap
 
-from generator.changes.edit import copy_release, dump_round_trip, load_round_trip
+from generator.changes.edit import copy_release, dump_round_trip, load_round_trip, remove_key
 from generator.changes.prepare import ModelChange, describe_release, prepare_model_change, rendered_release_id
 from generator.changes.publish import Published, refuse_uncommitted
 from generator.spec.errors import Problem, UsageError
@@ -223,7 +223,7 @@ def _new_target(doc: CommentedMap, request: PromoteRequest) -> CommentedMap:
     Settings the source states (serving, alerts) come along; review them in the pull request.
     """
     if not request.with_rollout:
-        doc.pop("rollout", None)
+        remove_key(doc, "rollout")
     doc.ca.comment = None
     doc.yaml_set_start_comment(
         f"Release spec of {request.model} in {request.target}: generator input.\n"
