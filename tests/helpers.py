@@ -95,8 +95,8 @@ def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str,
 
 
 def copy_example_repo(root: Path) -> Path:
-    """A copy of this checkout's specs, templates, schemas, components and committed rendered output."""
-    for folder in ("environments", "templates", "schemas", "apps", "bootstrap"):
+    """A copy of this checkout's specs, templates, schemas, components, vendored charts and committed rendered output."""
+    for folder in ("environments", "templates", "schemas", "apps", "bootstrap", "vendor"):
         shutil.copytree(REPO / folder, root / folder)
     # The retrain-pipeline component renders from the committed prefect.yaml (generator/retrain_pipeline.py).
     (root / "components" / "retrain").mkdir(parents=True)

@@ -44,7 +44,7 @@ class _App:
 
 def graph_problems(layout: RepoLayout, envs: list[str]) -> list[Problem]:
     """Every problem in the graph rooted at ``bootstrap/root-<env>.yaml`` for each environment."""
-    projects, problems = _load_projects(layout)
+    projects, problems = load_projects(layout)
     for env in envs:
         root_path = layout.root / root_app_path(env)
         if not root_path.is_file():
@@ -135,34 +135,41 @@ def _app_problems(layout: RepoLayout, env: str, app: _App, projects: dict[str, d
 
 def _content_problems(layout: RepoLayout, app: _App, folder: Path, project: dict, destination: dict) -> list[Problem]:
     """What the Application would apply: every object's namespace and kind must pass its project."""
+    objects = [(f"{layout.relative(path)}: {doc.get('kind', '')}/{(doc.get('metadata') or {}).get('name')}", doc)
+               for path in sorted(folder.glob("*.yaml")) for doc in yamlio.load_all(path.read_text(encoding="utf-8"))
+               if isinstance(doc, dict)]
+    return project_problems(app.path, app.name, objects, project, destination, CLUSTER_SCOPED_KINDS)
+
+
+def project_problems(app_path: str, app_name: str, objects: list[tuple[str, dict]], project: dict,
+                     destination: dict, cluster_scoped: frozenset[str] | set[str]) -> list[Problem]:
+    """Objects an Application applies (``(where, document)``) that its AppProject refuses: a cluster-scoped
+    kind outside ``clusterResourceWhitelist``, a namespace outside ``destinations``, a blacklisted kind."""
     server = destination.get("server", "")
     whitelist = project.get("clusterResourceWhitelist") or []
     blacklist = project.get("namespaceResourceBlacklist") or []
+    name = project["metadata"]["name"]
     problems = []
-    for path in sorted(folder.glob("*.yaml")):
-        for doc in yamlio.load_all(path.read_text(encoding="utf-8")):
-            if not isinstance(doc, dict):
-                continue
-            kind, group = doc.get("kind", ""), str(doc.get("apiVersion", "")).rpartition("/")[0]
-            meta = doc.get("metadata") or {}
-            where = f"{layout.relative(path)}: {kind}/{meta.get('name')}"
-            if kind in CLUSTER_SCOPED_KINDS:
-                if not any(fnmatch.fnmatchcase(group, r.get("group", "")) and fnmatch.fnmatchcase(kind, r.get("kind", ""))
-                           for r in whitelist):
-                    problems.append(Problem(app.path, f"Application/{app.name}: {where} is cluster-scoped and not in "
-                                            f"project {project['metadata']['name']}'s clusterResourceWhitelist",
-                                            field="spec.project", fix="whitelist the kind in the project, or drop it"))
-                continue
-            namespace = meta.get("namespace") or destination.get("namespace", "")
-            if not _allows(project, server, namespace):
-                problems.append(Problem(app.path, f"Application/{app.name}: {where} goes to namespace {namespace!r}, "
-                                        f"which project {project['metadata']['name']} does not allow",
-                                        field="spec.project", fix="add the namespace to the project's destinations"))
-            if any(fnmatch.fnmatchcase(group, r.get("group", "")) and fnmatch.fnmatchcase(kind, r.get("kind", ""))
-                   for r in blacklist):
-                problems.append(Problem(app.path, f"Application/{app.name}: {where} is a kind project "
-                                        f"{project['metadata']['name']} refuses", field="spec.project",
-                                        fix="move the object to a platform component"))
+    for where, doc in objects:
+        kind, group = doc.get("kind", ""), str(doc.get("apiVersion", "")).rpartition("/")[0]
+        meta = doc.get("metadata") or {}
+        if kind in cluster_scoped:
+            if not any(fnmatch.fnmatchcase(group, r.get("group", "")) and fnmatch.fnmatchcase(kind, r.get("kind", ""))
+                       for r in whitelist):
+                problems.append(Problem(app_path, f"Application/{app_name}: {where} is cluster-scoped and not in "
+                                        f"project {name}'s clusterResourceWhitelist",
+                                        field="spec.project", fix="whitelist the kind in the project, or drop it"))
+            continue
+        namespace = meta.get("namespace") or destination.get("namespace", "")
+        if not _allows(project, server, namespace):
+            problems.append(Problem(app_path, f"Application/{app_name}: {where} goes to namespace {namespace!r}, "
+                                    f"which project {name} does not allow",
+                                    field="spec.project", fix="add the namespace to the project's destinations"))
+        if any(fnmatch.fnmatchcase(group, r.get("group", "")) and fnmatch.fnmatchcase(kind, r.get("kind", ""))
+               for r in blacklist):
+            problems.append(Problem(app_path, f"Application/{app_name}: {where} is a kind project "
+                                    f"{name} refuses", field="spec.project",
+                                    fix="move the object to a platform component"))
     return problems
 
 
@@ -175,7 +182,8 @@ def _matches(value: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
 
 
-def _load_projects(layout: RepoLayout) -> tuple[dict[str, dict], list[Problem]]:
+def load_projects(layout: RepoLayout) -> tuple[dict[str, dict], list[Problem]]:
+    """The generated AppProjects by name (their spec keys at the top, plus ``metadata`` and ``spec``)."""
     projects, problems = {}, []
     for path in sorted(layout.projects_dir.glob("*.yaml")):
         doc = _load(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from generator.check.appgraph import graph_problems, kustomize_problems
+from generator.check.charts import chart_problems
 from generator.check.manifest import load_rendered_tree
 from generator.check.validate import Validator
 from generator.spec.errors import ValidationError
@@ -20,7 +21,8 @@ def validate_environments(layout: RepoLayout, envs: Iterable[str],
 
     Checks: schemas (built-in kinds strict, vendored CRDs made strict), Grafana's provisioning format,
     Seldon's admission rules, platform policies, and the graph from each root app (projects,
-    destinations, pinned charts, prod sync policy), plus the offline kustomize build of bootstrap/argocd.
+    destinations, pinned charts, prod sync policy), plus the offline kustomize build of bootstrap/argocd,
+    and every platform Application rendered with its vendored chart (:mod:`generator.check.charts`).
 
     Raises:
         ValidationError: with every problem found.
@@ -29,6 +31,7 @@ def validate_environments(layout: RepoLayout, envs: Iterable[str],
     manifests, problems = load_rendered_tree(layout.root, envs)
     problems += Validator(layout.schemas_dir, kubernetes_version).validate(manifests)
     problems += graph_problems(layout, envs)
+    problems += chart_problems(layout, manifests, envs, kubernetes_version)
     if (layout.bootstrap_dir / "argocd").is_dir():
         problems += kustomize_problems(layout)
     if problems:

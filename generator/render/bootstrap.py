@@ -44,7 +44,7 @@ def render_bootstrap(renderer: Renderer, layout: RepoLayout, environments: list[
                      components: list[LoadedComponent]) -> list[RenderedFile]:
     """AppProjects (platform + one per environment), their kustomization, and the root apps."""
     digest = hashlib.sha256(json.dumps(
-        [[e.env_json for e in environments], [c.spec.model_dump(mode="json") for c in components]],
+        [[e.env_json for e in environments], [c.spec.render_dump() for c in components]],
         sort_keys=True).encode()).hexdigest()
     files: list[RenderedFile] = []
 

@@ -65,7 +65,7 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
         else:
             folder = f"{rendered}/platform/{component.name}"
             settings = {**spec.settings, **(override.settings if override else {})}
-            context = {"settings": settings, "component": spec.model_dump(mode="json")}
+            context = {"settings": settings, "component": spec.render_dump()}
             if provider := COMPONENT_CONTEXTS.get(component.name):
                 # Components rendered from more than the environment (the trigger: the models' policies).
                 context.update(provider(loaded, spec.namespace, settings))
@@ -202,6 +202,6 @@ def platform_hash(loaded: LoadedEnvironment, components: list[LoadedComponent], 
     """sha256 of what the platform renders from: the environment, every component's pin and values, and
     ``extra`` (JSON-serialisable) for components rendered from more than that."""
     payload = {"environment": loaded.env_json,
-               "components": [[c.spec.model_dump(mode="json"), c.values, c.templates] for c in components],
+               "components": [[c.spec.render_dump(), c.values, c.templates] for c in components],
                **({"extra": extra} if extra is not None else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

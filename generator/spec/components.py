@@ -58,6 +58,21 @@ class Component(Strict):
     so a setting lives once, in environment.yaml."""
     replaceable: bool = False
     """May be disabled although others depend on it: an existing external service takes its place."""
+    inert_values: dict[str, str] = {}
+    """Helm value paths (dotted) that change nothing in the pinned chart's output, each with the reason they
+    are set anyway (a chart default stated so a policy is visible). ``mlops validate`` still requires the key
+    in the chart's values.yaml or values.schema.json; any other value that changes nothing is an error."""
+    policy_exceptions: dict[str, str] = {}
+    """Chart workloads that cannot meet a platform policy through values: ``"<Kind>/<name>: <rule>"`` → why."""
+
+    def render_dump(self) -> dict[str, Any]:
+        """The fields output is rendered from (what rendered files' hashes cover): the check-only ones are
+        left out, so recording a reason for a check does not re-render the platform."""
+        return self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS)
+
+
+CHECK_ONLY_FIELDS = frozenset({"inert_values", "policy_exceptions"})
+"""Component fields only ``mlops validate``'s chart checks read."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,12 @@ RENDERED_DIR = "rendered"
 ENVIRONMENTS_DIR = "environments"
 PROJECTS_DIR = "bootstrap/argocd/projects"
 """Generated AppProjects: owned by the generator like ``rendered/`` (see :mod:`generator.render.bootstrap`)."""
+CHARTS_DIR = "vendor/charts"
+"""Vendored Helm chart archives of every pinned chart, with their lock file and SOURCES.md."""
+CHARTS_LOCK = f"{CHARTS_DIR}/charts.yaml"
+CHARTS_SOURCES = f"{CHARTS_DIR}/SOURCES.md"
+CACHE_DIR = ".cache/mlops"
+"""Local caches (chart renders); git-ignored, never committed, safe to delete."""
 
 
 # Repository-relative paths, as they appear in rendered files, headers and messages. RepoLayout joins
@@ -69,6 +75,11 @@ def sealed_secret_path(env: str, namespace: str, name: str) -> str:
     return f"{env_path(env)}/secrets/{namespace}-{name}.yaml"
 
 
+def chart_archive_path(chart: str, version: str) -> str:
+    """``vendor/charts/<chart>-<version>.tgz``: a vendored chart archive, named as ``helm package`` names it."""
+    return f"{CHARTS_DIR}/{chart}-{version}.tgz"
+
+
 def root_app_path(env: str) -> str:
     """``bootstrap/root-<env>.yaml``: the environment's app-of-apps root Application."""
     return f"bootstrap/root-{env}.yaml"
@@ -109,6 +120,32 @@ class RepoLayout:
     @property
     def bootstrap_dir(self) -> Path:
         return self.root / "bootstrap"
+
+    @property
+    def charts_dir(self) -> Path:
+        """Vendored chart archives (``vendor/charts/``)."""
+        return self.root / CHARTS_DIR
+
+    @property
+    def charts_lock(self) -> Path:
+        return self.root / CHARTS_LOCK
+
+    @property
+    def charts_sources(self) -> Path:
+        return self.root / CHARTS_SOURCES
+
+    def chart_archive(self, chart: str, version: str) -> Path:
+        return self.root / chart_archive_path(chart, version)
+
+    @property
+    def chart_cache_dir(self) -> Path:
+        """Cached chart renders (``.cache/mlops/charts``); ``MLOPS_CACHE_DIR`` moves the cache elsewhere."""
+        base = os.environ.get("MLOPS_CACHE_DIR")
+        return (Path(base) if base else self.root / CACHE_DIR) / "charts"
+
+    def component_file(self, component: str) -> Path:
+        """``apps/<component>/component.yaml``."""
+        return self.apps_dir / component / "component.yaml"
 
     def secrets_dir(self, env: str) -> Path:
         """Sealed credentials of an environment (input, sealed with kubeseal by an operator)."""

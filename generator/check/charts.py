@@ -1,0 +1,302 @@
+"""Every platform Application rendered with its pinned chart, and checked on what the chart really produces.
+
+For each environment, each rendered ``platform-*`` Application with a Helm source is rendered with the
+vendored archive of its pin (:mod:`generator.render.charts`), with its release name, destination namespace
+and ``valuesObject``, as Argo CD would. Then:
+
+1. every value we set takes effect: removing it changes the output, or the key is in the chart's values or
+   schema and the component records why it is set anyway (``inert_values``);
+2. the chart's ``values.schema.json`` accepts the values; no left-out dependency chart is enabled;
+3. wiring, 4. the AppProject and determinism, 5. workload policies, 6. images: see
+   :mod:`generator.check.chart_objects`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from generator.check import chart_objects
+from generator.check.chart_objects import ChartApp
+from generator.check.manifest import Manifest, as_dict
+from generator.render.charts import (
+    CACHE_FORMAT,
+    ChartRenderer,
+    ChartRenderError,
+    Rendered,
+    _helm,
+    load_documents,
+    output_digest,
+)
+from generator.spec.charts import chart_key, load_lock, pin_problems
+from generator.spec.components import load_components
+from generator.spec.errors import Problem, SpecError
+from generator.spec.layout import RepoLayout, env_file_path
+
+RENDER_THREADS = 4
+"""Helm renders outside the GIL; a few threads keep both cores busy while Python compares outputs."""
+
+
+def chart_problems(layout: RepoLayout, manifests: list[Manifest], envs: list[str], kubernetes_version: str,
+                   renderer: ChartRenderer | None = None) -> list[Problem]:
+    """Render every platform Application of ``envs`` with its vendored chart and run every chart check."""
+    vendored, problems = load_lock(layout)
+    try:
+        components = load_components(layout)
+    except SpecError as exc:
+        return problems + exc.problems
+    problems += pin_problems(components, vendored)
+    renderer = renderer or ChartRenderer(layout.chart_cache_dir, kubernetes_version)
+    by_component = {c.name: c for c in components}
+    for env in envs:
+        apps, found = _chart_apps(env, manifests, vendored, by_component)
+        problems += found
+        problems += _check_environment(layout, env, apps, manifests, renderer)
+    return problems
+
+
+def _chart_apps(env: str, manifests: list[Manifest], vendored: dict, components: dict) -> tuple[list[ChartApp], list[Problem]]:
+    apps, problems = [], []
+    for m in manifests:
+        doc = m.doc
+        if m.env != env or doc.get("kind") != "Application" or "/rendered/apps/" not in m.path:
+            continue
+        spec = as_dict(doc.get("spec"))
+        source = as_dict(spec.get("source"))
+        if "chart" not in source:
+            continue
+        helm = as_dict(source.get("helm"))
+        key = chart_key(str(source.get("repoURL", "")), str(source["chart"]), str(source.get("targetRevision", "")))
+        name = as_dict(doc.get("metadata")).get("name")
+        if key not in vendored:
+            problems.append(Problem(m.path, f"Application/{name}: chart {key[1]} {key[2]} from {key[0]} has no "
+                                    "vendored archive, so nothing checks what it renders", field="spec.source",
+                                    fix="pin a vendored version in apps/<component>/component.yaml, or vendor "
+                                    "this one with `mlops charts pull <component>`"))
+            continue
+        component = components.get(as_dict(as_dict(doc.get("metadata")).get("labels")).get("app.kubernetes.io/name"))
+        namespace = as_dict(spec.get("destination")).get("namespace") or ""
+        apps.append(ChartApp(env, m.path, doc, component, vendored[key], as_dict(helm.get("valuesObject")),
+                             str(helm.get("releaseName") or name), namespace))
+    return apps, problems
+
+
+def _check_environment(layout: RepoLayout, env: str, apps: list[ChartApp], manifests: list[Manifest],
+                       renderer: ChartRenderer) -> list[Problem]:
+    problems: list[Problem] = []
+    # Pass 1 finds the APIs the platform installs (CRDs in crds/ and in templates); pass 2 renders with
+    # them, as Argo CD does on a cluster where they exist (charts switch ServiceMonitors etc. on them).
+    with ThreadPoolExecutor(RENDER_THREADS) as pool:
+        first = list(pool.map(lambda a: _safe_render(renderer, a), apps))
+    api_versions = set(chart_objects.manifest_api_versions([m.doc for m in manifests if m.env == env]))
+    for app, rendered in zip(apps, first, strict=True):
+        api_versions.update(f"{crd['group']}/{v}" for crd in renderer.crds(app.vendored) for v in crd["versions"])
+        if isinstance(rendered, Rendered):
+            api_versions.update(chart_objects.manifest_api_versions([d for _, d in renderer.documents(rendered)]))
+    full = renderer.with_api_versions(frozenset(api_versions))
+    with ThreadPoolExecutor(RENDER_THREADS) as pool:
+        second = list(pool.map(lambda a: _safe_render(full, a), apps))
+    ready = []
+    for app, rendered in zip(apps, second, strict=True):
+        found = _schema_problems(full, app) + _dependency_problems(full, app)
+        problems += found
+        if isinstance(rendered, str):
+            if not found:  # Helm checks the schema too: say it once, in the schema's words
+                problems.append(app.problem(f"chart {app.vendored.entry.chart} {app.vendored.entry.version} does "
+                                            f"not render: {rendered}", "fix the values Helm names"))
+            continue
+        app.rendered, app.documents = rendered, full.documents(rendered)
+        ready.append(app)
+    with ThreadPoolExecutor(RENDER_THREADS) as pool:
+        for app, unstable in zip(ready, pool.map(lambda a: _unstable_templates(full, a), ready), strict=True):
+            app.unstable = unstable
+    problems += _consumption_problems(full, ready)
+    # Objects of a chart that did not render are unknown: wiring to them would only repeat its problem.
+    problems += chart_objects.object_problems(layout, env, ready, manifests, full, complete=len(ready) == len(apps))
+    return problems
+
+
+def _safe_render(renderer: ChartRenderer, app: ChartApp) -> Rendered | str:
+    try:
+        return renderer.render(app.vendored, app.values, app.release, app.namespace)
+    except ChartRenderError as exc:
+        return str(exc)
+
+
+def _schema_problems(renderer: ChartRenderer, app: ChartApp) -> list[Problem]:
+    helm = _helm()
+    try:
+        renderer.chart(app.vendored).validate_schema(app.values)
+    except helm.HelmError as exc:
+        return [app.problem(f"chart {app.vendored.entry.chart}'s values.schema.json refuses the values: "
+                            f"{' '.join(str(exc).split())}", "fix the values the schema names")]
+    return []
+
+
+def _dependency_problems(renderer: ChartRenderer, app: ChartApp) -> list[Problem]:
+    """A dependency chart the archive leaves out renders nothing here; Argo CD would install it."""
+    chart = renderer.chart(app.vendored)
+    present = {d.get("name") for d in chart.dependencies}
+    merged = chart.merge_values(app.values)
+    problems = []
+    for dependency in chart.metadata.get("dependencies") or []:
+        name, condition = dependency.get("name"), dependency.get("condition") or ""
+        if name in present:
+            continue
+        enabled = any(_lookup(merged, path.strip().split(".")) is True for path in condition.split(",") if path.strip())
+        if enabled or not condition:
+            problems.append(app.problem(f"values enable dependency chart {name} ({condition or 'no condition'}), "
+                                        f"which the vendored {app.vendored.entry.chart} archive leaves out",
+                                        f"keep {condition or name} false, or vendor the chart with its dependencies"))
+    return problems
+
+
+def _unstable_templates(renderer: ChartRenderer, app: ChartApp) -> frozenset[str]:
+    """Templates whose output differs between two renders of the same inputs (random passwords, certs).
+
+    Cached with the render: the answer only depends on the archive and the values."""
+    key = hashlib.sha256(json.dumps(["unstable", CACHE_FORMAT, app.vendored.entry.sha256, app.values, app.release,
+                                     app.namespace], sort_keys=True).encode()).hexdigest()
+    cached = renderer.cache_get(key)
+    if cached is not None:
+        return frozenset(cached["unstable"])
+    one = renderer.render_uncached(app.vendored, app.values, app.release, app.namespace).files
+    two = renderer.render_uncached(app.vendored, app.values, app.release, app.namespace).files
+    # Parsed, not text: a template that prints a random value inside a YAML comment changes nothing applied.
+    unstable = sorted(p for p in set(one) | set(two) if one.get(p) != two.get(p)
+                      and load_documents(one.get(p, "")) != load_documents(two.get(p, "")))
+    renderer.cache_put(key, {"unstable": unstable})
+    return frozenset(unstable)
+
+
+# --- 1. every value takes effect --------------------------------------------------------------------
+
+
+def leaf_paths(values: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Dotted paths of every value: mappings are walked, lists and scalars are leaves."""
+    if isinstance(values, dict) and values:
+        for key, value in values.items():
+            yield from leaf_paths(value, (*prefix, str(key)))
+    elif prefix:
+        yield prefix
+
+
+def without(values: dict, path: tuple[str, ...]) -> dict:
+    """``values`` with the key at ``path`` removed (and mappings it leaves empty)."""
+    head, *rest = path
+    result = dict(values)
+    if not rest:
+        result.pop(head, None)
+    elif isinstance(result.get(head), dict):
+        inner = without(result[head], tuple(rest))
+        if inner:
+            result[head] = inner
+        else:
+            result.pop(head)
+    return result
+
+
+def _lookup(values: Any, path: list[str] | tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(values, dict) or part not in values:
+            return _MISSING
+        values = values[part]
+    return values
+
+
+_MISSING = object()
+
+
+def _consumption_problems(renderer: ChartRenderer, apps: list[ChartApp]) -> list[Problem]:
+    probes = [(app, path) for app in apps for path in leaf_paths(app.values)]
+
+    def changes_output(probe: tuple[ChartApp, tuple[str, ...]]) -> bool:
+        app, path = probe
+        digest = renderer.probe_digest(app.vendored, without(app.values, path), app.release, app.namespace,
+                                       app.unstable)
+        # None: Helm refuses the values without it, so the chart needs it.
+        return digest is None or digest != base[id(app)]
+
+    base = {id(app): output_digest(app.rendered, app.unstable) for app in apps}
+    with ThreadPoolExecutor(RENDER_THREADS) as pool:
+        results = list(pool.map(changes_output, probes))
+    problems = []
+    for (app, path), used in zip(probes, results, strict=True):
+        if used is True:
+            continue
+        dotted = ".".join(path)
+        defaults, schema = _chart_defaults(renderer, app)
+        known = (_lookup(defaults, path) is not _MISSING or _in_schema(schema, path)
+                 # Istio's charts keep their defaults under this key and merge user values over them.
+                 or _lookup(defaults, (ISTIO_DEFAULTS, *path)) is not _MISSING)
+        reason = _inert_reason(app, path)
+        origin = value_origin(app, path)
+        component = app.component.name if app.component else app.name
+        if not known:
+            problems.append(app.problem(
+                f"{component}: value {dotted} (from {origin}) is ignored by chart {app.vendored.entry.chart} "
+                f"{app.vendored.entry.version}: it is not in the chart's values or schema and removing it changes "
+                "nothing", "remove it or use the chart's key for it (see the chart's values.yaml)",
+                field=f"spec.source.helm.valuesObject.{dotted}"))
+        elif reason is None:
+            problems.append(app.problem(
+                f"{component}: value {dotted} (from {origin}) changes nothing in chart "
+                f"{app.vendored.entry.chart} {app.vendored.entry.version}'s output (it states the chart's default "
+                "or is not read with these values)", f"remove it, or record why it is set under inert_values in "
+                f"apps/{component}/component.yaml", field=f"spec.source.helm.valuesObject.{dotted}"))
+    return problems
+
+
+ISTIO_DEFAULTS = "_internal_defaults_do_not_set"
+_defaults: dict[str, tuple[dict, dict | None]] = {}
+
+
+def _chart_defaults(renderer: ChartRenderer, app: ChartApp) -> tuple[dict, dict | None]:
+    """The chart's default values (subcharts' included) and its schema, read once per archive."""
+    key = app.vendored.entry.sha256
+    if key not in _defaults:
+        chart = renderer.chart(app.vendored)
+        _defaults[key] = (chart.merge_values({}), chart.schema)
+    return _defaults[key]
+
+
+def _in_schema(schema: dict | None, path: tuple[str, ...]) -> bool:
+    node = schema
+    for part in path:
+        if not isinstance(node, dict):
+            return False
+        properties = node.get("properties") or {}
+        if part in properties:
+            node = properties[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return False
+    return node is not None
+
+
+def _inert_reason(app: ChartApp, path: tuple[str, ...]) -> str | None:
+    if app.component is None:
+        return None
+    dotted = ".".join(path)
+    for key, reason in app.component.spec.inert_values.items():
+        if dotted == key or dotted.startswith(f"{key}."):
+            return reason
+    return None
+
+
+def value_origin(app: ChartApp, path: tuple[str, ...]) -> str:
+    """The file a value came from: the environment's overrides, ``env_values`` or the component's values."""
+    if app.component is None:
+        return app.path
+    dotted = ".".join(path)
+    name = app.component.name
+    env_values = app.component.spec.env_values
+    if dotted in env_values:
+        return f"{env_file_path(app.env)} {env_values[dotted]} (env_values of apps/{name}/component.yaml)"
+    if _lookup(app.component.values, path) is _MISSING:
+        return f"{env_file_path(app.env)} platform.components.{name}.values"
+    return f"{app.component.folder}/values.yaml"
