@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from generator import __version__
 from generator.changes.publish import publish
+from generator.commands.charts import pull, write_sources
 from generator.commands.generate import GenerateRequest, ReleaseOptions, generate_model
 from generator.commands.promote import PromoteRequest, promote
 from generator.commands.render import render_environments
@@ -233,6 +234,64 @@ def validate_command(envs: tuple[str, ...], kubernetes_version: str, repo_root: 
     selected = _environments(layout, envs)
     count = validate_environments(layout, selected, kubernetes_version)
     click.echo(f"valid: {count} manifests in {', '.join(selected)}")
+
+
+@cli.group("charts")
+def charts_group() -> None:
+    """Vendored Helm charts (vendor/charts/): pull a pinned chart, rewrite SOURCES.md.
+
+    Every Helm pin in apps/*/component.yaml has its published archive in vendor/charts/, and
+    `mlops validate` renders each platform Application with it, offline.
+
+    \b
+    Examples:
+      mlops charts pull mlflow --version 1.11.5
+      mlops charts sources
+    """
+
+
+@charts_group.command("pull")
+@click.argument("component")
+@click.option("--version", help="Chart version to vendor (default: the newest in the repository's index.yaml).")
+@click.option("--archive", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Offline: the published .tgz you downloaded (give --published).")
+@click.option("--chart-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Offline: a checkout of the chart at its release tag, packaged with Helm (give --published).")
+@click.option("--published", help="Offline: where the version is published (release tag and commit, or index entry).")
+@click.option("--license", "license_", help="SPDX licence of the chart (default: the current entry's).")
+@repo_root_option
+def charts_pull_command(component: str, version: str | None, archive: Path | None, chart_dir: Path | None,
+                        published: str | None, license_: str | None, repo_root: Path | None) -> None:
+    """Vendor COMPONENT's chart and update its pin, lock entry and SOURCES.md together.
+
+    Reads the chart repository's index.yaml (network), takes --version or the newest, downloads the
+    archive and checks its sha256 against the index. Then writes vendor/charts/<chart>-<version>.tgz,
+    vendor/charts/charts.yaml, vendor/charts/SOURCES.md and source.version, source.evidence and
+    app_version in apps/COMPONENT/component.yaml. Run `mlops render` and `mlops validate` next.
+
+    \b
+    Examples:
+      mlops charts pull mlflow --version 1.11.5
+      mlops charts pull strimzi --chart-dir ~/src/strimzi/packaging/helm-charts/helm3/strimzi-kafka-operator \\
+          --version 1.2.0 --published "release tag 1.2.0 of github.com/strimzi/strimzi-kafka-operator (6c7b43c4)"
+    """
+    result = pull(_layout(repo_root), component, version, archive, chart_dir, published, license_)
+    for path in result.written:
+        click.echo(f"wrote {path}")
+    click.echo(f"{result.component}: {result.chart} {result.previous} -> {result.version}; now run "
+               "`mlops render` and `mlops validate`")
+
+
+@charts_group.command("sources")
+@repo_root_option
+def charts_sources_command(repo_root: Path | None) -> None:
+    """Rewrite vendor/charts/SOURCES.md from vendor/charts/charts.yaml (after correcting provenance by hand).
+
+    \b
+    Example:
+      mlops charts sources
+    """
+    click.echo(f"wrote {write_sources(_layout(repo_root))}")
 
 
 def publish_options(*, git_default: bool, branch: str):

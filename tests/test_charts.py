@@ -230,3 +230,42 @@ def test_mlflow_answers_the_in_cluster_host_only_with_the_rendered_setting(tmp_p
         api = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         status = status_with_host(api, "mlflow.mlflow.svc:5000")
         assert status == (200 if with_setting else 403), json.dumps(server_env)
+
+
+# --- mlops charts pull ---------------------------------------------------------------------------------------
+
+
+def test_charts_pull_writes_archive_lock_sources_and_pin_together(repo, tmp_path):
+    import helm_python
+
+    from generator.commands.charts import pull
+
+    source = tmp_path / "src" / "strimzi-kafka-operator"
+    helm_python.expand(tmp_path / "src", REPO / "vendor" / "charts" / "strimzi-kafka-operator-1.2.0.tgz")
+    layout = RepoLayout(repo)
+    result = pull(layout, "strimzi", version="1.2.1", chart_dir=source,
+                  published="release tag 1.2.1 of github.com/strimzi/strimzi-kafka-operator (test)")
+    assert (result.previous, result.version) == ("1.2.0", "1.2.1")
+    assert (repo / "vendor" / "charts" / "strimzi-kafka-operator-1.2.1.tgz").is_file()
+    assert not (repo / "vendor" / "charts" / "strimzi-kafka-operator-1.2.0.tgz").exists()
+    component = (repo / "apps" / "strimzi" / "component.yaml").read_text()
+    assert "  version: 1.2.1\n" in component
+    assert "inert_values:" in component  # the round-trip edit keeps the rest of the file
+    assert "strimzi-kafka-operator | 1.2.1 |" in (repo / "vendor" / "charts" / "SOURCES.md").read_text()
+    vendored, problems = load_lock(layout)
+    assert problems == [] and ("https://strimzi.io/charts", "strimzi-kafka-operator", "1.2.1") in vendored
+
+
+def test_charts_pull_refuses_an_archive_of_another_chart(repo):
+    from generator.commands.charts import pull
+    from generator.spec.errors import UsageError
+
+    with pytest.raises(UsageError, match="holds chart 'mlflow', not 'strimzi-kafka-operator'"):
+        pull(RepoLayout(repo), "strimzi", archive=REPO / "vendor" / "charts" / "mlflow-1.11.5.tgz",
+             published="test")
+
+
+def test_sources_md_must_match_the_lock(repo, cache_dir):
+    (repo / "vendor" / "charts" / "SOURCES.md").write_text("edited by hand\n")
+    found = problems_of(repo, cache_dir, ["dev"])
+    assert found == ["vendor/charts/SOURCES.md: is not what the chart lock says (fix: run `mlops charts sources`)"]

@@ -31,7 +31,7 @@ from generator.render.charts import (
     load_documents,
     output_digest,
 )
-from generator.spec.charts import chart_key, load_lock, pin_problems
+from generator.spec.charts import chart_key, load_lock, pin_problems, read_lock_or_empty, sources_markdown
 from generator.spec.components import load_components
 from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import RepoLayout, env_file_path
@@ -44,6 +44,11 @@ def chart_problems(layout: RepoLayout, manifests: list[Manifest], envs: list[str
                    renderer: ChartRenderer | None = None) -> list[Problem]:
     """Render every platform Application of ``envs`` with its vendored chart and run every chart check."""
     vendored, problems = load_lock(layout)
+    if layout.charts_lock.is_file() and not problems:
+        expected = sources_markdown(read_lock_or_empty(layout))
+        if not layout.charts_sources.is_file() or layout.charts_sources.read_text(encoding="utf-8") != expected:
+            problems.append(Problem(layout.relative(layout.charts_sources), "is not what the chart lock says",
+                                    fix="run `mlops charts sources`"))
     try:
         components = load_components(layout)
     except SpecError as exc:

@@ -93,14 +93,18 @@ class ChartRenderer:
         self._charts: dict[Path, Any] = {}
         self._memo: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.helm_calls = 0
-        """How many renders reached Helm (the rest came from the cache): the benchmark reports it."""
+        self._calls = [0]  # shared with with_api_versions() copies
 
     def with_api_versions(self, api_versions: frozenset[str]) -> ChartRenderer:
         """A renderer sharing loaded charts but telling charts that these APIs exist."""
         other = ChartRenderer(self.cache_dir, self.kube_version.removeprefix("v"), api_versions)
-        other._charts, other._memo, other._lock = self._charts, self._memo, self._lock
+        other._charts, other._memo, other._lock, other._calls = self._charts, self._memo, self._lock, self._calls
         return other
+
+    @property
+    def helm_calls(self) -> int:
+        """How many renders reached Helm (the rest came from the cache): the benchmark reports it."""
+        return self._calls[0]
 
     def chart(self, vendored: VendoredChart) -> Any:
         """The loaded ``helm_python.Chart`` of an archive (loaded once)."""
@@ -166,7 +170,8 @@ class ChartRenderer:
     def _render_uncached(self, vendored: VendoredChart, values: dict, options: dict) -> dict[str, str]:
         helm = _helm()
         chart = self.chart(vendored)
-        self.helm_calls += 1
+        with self._lock:
+            self._calls[0] += 1
         try:
             # The package's Chart.render has no kube_version/api_versions keywords; its native call takes
             # them (the options of `helm template`), and tests/test_charts.py fails if that ever changes.

@@ -20,7 +20,6 @@ from generator.spec.components import EXACT_VERSION_RE, LoadedComponent
 from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import (
     CHARTS_LOCK,
-    CHARTS_SOURCES,
     GENERATED_MARKER,
     RepoLayout,
     chart_archive_path,
@@ -182,5 +181,5 @@ def read_lock_or_empty(layout: RepoLayout) -> ChartLock:
     return lock
 
 
-__all__ = ["CHARTS_SOURCES", "ChartLock", "LockedChart", "VendoredChart", "chart_key", "dump_lock", "file_sha256",
+__all__ = ["ChartLock", "LockedChart", "VendoredChart", "chart_key", "dump_lock", "file_sha256",
            "load_lock", "pin_problems", "read_lock_or_empty", "sources_markdown"]
