@@ -70,7 +70,7 @@ def test_dev_to_staging_to_prod_changes_only_each_targets_release_and_rendered_f
     untouched = {env: rendered_model_files(root, env) for env in ("dev", "prod")}
     staging_before = rendered_model_files(root, "staging")
 
-    result = mlops(root, "promote", "churn", "--from", "dev", "--to", "staging")
+    result = mlops(root, "promote", "churn", "--from", "dev", "--to", "staging", "--no-git")
     assert result.exit_code == 0, result.output
     assert f"promoted churn release {dev_id} (churn version 3) from dev to staging" in result.output
 
@@ -87,7 +87,7 @@ def test_dev_to_staging_to_prod_changes_only_each_targets_release_and_rendered_f
     commit_all(root, "promote churn to staging")  # merged
 
     prod_before = rendered_model_files(root, "prod")
-    result = mlops(root, "promote", "churn", "--from", "staging", "--to", "prod")
+    result = mlops(root, "promote", "churn", "--from", "staging", "--to", "prod", "--no-git")
     assert result.exit_code == 0, result.output
     assert (root / spec_path("prod")).read_text() == spec_text("prod", 3)
     assert set(changed_files(root)) <= model_paths("prod")
@@ -98,7 +98,7 @@ def test_dev_to_staging_to_prod_changes_only_each_targets_release_and_rendered_f
 def test_with_rollout_copies_the_candidate_and_traffic(tmp_path: Path) -> None:
     root = build_repo(tmp_path / "repo", {"dev": spec_text("dev", 3, canary_block(4, 20)),
                                           "staging": spec_text("staging", 2), "prod": spec_text("prod", 1)})
-    result = mlops(root, "promote", "churn", "--from", "dev", "--to", "staging", "--with-rollout")
+    result = mlops(root, "promote", "churn", "--from", "dev", "--to", "staging", "--with-rollout", "--no-git")
     assert result.exit_code == 0, result.output
     assert (root / spec_path("staging")).read_text() == spec_text("staging", 3, canary_block(4, 20))
     sdep = load_yaml((root / "environments/staging/rendered/models/churn/seldondeployment.yaml").read_text())
@@ -106,14 +106,14 @@ def test_with_rollout_copies_the_candidate_and_traffic(tmp_path: Path) -> None:
 
     # Without --with-rollout only main's release travels; the target keeps its own (here: no) rollout.
     commit_all(root, "merged")
-    result = mlops(root, "promote", "churn", "--from", "staging", "--to", "prod")
+    result = mlops(root, "promote", "churn", "--from", "staging", "--to", "prod", "--no-git")
     assert result.exit_code == 0, result.output
     assert (root / spec_path("prod")).read_text() == spec_text("prod", 3)
 
 
 def test_first_promotion_creates_the_target_spec(tmp_path: Path) -> None:
     root = build_repo(tmp_path / "repo", {"dev": spec_text("dev", 3)})
-    result = mlops(root, "promote", "churn", "--from", "dev", "--to", "staging")
+    result = mlops(root, "promote", "churn", "--from", "dev", "--to", "staging", "--no-git")
     assert result.exit_code == 0, result.output
     assert "(new in staging)" in result.output
     text = (root / spec_path("staging")).read_text()

@@ -3,6 +3,7 @@ rendered output, committed on its own branch; every refusal writes nothing."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def refused(root: Path, *args: str, code: int = 2) -> str:
 
 def test_refuses_without_an_earlier_release(tmp_path: Path) -> None:
     root = build_repo(tmp_path / "repo")
-    assert "has run only release" in refused(root, "--env", "prod")
+    assert "there is nothing to roll back to" in refused(root, "--env", "prod")
 
 
 def test_refuses_an_unknown_release(tmp_path: Path) -> None:
@@ -182,3 +183,44 @@ def test_dry_run_drops_the_default_git_and_refuses_an_explicit_one(tmp_path: Pat
     assert "--dry-run writes nothing, so it cannot commit" in both.output
     assert tree(root) == before and git(root, "rev-parse", "HEAD").strip() == head
     assert "rollback/" not in git(root, "branch", "--list")
+
+
+def test_a_second_rollback_goes_further_back_not_forward(tmp_path: Path) -> None:
+    """v1 → v2 → v3, roll back to v2, merge; the next rollback goes to v1, never to v3 again."""
+    root = build_repo(tmp_path / "repo")  # prod runs version 1
+    deploy(root, "prod", spec_text("prod", 2), "prod runs version 2")
+    deploy(root, "prod", spec_text("prod", 3), "prod runs version 3")
+
+    first = mlops(root, "rollback", "churn", "--env", "prod")
+    assert first.exit_code == 0, first.output
+    assert f"to {release_id_of(2)} (version 2" in first.output
+    git(root, "merge", "--quiet", "--ff-only", f"rollback/churn/prod/{release_id_of(2)}")
+
+    second = mlops(root, "rollback", "churn", "--env", "prod", "--dry-run")
+    assert second.exit_code == 0, second.output
+    assert f"would roll back churn in prod from release {release_id_of(2)} (version 2) to {release_id_of(1)}" \
+        in second.output
+
+    history = mlops(root, "history", "churn", "--env", "prod")
+    assert history.exit_code == 0, history.output
+    rows = history.output.splitlines()[1:]
+    assert [row.split()[3] for row in rows] == ["rollback", "generate", "generate", "generate"]
+    assert rows[0].endswith("running") and rows[1].endswith("rolled back from")
+    assert release_id_of(3) in rows[1] and not rows[2].endswith("rolled back from")
+    # --to still reaches a release the environment was rolled back from
+    forward = mlops(root, "rollback", "churn", "--env", "prod", "--to", release_id_of(3), "--dry-run")
+    assert forward.exit_code == 0 and f"to {release_id_of(3)} (version 3" in forward.output
+
+
+def test_history_says_how_each_release_came(tmp_path: Path) -> None:
+    root = build_repo(tmp_path / "repo")
+    promoted = mlops(root, "promote", "churn", "--from", "dev", "--to", "staging")  # commits on a branch
+    assert promoted.exit_code == 0, promoted.output
+    branch = next(b.strip() for b in git(root, "branch", "--list", "promote/*").splitlines())
+    git(root, "merge", "--quiet", "--no-ff", "-m", "Merge pull request #1", branch)
+    result = mlops(root, "history", "churn", "--env", "staging", "--output", "json")
+    assert result.exit_code == 0, result.output
+    changes = json.loads(result.output)["changes"]
+    assert [(c["how"], c["version"], c["running"]) for c in changes] == [("promote", 3, True),
+                                                                        ("generate", 2, False)]
+    assert "Mlops-Change: promote" in git(root, "log", "-1", "--format=%B", branch)

@@ -113,3 +113,25 @@ def test_unreachable_mlflow_is_a_registry_error(tmp_path: Path) -> None:
     result = mlops(root, "status", "--mlflow-uri", f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 6
     assert "cannot reach MLflow" in result.output
+
+
+def test_check_fails_when_an_environment_lags_dev_by_more_than_allowed(tmp_path: Path) -> None:
+    """dev runs 3, staging 2, prod 1: prod lags by 2."""
+    root = build_repo(tmp_path / "repo")
+    strict = mlops(root, "status", "--check")
+    assert strict.exit_code == 1
+    assert "churn in prod: runs version 1" in strict.output and "behind by 2 (allowed: 0)" in strict.output
+    assert mlops(root, "status", "--check", "--max-behind", "2").exit_code == 0
+    lenient = mlops(root, "status", "--check", "--max-behind", "1", "--output", "json")
+    assert lenient.exit_code == 1
+    report = json.loads(lenient.output)
+    assert report["ok"] is False and len(report["findings"]) == 1 and "churn in prod" in report["findings"][0]
+
+
+def test_check_fails_on_a_spec_whose_output_was_not_rendered(tmp_path: Path) -> None:
+    root = build_repo(tmp_path / "repo")
+    (root / spec_path("dev")).write_text(spec_text("dev", 4))
+    result = mlops(root, "status", "--check", "--env", "dev")
+    assert result.exit_code == 1
+    assert f"churn in dev: the spec names release {release_id_of(4)} but the rendered output deploys " \
+           f"{release_id_of(3)}; run mlops render --env dev" in result.output

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from generator.changes.prepare import ModelChange
 from generator.changes.publish import publish
 from generator.commands.generate import GenerateRequest, ReleaseOptions, prepare_generate
+from generator.commands.history import change_trailer
 from generator.external import gitrepo
 from generator.external.githost import PullRequest, host_from_env
 from generator.spec.layout import RepoLayout
@@ -126,7 +127,7 @@ class RetrainChange:
     body: str
 
     def commit_message(self) -> str:
-        return f"{self.title}\n\n{self.body}"
+        return f"{self.title}\n\n{self.body.rstrip()}\n\n{change_trailer('retrain')}\n"
 
     def pull_request_title(self) -> str:
         return self.title

@@ -26,9 +26,10 @@ from generator.changes.edit import (
 )
 from generator.changes.prepare import ModelChange, prepare_model_change
 from generator.external import registry
-from generator.spec.errors import UsageError
+from generator.spec.errors import SpecError, UsageError, did_you_mean
 from generator.spec.layout import RepoLayout, model_spec_path
-from generator.spec.loader import load_environment_file
+from generator.spec.loader import load_environment_file, load_one_model
+from generator.spec.models import Environment, ModelSpec
 from generator.write.plan import apply
 
 DEFAULT_TRAFFIC = {"canary": 10, "ab": 50}
@@ -52,6 +53,30 @@ class ReleaseOptions:
 
 
 @dataclass(frozen=True)
+class FeatureOption:
+    """One ``--feature NAME:TYPE[:CATEGORY,...]`` of a new spec."""
+
+    name: str
+    type: str
+    categories: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureOption:
+        """``amount:numeric``, ``plan:categorical`` or ``plan:categorical:basic,pro``.
+
+        Raises:
+            UsageError: another shape, an unknown type, or categories on a numeric feature.
+        """
+        name, _, rest = text.partition(":")
+        kind, _, categories = rest.partition(":")
+        values = tuple(c.strip() for c in categories.split(",")) if categories else ()
+        if not name or kind not in ("numeric", "categorical") or (values and kind != "categorical") or "" in values:
+            raise UsageError(f"--feature {text!r}: use NAME:numeric, NAME:categorical or "
+                             "NAME:categorical:CATEGORY,CATEGORY,...")
+        return cls(name, kind, values)
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
     """Everything ``generate-model`` was asked to change."""
 
@@ -63,16 +88,18 @@ class GenerateRequest:
     traffic: int | None = None
     candidate_name: str = "candidate"
     promote_candidate: bool = False
-    features: tuple[tuple[str, str], ...] = ()
+    features: tuple[FeatureOption, ...] = ()
     mlflow_uri: str | None = None
 
 
 @dataclass(frozen=True)
 class GenerateResult:
-    """What ``generate-model`` prepared: whether the spec is new, and the validated change."""
+    """What ``generate-model`` prepared: whether the spec is new, the validated change, and what the user
+    should look at before merging it."""
 
     created: bool
     change: ModelChange
+    warnings: tuple[str, ...] = ()
 
     @property
     def spec_path(self) -> str:
@@ -94,8 +121,44 @@ def prepare_generate(layout: RepoLayout, request: GenerateRequest) -> GenerateRe
     existing = spec_path.read_text(encoding="utf-8") if spec_path.is_file() else None
     refuse_release_outside_entry(layout, request, existing is not None)
     options = _resolve_artifact(request, env.mlflow.tracking_uri, existing)
-    text = update_spec(existing, request, options) if existing is not None else new_spec(request, options)
-    return GenerateResult(existing is None, prepare_model_change(layout, env, request.model, text))
+    others = [m for m in layout.known_models() if m != request.model]
+    if existing is None:
+        text = new_spec(request, options, hint=did_you_mean(request.model, others))
+    else:
+        text = update_spec(existing, request, options)
+    change = prepare_model_change(layout, env, request.model, text)
+    warnings = detector_warnings(_current_spec(layout, env, request.model, existing), change.model.spec)
+    if existing is None and (close := did_you_mean(request.model, others)):
+        warnings.insert(0, f"creating a new model {request.model}{close} (models: {', '.join(others)})")
+    return GenerateResult(existing is None, change, tuple(warnings))
+
+
+def _current_spec(layout: RepoLayout, env: Environment, model: str, text: str | None) -> ModelSpec | None:
+    if text is None:
+        return None
+    try:
+        return load_one_model(layout, env, model, text).spec
+    except SpecError:  # the edit is validated on its own; an invalid old spec only loses the warnings
+        return None
+
+
+def detector_warnings(before: ModelSpec | None, after: ModelSpec) -> list[str]:
+    """Releases of ``after`` watched by a drift detector that ``before`` used for another model version
+    (a new version keeps the detector it inherited unless --detector-uri/--detector-sha256 are given)."""
+    if before is None:
+        return []
+    fitted: dict[tuple[str, str], int] = {}
+    for release in [before.release, *(c.release for c in before.rollout.candidates)]:
+        fitted.setdefault((release.detector.uri, release.detector.sha256), release.registry.version)
+    warnings = []
+    for role, release in [("main", after.release), *((f"candidate {c.name}", c.release)
+                                                      for c in after.rollout.candidates)]:
+        version = fitted.get((release.detector.uri, release.detector.sha256))
+        if version is not None and version != release.registry.version:
+            warnings.append(f"{role} (version {release.registry.version}) is watched by the drift detector fitted "
+                            f"for version {version}: fit one for version {release.registry.version} and pass "
+                            "--detector-uri and --detector-sha256")
+    return warnings
 
 
 def generate_model(layout: RepoLayout, request: GenerateRequest, dry_run: bool = False) -> GenerateResult:
@@ -158,8 +221,9 @@ def _existing_registered_name(existing: str | None) -> str | None:
         return None
 
 
-def new_spec(request: GenerateRequest, options: ReleaseOptions) -> str:
-    """A fresh release spec with the fields the generator needs and a header comment."""
+def new_spec(request: GenerateRequest, options: ReleaseOptions, hint: str = "") -> str:
+    """A fresh release spec with the fields the generator needs and a header comment; ``hint`` (a
+    did-you-mean) is added to the refusal when fields are missing."""
     release_fields = {
         "--owner": request.owner, "--registry-version": options.registry_version,
         "--artifact-uri (or a reachable --mlflow-uri)": options.artifact_uri,
@@ -168,7 +232,7 @@ def new_spec(request: GenerateRequest, options: ReleaseOptions) -> str:
         "--feature": request.features or None,
     }
     if missing := [flag for flag, value in release_fields.items() if value is None]:
-        raise UsageError(f"{model_spec_path(request.env, request.model)} does not exist yet; creating it "
+        raise UsageError(f"{model_spec_path(request.env, request.model)} does not exist yet{hint}; creating it "
                          f"needs {', '.join(missing)}")
     if request.strategy not in (None, "replace") or request.promote_candidate:
         raise UsageError("a new spec starts with strategy replace; add candidates in a second generate-model run")
@@ -178,11 +242,15 @@ def new_spec(request: GenerateRequest, options: ReleaseOptions) -> str:
     doc["owner"] = request.owner
     doc["release"] = _release_map(options, request.model)
     drift = CommentedMap()
-    types = {kind for _, kind in request.features}
+    types = {feature.type for feature in request.features}
     drift["method"] = "tabular" if len(types) > 1 else ("chi2" if types == {"categorical"} else "ks")
     features = CommentedSeq()
-    for name, kind in request.features:
-        item = CommentedMap([("name", name), ("type", kind)])
+    for feature in request.features:
+        item = CommentedMap([("name", feature.name), ("type", feature.type)])
+        if feature.categories:
+            categories = CommentedSeq(feature.categories)
+            categories.fa.set_flow_style()
+            item["categories"] = categories
         item.fa.set_flow_style()
         features.append(item)
     drift["features"] = features
@@ -216,6 +284,9 @@ def update_spec(existing: str, request: GenerateRequest, options: ReleaseOptions
         raise UsageError("--feature only applies when creating a spec; edit drift.features in the file instead")
 
     strategy = request.strategy
+    if strategy == "shadow" and request.traffic is not None:
+        raise UsageError("--traffic does not apply to a shadow: it receives a copy of every request and answers "
+                         "none; drop --traffic, or use --strategy canary or ab to give it a share")
     if request.promote_candidate:
         _promote_candidate(doc, request)
     elif strategy in ("canary", "ab", "shadow"):

@@ -19,7 +19,8 @@ from ruamel.yaml.comments import CommentedMap
 from generator.changes.edit import copy_release, dump_round_trip, load_round_trip, remove_key
 from generator.changes.prepare import ModelChange, describe_release, prepare_model_change, rendered_release_id
 from generator.changes.publish import Published, refuse_uncommitted
-from generator.spec.errors import Problem, UsageError
+from generator.commands.history import change_trailer
+from generator.spec.errors import Problem, UsageError, did_you_mean
 from generator.spec.layout import RepoLayout, model_application_path, model_spec_path, rendered_model_path
 from generator.spec.loader import load_environment_file, load_one_model
 from generator.spec.models import Environment, ModelSpec, Release, is_digest_pinned, requires_digest
@@ -69,7 +70,7 @@ class PromoteResult:
                 share = "shadow" if candidate.shadow else f"{candidate.traffic}%"
                 lines += ["", f"candidate {candidate.name} ({share}):",
                           *(f"  {line}" for line in describe_release(candidate.release))]
-        lines += ["", f"Spec: {self.change.spec_path}"]
+        lines += ["", f"Spec: {self.change.spec_path}", "", change_trailer("promote")]
         return "\n".join(lines) + "\n"
 
     def pull_request_title(self) -> str:
@@ -135,7 +136,8 @@ def _check_order(layout: RepoLayout, request: PromoteRequest) -> None:
     order = layout.existing_environments()
     for env in (request.source, request.target):
         if env not in order:
-            raise UsageError(f"environment {env!r} does not exist (known: {', '.join(order)})")
+            raise UsageError(f"environment {env!r} does not exist{did_you_mean(env, order)} "
+                             f"(known: {', '.join(order)})")
     if request.source == request.target:
         raise UsageError(f"--from and --to are both {request.source}; promote to the next environment")
     at = order.index(request.source)
@@ -154,7 +156,7 @@ def _source(layout: RepoLayout, env: Environment, request: PromoteRequest) -> tu
     path = layout.model_spec(request.source, request.model)
     if not path.is_file():
         raise UsageError(f"{layout.relative(path)} does not exist: {request.model} does not run in "
-                         f"{request.source}")
+                         f"{request.source}{did_you_mean(request.model, layout.models(request.source))}")
     text = path.read_text(encoding="utf-8")
     return load_one_model(layout, env, request.model, text).spec, text
 

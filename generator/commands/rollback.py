@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pydantic
-import yaml
 
 from generator.changes.edit import copy_release, dump_round_trip, load_round_trip
 from generator.changes.prepare import ModelChange, describe_release, prepare_model_change
 from generator.changes.publish import Published, refuse_uncommitted
+from generator.commands.history import Deployed, change_trailer, deployment_history, ran_releases
 from generator.external import gitrepo
 from generator.spec import yamlio
-from generator.spec.errors import GitError, UsageError
+from generator.spec.errors import GitError, UsageError, did_you_mean
 from generator.spec.layout import RepoLayout
 from generator.spec.loader import load_environment_file
 from generator.spec.models import Release, Rollout
@@ -36,22 +36,6 @@ class RollbackRequest:
     model: str
     env: str
     to_release: str | None = None
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """What one committed version of a spec ran: main's release and the rollout."""
-
-    commit: str
-    date: str
-    subject: str
-    text: str
-    release: Release
-    rollout: Rollout
-
-    @property
-    def state(self) -> tuple[str, Rollout]:
-        return self.release.release_id, self.rollout
 
 
 @dataclass(frozen=True)
@@ -82,7 +66,7 @@ class RollbackResult:
                 share = "shadow" if candidate.shadow else f"{candidate.traffic}%"
                 lines.append(f"candidate {candidate.name} ({share}): release {candidate.release.release_id} "
                              f"(version {candidate.release.registry.version})")
-        lines += ["", f"Spec: {self.change.spec_path}"]
+        lines += ["", f"Spec: {self.change.spec_path}", "", change_trailer("rollback")]
         return "\n".join(lines) + "\n"
 
     def pull_request_title(self) -> str:
@@ -101,25 +85,6 @@ class RollbackResult:
         return "\n".join(body) + "\n"
 
 
-def deployment_history(layout: RepoLayout, env: str, model: str) -> list[Deployed]:
-    """Every committed version of the spec that names a valid release, newest first.
-
-    Raises:
-        GitError: the repository is not a Git working tree.
-    """
-    path = layout.model_spec(env, model)
-    versions = []
-    for version in gitrepo.file_history(layout.root, path):
-        try:
-            raw = yamlio.load(version.text) or {}
-            release = Release.model_validate(raw.get("release"))
-            rollout = Rollout.model_validate(raw.get("rollout") or {})
-        except (yaml.YAMLError, pydantic.ValidationError, AttributeError):
-            continue  # a broken commit never ran; it is no rollback target
-        versions.append(Deployed(version.commit, version.date, version.subject, version.text, release, rollout))
-    return versions
-
-
 def rollback(layout: RepoLayout, request: RollbackRequest) -> RollbackResult:
     """Prepare a rollback in memory: pick the earlier version, edit the spec, render, validate.
 
@@ -132,7 +97,8 @@ def rollback(layout: RepoLayout, request: RollbackRequest) -> RollbackResult:
     spec_path = layout.model_spec(request.env, request.model)
     display = layout.relative(spec_path)
     if not spec_path.is_file():
-        raise UsageError(f"{display} does not exist: {request.model} does not run in {request.env}")
+        raise UsageError(f"{display} does not exist: {request.model} does not run in {request.env}"
+                         f"{did_you_mean(request.model, layout.models(request.env))}")
     gitrepo.repository_root(layout.root)  # rollback reads the spec's history: a clear error outside Git
     refuse_uncommitted(layout, [display], "rollback restores committed history; commit or discard them first")
     history = deployment_history(layout, request.env, request.model)
@@ -163,11 +129,12 @@ def _current(history: list[Deployed], text: str, display: str) -> Deployed:
 
 def _pick(history: list[Deployed], current: Deployed, request: RollbackRequest, display: str) -> Deployed:
     if request.to_release is None:
-        for version in history:
-            if version.state != current.state:
-                return version
-        raise UsageError(f"{display} has run only release {current.release.release_id} in its Git history; "
-                         "there is nothing to roll back to")
+        ran = ran_releases(history)
+        if len(ran) > 1 and ran[-1].state == current.state:
+            return ran[-2]
+        raise UsageError(f"{display}: {request.env} runs release {current.release.release_id} and ran nothing "
+                         "before it that it was not rolled back from; there is nothing to roll back to (mlops "
+                         f"history {request.model} --env {request.env} lists what it ran; --to picks one)")
     wanted = request.to_release.strip().lower()
     if len(wanted) < MIN_RELEASE_ID_PREFIX:
         raise UsageError(f"--to {request.to_release!r} is too short: give at least {MIN_RELEASE_ID_PREFIX} "

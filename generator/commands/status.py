@@ -10,7 +10,6 @@ or failed).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -128,15 +127,37 @@ def _status(layout: RepoLayout, env: str, spec: ModelSpec, baseline_env: str | N
                        rendered_release_id(layout, env, spec.model), comparison, alias)
 
 
-def to_json(statuses: list[ModelStatus]) -> str:
-    """Machine-readable status: one object per (environment, model)."""
+def status_report(statuses: list[ModelStatus]) -> dict[str, Any]:
+    """Machine-readable status: ``{"models": [...]}``, one object per (environment, model)."""
     items: list[dict[str, Any]] = []
     for status in statuses:
         item = asdict(status)
         item["rendered_current"] = status.rendered_release_id == status.release_id
         item["behind_dev"] = status.behind_baseline
         items.append(item)
-    return json.dumps({"models": items}, indent=2) + "\n"
+    return {"models": items}
+
+
+def check_statuses(statuses: list[ModelStatus], max_behind: int = 0) -> list[str]:
+    """What ``status --check`` fails on: stale rendered output, an environment more than ``max_behind``
+    versions behind dev (or running another release of dev's version), an MLflow alias that disagrees."""
+    findings = []
+    for s in statuses:
+        where = f"{s.model} in {s.environment}"
+        if s.rendered_release_id != s.release_id:
+            findings.append(f"{where}: the spec names release {s.release_id} but the rendered output deploys "
+                            f"{s.rendered_release_id or 'none'}; run mlops render --env {s.environment}")
+        if s.baseline is not None and s.baseline.state in ("behind", "differs"):
+            lag = s.baseline.version - s.version
+            if s.baseline.state == "differs" or lag > max_behind:
+                findings.append(f"{where}: runs version {s.version} ({s.release_id}), {s.baseline.environment} runs "
+                                f"{s.baseline.version} ({s.baseline.release_id}): {s.baseline.state}"
+                                + (f" by {lag} (allowed: {max_behind})" if s.baseline.state == "behind" else ""))
+        if s.mlflow is not None and not s.mlflow.matches:
+            findings.append(f"{where}: MLflow alias @{s.mlflow.alias} points at "
+                            f"{'nothing' if s.mlflow.version is None else f'version {s.mlflow.version}'}, Git "
+                            f"deploys version {s.version} (sync pending or failed)")
+    return findings
 
 
 def to_table(statuses: list[ModelStatus]) -> str:

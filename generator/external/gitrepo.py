@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.spec.errors import GitError
@@ -32,6 +32,8 @@ class FileVersion:
     """Committer date, ISO 8601 with offset."""
     subject: str
     text: str
+    trailers: dict[str, str] = field(default_factory=dict)
+    """The commit message's trailers (``Key: value`` lines at its end), e.g. ``Mlops-Change``."""
 
 
 def run_git(repo: Path, *args: str) -> str:
@@ -196,7 +198,8 @@ def file_history(repo: Path, path: str | Path, revision: str = "HEAD",
     """
     relative = _pathspecs(repo, [path])[0]
     # Added, copied, modified, renamed or type-changed: every change but a deletion.
-    args = ["log", f"--format=%H{_FIELD}%cI{_FIELD}%s{_RECORD}", "--diff-filter=ACMRT"]
+    args = ["log", f"--format=%H{_FIELD}%cI{_FIELD}%s{_FIELD}%(trailers:unfold,only){_RECORD}",
+            "--diff-filter=ACMRT"]
     if max_count is not None:
         args.append(f"--max-count={max_count}")
     output = run_git(repo, *args, revision, "--", relative)
@@ -204,8 +207,9 @@ def file_history(repo: Path, path: str | Path, revision: str = "HEAD",
     for record in output.split(_RECORD):
         if not record.strip():
             continue
-        commit, date, subject = record.strip("\n").split(_FIELD, 2)
-        versions.append(FileVersion(commit, date, subject, show_file(repo, commit, relative)))
+        commit, date, subject, trailers = record.strip("\n").split(_FIELD, 3)
+        pairs = dict(line.split(": ", 1) for line in trailers.splitlines() if ": " in line)
+        versions.append(FileVersion(commit, date, subject, show_file(repo, commit, relative), pairs))
     return versions
 
 

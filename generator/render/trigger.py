@@ -1,6 +1,6 @@
 """Template context of the ``retrain-trigger`` platform component (``apps/retrain-trigger/``).
 
-The trigger (``components/retrain/trigger``) runs once per environment in the Prefect namespace. Its
+The trigger (``components/retrain_trigger``) runs once per environment in the Prefect namespace. Its
 templates render a Deployment, a Service, a NetworkPolicy, the per-model retrain policy (a ConfigMap
 the trigger reads) and, in Grafana's namespace, the contact point and notification policy that route
 drift alerts labelled ``retrain="true"`` to it. Everything they print is computed here.
@@ -33,7 +33,7 @@ TOKEN_KEY = "token"
 TOKEN_DIR = "/var/run/secrets/retrain-trigger"
 TOKEN_FILE = "retrain_trigger_token"
 """The token's file in ``TOKEN_DIR``: the trigger's settings read field ``token`` from the file of that name
-(``retrain.trigger.settings.SECRETS_DIR`` and ``TOKEN_FILE_NAME``)."""
+(``retrain_trigger.settings.SECRETS_DIR`` and ``TOKEN_FILE_NAME``)."""
 GRAFANA_TOKEN_ENV = "RETRAIN_TRIGGER_TOKEN"
 """Grafana's environment variable holding the token (apps/kube-prometheus-stack/values.yaml,
 ``grafana.envValueFrom``); the contact point refers to it, so no credential is written in a file."""

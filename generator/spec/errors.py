@@ -9,6 +9,8 @@ and checked against it by ``tests/test_docs.py``).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, unique
 
@@ -36,6 +38,12 @@ class ExitCode(IntEnum):
     """The Git host refused or could not be reached for a pull request."""
     REPOSITORY = 9
     """Not a mlops-gitops repository, or one missing what every command needs (environments, schemas)."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean X?"`` when ``name`` is close to one of ``known`` (a typo), else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 class MlopsError(Exception):

@@ -189,6 +189,14 @@ class RepoLayout:
     def model_application(self, env: str, model: str) -> Path:
         return self.root / model_application_path(env, model)
 
+    def models(self, env: str) -> list[str]:
+        """Names of the models that have a spec in ``env``, sorted."""
+        return sorted(p.stem for p in self.models_dir(env).glob("*.yaml"))
+
+    def known_models(self, envs: list[str] | None = None) -> list[str]:
+        """Every model with a spec in any of ``envs`` (default: every environment), sorted."""
+        return sorted({m for env in (envs or self.existing_environments()) for m in self.models(env)})
+
     def existing_environments(self) -> list[str]:
         """Environments that have an ``environment.yaml``, known ones first in promotion order."""
         found = {p.parent.name for p in self.environments_dir.glob(f"*/{ENV_FILE}")}

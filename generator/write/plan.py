@@ -55,12 +55,14 @@ def plan(layout: RepoLayout, envs: Iterable[str], files: list[RenderedFile]) -> 
 
 
 def unified_diff(layout: RepoLayout, change: Plan) -> str:
-    """A unified diff from the tree to the fresh render, for ``render --check``."""
+    """A unified diff from the tree to the plan: what ``render --check`` found stale, or what a dry run
+    would write (a new file's old side is ``/dev/null``)."""
     chunks = []
     for path, text in sorted(change.writes.items()):
         target = layout.root / path
         old = target.read_text(encoding="utf-8").splitlines(keepends=True) if target.is_file() else []
-        chunks += difflib.unified_diff(old, text.splitlines(keepends=True), f"a/{path}", f"b/{path}")
+        chunks += difflib.unified_diff(old, text.splitlines(keepends=True),
+                                       f"a/{path}" if target.is_file() else "/dev/null", f"b/{path}")
     for path in change.deletes:
         old = (layout.root / path).read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
         chunks += difflib.unified_diff(old, [], f"a/{path}", "/dev/null")

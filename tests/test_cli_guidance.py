@@ -1,0 +1,183 @@
+"""A CLI that guides: did-you-mean for models and environments, shell completion, dry runs that show the
+diff and speak in the conditional, one JSON object per command, refusals for options that would be
+silently ignored, and warnings before a likely mistake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from generator.cli import cli
+from generator.spec.errors import ExitCode
+from helpers import copy_example_repo, digest, make_repo, model_spec, snapshot
+
+RELEASE = ["--registry-version", "11", "--artifact-uri", "s3://mlflow-artifacts/1/run11/artifacts/model"]
+
+
+def run(root: Path, *args: str, **kwargs):
+    return CliRunner().invoke(cli, [*args, "--repo-root", str(root)], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    """The committed example (dev, staging and prod run fraud-detector); tests that write copy it again."""
+    return copy_example_repo(tmp_path_factory.mktemp("example"))
+
+
+# --- did you mean ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["promote", "fraud-detectr", "--from", "dev", "--to", "staging", "--dry-run"], "did you mean fraud-detector?"),
+    (["rollback", "fraud-detectr", "--env", "prod", "--dry-run"], "did you mean fraud-detector?"),
+    (["history", "fraud-detectr", "--env", "prod"], "did you mean fraud-detector?"),
+    (["status", "--model", "fraud-detectr"], "did you mean fraud-detector?"),
+    (["status", "--env", "prdo"], "did you mean prod?"),
+    (["render", "--env", "stagin", "--check"], "did you mean staging?"),
+    (["promote", "fraud-detector", "--from", "dev", "--to", "stagin", "--dry-run"], "did you mean staging?"),
+])
+def test_a_typo_gets_a_suggestion_and_nothing_changes(example, args, hint):
+    before = snapshot(example)
+    result = run(example, *args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert hint in result.output
+    assert snapshot(example) == before
+
+
+def test_generate_model_suggests_the_model_instead_of_steering_to_create_the_typo(example):
+    result = run(example, "generate-model", "fraud-detectr", "--env", "dev", "--traffic", "20")
+    assert result.exit_code == ExitCode.USAGE
+    assert "fraud-detectr.yaml does not exist yet; did you mean fraud-detector?" in result.output
+
+
+def test_generate_model_warns_before_creating_a_model_close_to_an_existing_one(tmp_path):
+    root = copy_example_repo(tmp_path)
+    result = CliRunner().invoke(cli, [
+        "generate-model", "fraud-detect0r", "--env", "dev", "--owner", "team-risk", *RELEASE,
+        "--server-image", "ghcr.io/acme/model-server:1", "--drift-image", "ghcr.io/acme/drift:1",
+        "--detector-uri", "s3://mlflow-artifacts/1/run11/artifacts/drift/detector.npz",
+        "--detector-sha256", digest("d"), "--feature", "amount:numeric", "--dry-run", "--repo-root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "warning: creating a new model fraud-detect0r; did you mean fraud-detector?" in result.stderr
+
+
+def test_an_unknown_repository_is_exit_9_not_stale_output(tmp_path):
+    result = CliRunner().invoke(cli, ["render", "--check", "--repo-root", str(tmp_path)])
+    assert result.exit_code == ExitCode.REPOSITORY == 9
+    assert "no environments/<env>/environment.yaml" in result.output
+
+
+# --- completion -----------------------------------------------------------------------------------
+
+
+def complete(root: Path, words: str) -> list[str]:
+    """What bash completion offers for the last word of ``words`` (click's own completion protocol)."""
+    result = CliRunner().invoke(cli, [], prog_name="mlops", env={
+        "_MLOPS_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1),
+        "MLOPS_REPO_ROOT": str(root)})
+    assert result.exit_code == 0, result.output
+    return [line.split(",", 1)[1] for line in result.output.splitlines()]
+
+
+def test_completion_offers_models_and_environments(example):
+    assert complete(example, "mlops promote fr") == ["fraud-detector"]
+    assert complete(example, "mlops rollback fraud-detector --env p") == ["prod"]
+    assert complete(example, "mlops promote fraud-detector --from dev --to s") == ["staging"]
+    assert "history" in complete(example, "mlops hi")
+
+
+# --- dry runs -------------------------------------------------------------------------------------
+
+
+def test_generate_model_dry_run_shows_the_diff_and_speaks_in_the_conditional(example):
+    before = snapshot(example)
+    result = run(example, "generate-model", "fraud-detector", "--env", "dev", "--traffic", "20", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert snapshot(example) == before
+    out = result.output
+    assert "would update environments/dev/models/fraud-detector.yaml" in out
+    assert "--- a/environments/dev/models/fraud-detector.yaml" in out
+    assert "-  main_traffic: 90\n+  main_traffic: 80" in out and "-      traffic: 10\n+      traffic: 20" in out
+    assert "dev: 17 would be written" in out and "updated " not in out and "wrote " not in out
+
+
+def test_a_dry_run_is_coloured_only_on_a_terminal(example):
+    args = ["generate-model", "fraud-detector", "--env", "dev", "--traffic", "20", "--dry-run",
+            "--repo-root", str(example)]
+    plain = CliRunner().invoke(cli, args)
+    coloured = CliRunner().invoke(cli, args, color=True)
+    assert "\x1b[" not in plain.output
+    assert "\x1b[31m-  main_traffic: 90" in coloured.output and "\x1b[32m+  main_traffic: 80" in coloured.output
+
+
+# --- JSON -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, fields", [
+    (["render", "--check"], {"environments", "files", "writes", "deletes", "unchanged", "stale"}),
+    (["status"], {"models", "findings"}),
+    (["generate-model", "fraud-detector", "--env", "dev", "--traffic", "20", "--dry-run"],
+     {"environment", "model", "spec", "writes", "deletes", "unchanged", "validated", "created", "warnings"}),
+])
+def test_every_command_can_answer_with_one_json_object(example, args, fields):
+    result = run(example, *args, "--output", "json")
+    report = json.loads(result.output)  # exactly one object, nothing else on stdout
+    assert report["schema"] == 1 and report["command"] == args[0]
+    assert report["ok"] is (result.exit_code == 0)
+    if report["ok"]:
+        assert fields <= set(report)
+
+
+def test_a_failure_in_json_is_one_object_with_the_exit_code_and_problems(tmp_path):
+    root = make_repo(tmp_path, models={"dev": {"churn": model_spec(owner="Team_Growth")}})
+    result = run(root, "render", "--output", "json")
+    assert result.exit_code == ExitCode.SPEC
+    report = json.loads(result.output)
+    assert report["ok"] is False and report["exit_code"] == 3 and report["error"] == "SpecError"
+    assert report["problems"][0]["file"] == "environments/dev/models/churn.yaml"
+    assert report["problems"][0]["field"] == "owner"
+
+
+# --- options that used to be ignored --------------------------------------------------------------
+
+
+def test_a_shadow_with_traffic_is_refused(example):
+    result = run(example, "generate-model", "fraud-detector", "--env", "dev", "--strategy", "shadow",
+                 "--traffic", "30", "--dry-run")
+    assert result.exit_code == ExitCode.USAGE
+    assert "--traffic does not apply to a shadow" in result.output
+
+
+def test_a_new_version_that_keeps_an_older_versions_detector_gets_a_warning(example):
+    result = run(example, "generate-model", "fraud-detector", "--env", "dev", "--strategy", "canary", *RELEASE,
+                 "--dry-run")
+    assert result.exit_code == 0, result.output
+    # the example's candidate (version 8) had its own detector; version 11 would inherit it
+    assert ("warning: candidate candidate (version 11) is watched by the drift detector fitted for version 8"
+            in result.stderr)
+    json_result = run(example, "generate-model", "fraud-detector", "--env", "dev", "--strategy", "canary",
+                      *RELEASE, "--detector-uri", "s3://mlflow-artifacts/1/run11/artifacts/drift/detector.npz",
+                      "--detector-sha256", digest("d11"), "--dry-run", "--output", "json")
+    assert json.loads(json_result.output)["warnings"] == []
+
+
+def test_categorical_features_with_their_categories_from_the_cli(tmp_path):
+    root = make_repo(tmp_path)
+    result = run(root, "generate-model", "churn", "--env", "dev", "--owner", "team-growth",
+                 "--registry-version", "1", "--artifact-uri", "s3://b/1/r/artifacts/model",
+                 "--server-image", "ghcr.io/acme/model-server:0.1.0", "--drift-image", "ghcr.io/acme/drift:0.1.0",
+                 "--detector-uri", "s3://b/1/r/artifacts/drift/detector.npz", "--detector-sha256", digest("d"),
+                 "--feature", "tenure:numeric", "--feature", "plan:categorical:basic,pro")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((root / "environments/dev/models/churn.yaml").read_text())
+    assert spec["drift"]["features"] == [{"name": "tenure", "type": "numeric"},
+                                         {"name": "plan", "type": "categorical", "categories": ["basic", "pro"]}]
+    config = yaml.safe_load((root / "environments/dev/rendered/models/churn/drift-detector-configmap.yaml")
+                            .read_text())
+    assert "basic" in config["data"]["config.yaml"] and "pro" in config["data"]["config.yaml"]
+    bad = run(root, "generate-model", "other", "--env", "dev", "--feature", "x:numeric:a,b")
+    assert bad.exit_code == ExitCode.USAGE and "NAME:categorical:CATEGORY,CATEGORY" in bad.output
