@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import subprocess
@@ -330,3 +331,30 @@ def test_the_rendered_thread_variables_size_numpys_blas_pool():
     assert rendered and all(n == 1 for n in rendered), rendered
     if (os.cpu_count() or 1) > 1:  # else one thread is also the default and proves nothing
         assert all(n == os.cpu_count() for n in unset), unset
+
+
+def test_one_value_change_touches_only_the_files_whose_content_changes(tmp_path):
+    """The header hashes the file's own body: a traffic change rewrites the spec and the SeldonDeployment,
+    nothing else; a version bump also the files that name the version (and the detector restarts)."""
+    root = copy_example_repo(tmp_path)
+    result = run(root, "generate-model", "fraud-detector", "--env", "dev", "--traffic", "20")
+    assert result.exit_code == 0, result.output
+    assert sorted(line.split()[-1] for line in result.output.splitlines() if line.startswith("  wrote ")) == [
+        DEV_SPEC, f"{DEV_RENDERED}/seldondeployment.yaml"]
+    for path in (root / DEV_RENDERED).glob("*.yaml"):
+        head, _, body = path.read_text().partition("\n")
+        assert head.endswith(f"(sha256:{hashlib.sha256(body.encode()).hexdigest()}). DO NOT EDIT."), path
+
+    before = load(root, f"{DEV_RENDERED}/drift-detector-deployment.yaml")
+    bump = run(root, "generate-model", "fraud-detector", "--env", "dev", "--registry-version", "9",
+               "--artifact-uri", "s3://mlflow-artifacts/1/run9/artifacts/model",
+               "--detector-uri", "s3://mlflow-artifacts/1/run9/artifacts/drift/detector.npz",
+               "--detector-sha256", digest("d9"))
+    assert bump.exit_code == 0, bump.output
+    written = {line.split()[-1].rsplit("/", 1)[-1] for line in bump.output.splitlines() if line.startswith("  wrote ")}
+    assert written == {"fraud-detector.yaml", "model-fraud-detector.yaml", "seldondeployment.yaml",
+                       "drift-detector-configmap.yaml", "drift-detector-deployment.yaml", "mlflow-alias-job.yaml"}
+    after = load(root, f"{DEV_RENDERED}/drift-detector-deployment.yaml")
+    key = "mlops-gitops.io/config-hash"
+    assert before["spec"]["template"]["metadata"]["annotations"][key] != \
+        after["spec"]["template"]["metadata"]["annotations"][key]

@@ -7,12 +7,11 @@ the projects that guard them in the same change.
 
 from __future__ import annotations
 
-import hashlib
-import json
+from dataclasses import replace
 
 from generator.render.platform import PLATFORM_PROJECT
-from generator.render.renderer import RenderedFile, Renderer, header
-from generator.spec import naming, yamlio
+from generator.render.renderer import RenderedFile, Renderer, generated_file
+from generator.spec import naming
 from generator.spec.components import LoadedComponent
 from generator.spec.layout import PROJECTS_DIR, RepoLayout, rendered_apps_path, root_app_path
 from generator.spec.loader import LoadedEnvironment
@@ -43,16 +42,10 @@ MODEL_NAMESPACE_BLACKLIST = [
 def render_bootstrap(renderer: Renderer, layout: RepoLayout, environments: list[LoadedEnvironment],
                      components: list[LoadedComponent]) -> list[RenderedFile]:
     """AppProjects (platform + one per environment), their kustomization, and the root apps."""
-    digest = hashlib.sha256(json.dumps(
-        [[e.env_json for e in environments], [c.spec.render_dump() for c in components]],
-        sort_keys=True).encode()).hexdigest()
     files: list[RenderedFile] = []
 
     def emit(template: str, path: str, context: dict) -> None:
-        document = renderer.render_document(template, context, SOURCE)
-        meta = document.get("metadata") or {}
-        files.append(RenderedFile(path, header(SOURCE, digest) + yamlio.dump(document), document, "bootstrap",
-                                  f"{document.get('kind')} {meta.get('namespace')}/{meta.get('name')}"))
+        files.append(generated_file(path, SOURCE, renderer.render_document(template, context, SOURCE), "bootstrap"))
 
     first = environments[0].env_json
     projects = [platform_project(environments, components)] + [model_project(e) for e in environments]
@@ -60,9 +53,9 @@ def render_bootstrap(renderer: Renderer, layout: RepoLayout, environments: list[
         emit("appproject.yaml.j2", f"{PROJECTS_DIR}/{project['name']}.yaml", {"project": project, "env": first})
     kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                      "resources": [f"{p['name']}.yaml" for p in projects]}
-    files.append(RenderedFile(f"{PROJECTS_DIR}/kustomization.yaml",
-                              header(SOURCE, digest) + yamlio.dump(kustomization), None, "bootstrap",
-                              "Kustomization"))
+    # Not a Kubernetes object: written, never validated.
+    files.append(replace(generated_file(f"{PROJECTS_DIR}/kustomization.yaml", SOURCE, kustomization, "bootstrap"),
+                         document=None))
     for environment in environments:
         emit("application.yaml.j2", root_app_path(environment.name),
              {"app": root_app(environment), "env": environment.env_json})

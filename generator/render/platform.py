@@ -7,13 +7,11 @@ Everything lands in ``environments/<env>/rendered/apps/`` (Applications, read by
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from generator.render import retrain_pipeline, trigger
-from generator.render.renderer import MODELS_WAVE, RenderedFile, Renderer, header
-from generator.spec import naming, yamlio
+from generator.render.renderer import MODELS_WAVE, RenderedFile, Renderer, generated_file
+from generator.spec import naming
 from generator.spec.components import LoadedComponent, enabled_components, environment_values
 from generator.spec.layout import RepoLayout, rendered_path
 from generator.spec.loader import LoadedEnvironment, deep_merge
@@ -41,21 +39,17 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
     """All platform files of one environment, in a stable order."""
     env = loaded.env
     source = layout.relative(loaded.path)
-    env_digest = platform_hash(loaded, [])
     base = {"env": loaded.env_json}
     files: list[RenderedFile] = []
 
-    def emit(template: str, path: str, context: dict[str, Any], digest: str = env_digest) -> None:
-        document = renderer.render_document(template, {**base, **context}, source)
-        meta = document.get("metadata") or {}
-        files.append(RenderedFile(path, header(source, digest) + yamlio.dump(document), document, env.name,
-                                  f"{document.get('kind')} {meta.get('namespace')}/{meta.get('name')}"))
+    def emit(template: str, path: str, context: dict[str, Any]) -> None:
+        files.append(generated_file(path, source, renderer.render_document(template, {**base, **context}, source),
+                                    env.name))
 
     rendered = rendered_path(env.name)
     for component in enabled_components(components, env):
         override = env.platform.components.get(component.name)
         spec = component.spec
-        digest = platform_hash(loaded, [component])  # a component's files change only with it
         if spec.source.kind == "helm":
             values = deep_merge(deep_merge(component.values, environment_values(component, loaded.env_json)),
                                 override.values if override else {})
@@ -69,15 +63,14 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
             if provider := COMPONENT_CONTEXTS.get(component.name):
                 # Components rendered from more than the environment (the trigger: the models' policies).
                 context.update(provider(loaded, spec.namespace, settings))
-                digest = platform_hash(loaded, [component], context)
             for template in component.templates:
                 name = template.rsplit("/", 1)[-1].removesuffix(".j2")
-                emit(f"@apps/{template}", f"{folder}/{name}", context, digest)
+                emit(f"@apps/{template}", f"{folder}/{name}", context)
             app_source = _repo_source(env, folder)
         emit("application.yaml.j2", f"{rendered}/apps/platform-{component.name}.yaml", {"app": _app(
             env, f"platform-{component.name}", spec.namespace, spec.wave, app_source,
             ["CreateNamespace=true", "ServerSideApply=true", "PruneLast=true", "RespectIgnoreDifferences=true"],
-            component.name, IGNORE_WEBHOOK_CA + spec.ignore_differences)}, digest)
+            component.name, IGNORE_WEBHOOK_CA + spec.ignore_differences)})
 
     folder = f"{rendered}/platform/namespaces"
     for namespace in namespaces_context(loaded, components):
@@ -196,12 +189,3 @@ def external_secrets_context(loaded: LoadedEnvironment) -> dict[str, dict]:
                         "remote_key": item.remote_key or f"mlops/{env.name}/{item.name}",
                         "store": {"kind": store.kind, "name": store.name} if store else {}}
             for item in env.platform.secrets.items}
-
-
-def platform_hash(loaded: LoadedEnvironment, components: list[LoadedComponent], extra: Any = None) -> str:
-    """sha256 of what the platform renders from: the environment, every component's pin and values, and
-    ``extra`` (JSON-serialisable) for components rendered from more than that."""
-    payload = {"environment": loaded.env_json,
-               "components": [[c.spec.render_dump(), c.values, c.templates] for c in components],
-               **({"extra": extra} if extra is not None else {})}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

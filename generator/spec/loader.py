@@ -7,8 +7,6 @@ find the line of the offending field, so a clean render of hundreds of models st
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -42,11 +40,10 @@ _PATTERN_FIXES = {
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A validated release spec with where it came from and the hash of everything it renders from."""
+    """A validated release spec and where it came from."""
 
     spec: ModelSpec
     path: Path
-    input_hash: str
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,7 @@ def load_model(
     problems = _locate(rules.check_model(spec, env, spec_path.stem), spec_path, display, text)
     if problems:
         return None, problems
-    return LoadedModel(spec, spec_path, input_hash(env, spec)), []
+    return LoadedModel(spec, spec_path), []
 
 
 def load_one_model(layout: RepoLayout, env: Environment, model: str, text: str | None = None) -> LoadedModel:
@@ -170,16 +167,6 @@ def deep_merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         result[key] = deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return result
-
-
-def input_hash(env: Environment, spec: ModelSpec) -> str:
-    """sha256 of the validated inputs a model renders from (comments and key order do not count).
-
-    The environment's ``platform`` section is left out: models do not render from it, so changing a
-    platform component does not touch every model's files.
-    """
-    payload = {"environment": env.model_dump(mode="json", exclude={"platform"}), "model": spec.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def parse_document(model: type[pydantic.BaseModel], data: dict, path: Path, display: str, text: str | None = None):
