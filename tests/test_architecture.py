@@ -24,16 +24,20 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def generator_imports(path: Path) -> set[str]:
-    """Every ``generator.*`` module ``path`` imports, at any depth of the file (function-level too)."""
+def generator_imports(path: Path, root: Path = REPO) -> set[str]:
+    """Every ``generator.*`` module ``path`` imports, at any depth of the file (function-level too);
+    ``from generator.x import y`` counts as importing ``generator.x.y`` when ``y`` is a module."""
     found: set[str] = set()
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "generator":
-                found.update(f"generator.{alias.name}" for alias in node.names if alias.name != "__version__")
-            elif node.module.startswith("generator."):
-                found.add(node.module)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and (
+                node.module == "generator" or node.module.startswith("generator.")):
+            folder = root.joinpath(*node.module.split("."))
+            for alias in node.names:
+                if (folder / f"{alias.name}.py").is_file() or (folder / alias.name / "__init__.py").is_file():
+                    found.add(f"{node.module}.{alias.name}")
+                elif node.module != "generator":
+                    found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("generator."))
     return found
@@ -108,7 +112,7 @@ def test_the_checks_catch_an_upward_import_and_a_circle(tmp_path):
     }.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(text)
-    graph = {module_name_in(tmp_path, path): generator_imports(path)
+    graph = {module_name_in(tmp_path, path): generator_imports(path, tmp_path)
              for path in sorted((tmp_path / "generator").rglob("*.py"))}
     assert upward_imports(graph) == ["generator.spec.a (spec) imports generator.render.b (render)"]
     assert cycles(graph) == [["generator.render.b", "generator.render.c"]]

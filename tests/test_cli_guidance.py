@@ -102,7 +102,7 @@ def test_generate_model_dry_run_shows_the_diff_and_speaks_in_the_conditional(exa
     assert "would update environments/dev/models/fraud-detector.yaml" in out
     assert "--- a/environments/dev/models/fraud-detector.yaml" in out
     assert "-  main_traffic: 90\n+  main_traffic: 80" in out and "-      traffic: 10\n+      traffic: 20" in out
-    assert "dev: 17 would be written" in out and "updated " not in out and "wrote " not in out
+    assert "dev: 2 would be written" in out and "updated " not in out and "wrote " not in out
 
 
 def test_a_dry_run_is_coloured_only_on_a_terminal(example):
