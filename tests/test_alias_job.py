@@ -56,7 +56,7 @@ def test_generic_job_renders_a_hook_with_configmap_volumes_and_passes_policies()
     assert pod["volumes"][0] == {"name": "flow", "configMap": {
         "name": "churn-flow", "items": [{"key": "prefect.yaml", "path": "prefect.yaml"}]}}
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     assert doc["spec"]["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
     # Kubernetes' own schema (strict) and every platform policy, as prod applies them.
     assert Validator(RepoLayout(REPO).schemas_dir).validate([Manifest("job.yaml", doc, "prod")]) == []

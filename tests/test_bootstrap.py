@@ -90,6 +90,7 @@ def test_kustomization_uses_local_files_only():
     referenced = list(kustomization["resources"])
     for generator in kustomization.get("configMapGenerator", []):
         referenced += [entry.split("=", 1)[-1] for entry in generator.get("files", [])]
+    referenced += [patch["path"] for patch in kustomization.get("patches", [])]
     for path in referenced:
         assert "://" not in path and not path.startswith(("github.com", "git@")), path
         assert (BOOTSTRAP / path).exists(), path
@@ -144,6 +145,25 @@ def test_build_images_are_pinned(built):
         reference = image.rsplit("/", 1)[-1]
         assert "@sha256:" in image or (":" in reference and not reference.endswith(":latest")), image
     assert "quay.io/argoproj/argocd:v3.5.1" in images
+
+
+def test_build_gives_every_argocd_container_requests_and_limits(built):
+    # Upstream ships none; resources/patches.yaml adds them by container name. A container upstream adds
+    # or renames in a bump would come out without them and fail here.
+    workloads = [d for d in built if d["kind"] in ("Deployment", "StatefulSet")]
+    assert len(workloads) == 7
+    missing = [(d["metadata"]["name"], c["name"], kind, resource)
+               for d in workloads for group in ("initContainers", "containers")
+               for c in d["spec"]["template"]["spec"].get(group, [])
+               for kind in ("requests", "limits") for resource in ("cpu", "memory")
+               if resource not in (c.get("resources") or {}).get(kind, {})]
+    assert missing == []
+    controller = find(built, "StatefulSet", "argocd-application-controller")
+    assert controller["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
+    # The patch only adds resources: upstream's images, args and probes are untouched.
+    upstream = find(upstream_documents(), "StatefulSet", "argocd-application-controller")
+    ours = {k: v for k, v in controller["spec"]["template"]["spec"]["containers"][0].items() if k != "resources"}
+    assert ours == upstream["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_argocd_cm_carries_our_keys_and_keeps_upstream_ones(built):

@@ -66,7 +66,7 @@ def test_the_template_is_prefects_default_plus_the_documented_changes():
     template["metadata"] = {"labels": {"mlops-gitops.io/workload": "retrain-flow-run"}}
     pod = template["spec"]
     pod.update({"automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "volumes": [{"name": "tmp", "emptyDir": {}}]})
     pod["containers"][0].update({
@@ -95,8 +95,8 @@ def test_the_flow_run_container_loads_the_secret_and_runs_locked_down():
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    # The image's user (components/retrain/Dockerfile: USER 1000:1000), so HOME=/tmp is writable.
-    assert "USER 1000:1000" in (REPO / "components/retrain/Dockerfile").read_text(encoding="utf-8")
+    # The image's user (components/retrain/Dockerfile: USER 10001:10001), so HOME=/tmp is writable.
+    assert "USER 10001:10001" in (REPO / "components/retrain/Dockerfile").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

@@ -201,7 +201,7 @@ def test_the_image_runs_as_non_root_on_a_pinned_base() -> None:
     assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+$", DOCKERFILE, re.M)
     users = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
     assert users and all(u.split(":")[0] not in ("0", "root") for u in users)
-    assert users[-1] == "1000:1000"
+    assert users[-1] == "10001:10001"
 
 
 def test_requirements_pin_exactly_the_versions_the_tests_run_with() -> None:

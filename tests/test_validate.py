@@ -21,6 +21,8 @@ LIMITS = {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "100m", "
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
     "capabilities": {"drop": ["ALL"]},
 }
 
@@ -60,7 +62,7 @@ def predictor(name: str, traffic: int, **extra) -> dict:
         "componentSpecs": [
             {
                 "spec": {
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
                     "containers": [container("classifier")],
                 }
             }
@@ -704,8 +706,33 @@ def test_container_setting_overrides_pod_run_as_non_root(validator: Validator) -
 
 def test_run_as_user_zero_contradicts_run_as_non_root(validator: Validator) -> None:
     job = platform_set()[6]
-    job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+    job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
     one(check(validator, [job]), "spec.template.spec.containers[0].securityContext.runAsUser", "runAsUser 0")
+
+
+@pytest.mark.parametrize(("key", "value", "shown"), [("runAsUser", 1000, "1000"), ("runAsGroup", 999, "999"),
+                                                     ("runAsUser", None, "<image default>")])
+def test_user_and_group_ids_below_10000_are_refused(validator: Validator, key: str, value, shown: str) -> None:
+    # A uid below 10000 can be a host account: a container escape would act as it.
+    job = platform_set()[6]
+    job["spec"]["template"]["spec"].pop("securityContext", None)
+    container_context = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    if value is None:
+        del container_context[key]
+    else:
+        container_context[key] = value
+    problem = one(check(validator, [job]), f"spec.template.spec.containers[0].securityContext.{key}",
+                  f"runs with {key} {shown}, below 10000")
+    assert problem.fix.startswith(f"set securityContext.{key}: 10001")
+
+
+def test_pod_level_ids_cover_containers(validator: Validator) -> None:
+    job = platform_set()[6]
+    job["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 10001,
+                                                          "runAsGroup": 10001}
+    for c in job["spec"]["template"]["spec"]["containers"]:
+        c["securityContext"].pop("runAsUser"), c["securityContext"].pop("runAsGroup")
+    assert check(validator, [job]) == []
 
 
 def test_job_containers_need_limits(validator: Validator) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from generator.check.manifest import Claims, Doc, FieldPath, as_dict, as_list, format_path
 from generator.spec.errors import Problem
 from generator.spec.models import is_digest_pinned, requires_digest
+from generator.spec.naming import MIN_RUN_AS_UID, RUN_AS_UID
 
 CLUSTER_SCOPED_KINDS = frozenset(
     {
@@ -430,6 +431,18 @@ def _security_problems(d: Doc, path: FieldPath, label: str, pod: dict, own: dict
             f"{label} sets runAsUser 0 with runAsNonRoot",
             "use a non-zero runAsUser",
         )
+    for key in ("runAsUser", "runAsGroup"):
+        # Below 10000 a uid can collide with a host account: a process escaping its container would act as it.
+        value = effective(key)
+        if (key, value) == ("runAsUser", 0):
+            continue  # reported above
+        if not isinstance(value, int) or value < MIN_RUN_AS_UID:
+            yield d.problem(
+                (*path, "securityContext", key),
+                f"{label} runs with {key} {value if value is not None else '<image default>'}, below {MIN_RUN_AS_UID}",
+                f"set securityContext.{key}: {RUN_AS_UID} (the uid of the platform's images) or another "
+                f"id >= {MIN_RUN_AS_UID}, and build the image with that user",
+            )
     if own.get("allowPrivilegeEscalation") is not False:
         yield d.problem(
             (*path, "securityContext", "allowPrivilegeEscalation"),

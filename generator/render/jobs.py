@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from generator.spec import naming
+
 ARGOCD_HOOKS = ("PreSync", "Sync", "PostSync", "SyncFail", "PostDelete", "Skip")
 HOOK_DELETE_POLICIES = ("BeforeHookCreation", "HookSucceeded", "HookFailed")
-DEFAULT_RUN_AS_USER = 1000
+DEFAULT_RUN_AS_USER = naming.RUN_AS_UID
 """The uid the platform's own images run as (see components/*/Dockerfile)."""
 
 

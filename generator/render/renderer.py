@@ -171,7 +171,7 @@ class Renderer:
             raise RenderError([Problem(shown, f"template error: {exc}", line=line,
                                        fix="fix the template syntax")]) from None
         try:
-            document = yamlio.load(text)
+            document = yamlio.load(text, trusted=True)  # our own template's output
         except yaml.YAMLError as exc:
             raise RenderError([Problem(shown, f"renders invalid YAML for {source}: {exc}",
                                        fix="fix the template so its output is valid YAML")]) from None
@@ -243,6 +243,7 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
         "selectors": {component: naming.selector_labels(spec.model, component)
                       for component in ("model-server", "drift-detector")},
         "label_prefix": naming.LABEL_PREFIX,
+        "run_as_user": naming.RUN_AS_UID,
         "metrics": naming.METRICS,
         "ports": {"model_http": naming.MODEL_SERVER_HTTP_PORT, "model_metrics": naming.MODEL_SERVER_METRICS_PORT,
                   "model_app_metrics": naming.MODEL_SERVER_APP_METRICS_PORT,

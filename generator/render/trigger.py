@@ -99,6 +99,7 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
             "egress": [{"namespace": prefect.namespace, "port": prefect.port}],
         }},
         "policy": "retrain_trigger",
+        "run_as_user": naming.RUN_AS_UID,
     }
 
 

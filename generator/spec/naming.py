@@ -17,6 +17,11 @@ LABEL_PREFIX = "mlops-gitops.io"
 RELEASE_ID_LABEL = f"{LABEL_PREFIX}/release-id"
 """Label on a model's rendered Application: the release id Argo CD syncs (``mlops status``, ``promote``)."""
 GRAFANA_UID_MAX = 40
+RUN_AS_UID = 10001
+"""The uid and gid of the platform's own images (components/*/Dockerfile: useradd, USER) and of every pod
+that runs them. At least 10000 (``mlops validate`` checks it): above the host's ordinary user range, so a
+process escaping its container lands on no host account."""
+MIN_RUN_AS_UID = 10000
 
 # Metrics the rendered alerts and dashboards query. The drift detector exports the mlops_drift_* series
 # (labels model, version, predictor, feature); Seldon's executor exports the request histograms.
