@@ -1,17 +1,27 @@
 """A component image, built as far as a machine without a container engine allows.
 
 :func:`build_image` reads the component's Dockerfile and does what its build stage does, with the
-same arguments: ``python -m venv``, the ``pip install`` of the pinned requirements (wheels only, as
-written there) and of local packages copied to ``/src``, ``pip check``, the ``COPY`` of the code into
-``/app`` and the ``rm -f`` of what the image leaves out, then ``compileall``. It returns the venv, the
-``/app`` folder and the final stage's ``ENV``, ``WORKDIR``, ``ENTRYPOINT`` and ``CMD``, with the image's paths mapped to the build folder, so a test
-can start the service from what the image holds and nothing else (not the dev venv, not the
-repository). What it cannot check: the base image itself and the non-root user (other tests read
-those lines).
+same arguments: ``python -m venv`` with the Python version the base image names (``ARG
+PYTHON_IMAGE=python:3.11.14-slim-bookworm`` is this machine's ``python3.11``), the ``pip install`` of
+the pinned requirements (wheels only, as written there) and of local packages copied to ``/src``,
+``pip check``, the ``COPY`` of the code into ``/app`` and the ``rm -f`` of what the image leaves out,
+then ``compileall``. ``ARG`` defaults apply, ``build_args`` override them as ``--build-arg`` would. It
+returns the venv, the ``/app`` folder and the final stage's ``ENV``, ``WORKDIR``, ``ENTRYPOINT`` and
+``CMD``, with the image's paths mapped to the build folder, so a test can start the service from what
+the image holds and nothing else (not the dev venv, not the repository). What it cannot check: the base
+image itself and the non-root user (other tests read those lines).
+
+The venv is the slow part (minutes), so it is kept, like a container engine's layer cache, under
+``.cache/imagebuild/`` (``MLOPS_IMAGE_CACHE`` moves it), keyed by everything it is made from: the
+build-stage lines up to the last ``pip install``, the files those lines copy, and the interpreter's
+version. A change to any of them builds a new venv; ``/app`` is copied afresh on every build.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -19,12 +29,16 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import REPO
+from services import service_unavailable
 
 _ENV_PAIR = re.compile(r'(\w+)=("[^"]*"|\S+)')
+_ARG_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_PYTHON_TAG = re.compile(r"^(?:[\w.\-/]+/)?python:(\d+)\.(\d+)(?:\.\d+)?\b")
 
 
 @dataclass(frozen=True)
@@ -67,20 +81,111 @@ def _map(text: str, paths: dict[str, str]) -> str:
     return re.sub(pattern, lambda match: paths[match.group(0)], text)
 
 
-def build_image(component: str, work: Path) -> ImageEnv:
-    """Build ``components/<component>/Dockerfile``'s venv and /app under ``work``."""
+def resolved(dockerfile: Path, build_args: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The instructions with ``ARG`` values substituted (defaults, then ``build_args``), ARG lines dropped."""
+    values: dict[str, str] = {}
+    given = dict(build_args or {})
+    out = []
+    for instruction, args in instructions(dockerfile):
+        args = _ARG_REF.sub(lambda m: values.get(m.group(1) or m.group(2), m.group(0)), args)
+        if instruction == "ARG":
+            name, _, default = args.partition("=")
+            values[name] = given.pop(name, default)
+            continue
+        out.append((instruction, args))
+    assert not given, f"{dockerfile} declares no ARG {sorted(given)}"
+    return out
+
+
+def interpreter_for(base_image: str) -> str:
+    """This machine's Python for ``python:X.Y...`` (the running one if it is X.Y, else ``pythonX.Y``
+    on PATH); a missing one stops the test (a failure under CI) naming what to install."""
+    match = _PYTHON_TAG.match(base_image)
+    assert match, f"base image {base_image!r} is not python:X.Y[.Z]...; imagebuild cannot pick its Python"
+    wanted = f"{match.group(1)}.{match.group(2)}"
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == wanted:
+        return sys.executable
+    found = shutil.which(f"python{wanted}")
+    if found:
+        done = subprocess.run([found, "-c", "import sys, ensurepip, venv; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode == 0 and done.stdout.strip() == wanted:
+            return found
+    service_unavailable(f"the image's base {base_image} needs Python {wanted} with its venv module to build "
+                        f"its environment here: install python{wanted} and python{wanted}-venv (Debian; "
+                        f".ci/run does) or put a python{wanted} on PATH (pyenv)")
+
+
+def build_image(component: str, work: Path, build_args: dict[str, str] | None = None) -> ImageEnv:
+    """Build ``components/<component>/Dockerfile``'s venv (cached) and /app (under ``work``)."""
     dockerfile = REPO / "components" / component / "Dockerfile"
-    venv, app, tmp = work / "opt-venv", work / "app", work / "tmp"
+    lines = resolved(dockerfile, build_args)
+    base = next(args.split()[0] for instruction, args in lines if instruction == "FROM")
+    python = interpreter_for(base)
+    build_stage = lines[1:next(i for i, (ins, _) in enumerate(lines) if ins == "FROM" and i > 0)]
+    last_install = max(i for i, (ins, args) in enumerate(build_stage) if ins == "RUN" and "pip install" in args)
+    venv_steps, app_steps = build_stage[:last_install + 1], build_stage[last_install + 1:]
+    cache = _cache_dir(component, python, venv_steps)
+    venv, app, tmp = cache / "opt-venv", work / "app", work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    paths = {"/opt/venv": str(venv), "/app": str(app), "/src": str(work / "src")}
-    stages = 0
+    paths = {"/opt/venv": str(venv), "/app": str(app), "/src": str(cache / "src")}
+    with _locked(cache):
+        if not (cache / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            shutil.rmtree(cache / "src", ignore_errors=True)
+            _build_stage(venv_steps, paths, app, cache, python)
+            (cache / ".complete").write_text(f"{component} {base}\n")
+    _build_stage(app_steps, paths, app, work, python)
     env: dict[str, str] = {}
     workdir, entrypoint, cmd = app, [], []
-    for instruction, args in instructions(dockerfile):
-        if instruction == "FROM":
-            stages += 1
-            continue
-        if stages == 1 and instruction == "COPY":
+    for instruction, args in lines[len(build_stage) + 2:]:
+        if instruction == "ENV":
+            for key, value in _ENV_PAIR.findall(args):
+                value = value.strip('"').replace("$PATH", os.environ.get("PATH", ""))
+                env[key] = _map(value, {**paths, "/tmp": str(tmp)})
+        elif instruction == "WORKDIR":
+            workdir = Path(_map(args, paths))
+        elif instruction == "ENTRYPOINT":
+            entrypoint = json.loads(args)
+        elif instruction == "CMD":
+            cmd = json.loads(args)
+    assert entrypoint + cmd, f"{dockerfile}: expected a final stage that runs something"
+    return ImageEnv(venv, app, env, workdir, entrypoint, cmd)
+
+
+def _cache_dir(component: str, python: str, steps: list[tuple[str, str]]) -> Path:
+    """The venv's cache folder, named by a hash of what makes it (lines, copied files, interpreter)."""
+    digest = hashlib.sha256()
+    version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    digest.update(version.encode())
+    for instruction, args in steps:
+        digest.update(f"{instruction} {args}\n".encode())
+        if instruction == "COPY":
+            source = REPO / args.split()[0]
+            files = sorted(source.rglob("*")) if source.is_dir() else [source]
+            for path in (f for f in files if f.is_file() and "__pycache__" not in f.parts):
+                digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    root = Path(os.environ.get("MLOPS_IMAGE_CACHE") or REPO / ".cache" / "imagebuild")
+    return root / f"{component}-{digest.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    """Hold ``cache``'s lock: two test runs on one machine build a venv once, never into each other."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_name(cache.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_stage(steps: list[tuple[str, str]], paths: dict[str, str], app: Path, work: Path, python: str) -> None:
+    """COPY and RUN lines of the build stage (everything else there, ENV included, is pip's own settings)."""
+    for instruction, args in steps:
+        if instruction == "COPY":
             source, target = args.split()
             if target.startswith("/tmp/"):
                 paths[target] = str(REPO / source)
@@ -89,27 +194,15 @@ def build_image(component: str, work: Path) -> ImageEnv:
                 shutil.copy2(REPO / source, _map(target, paths))
             else:
                 shutil.copytree(REPO / source, _map(target, paths), ignore=shutil.ignore_patterns("__pycache__"))
-        elif stages == 1 and instruction == "RUN":
+        elif instruction == "RUN":
             for step in args.split("&&"):
-                _run_build_step(shlex.split(_map(step, paths)), app, work)
-        elif stages == 2 and instruction == "ENV":
-            for key, value in _ENV_PAIR.findall(args):
-                value = value.strip('"').replace("$PATH", os.environ.get("PATH", ""))
-                env[key] = _map(value, {**paths, "/tmp": str(tmp)})
-        elif stages == 2 and instruction == "WORKDIR":
-            workdir = Path(_map(args, paths))
-        elif stages == 2 and instruction == "ENTRYPOINT":
-            entrypoint = json.loads(args)
-        elif stages == 2 and instruction == "CMD":
-            cmd = json.loads(args)
-    assert stages == 2 and entrypoint + cmd, f"{dockerfile}: expected a build stage and a final stage that runs something"
-    return ImageEnv(venv, app, env, workdir, entrypoint, cmd)
+                _run_build_step(shlex.split(_map(step, paths)), app, work, python)
 
 
-def _run_build_step(argv: list[str], app: Path, work: Path) -> None:
+def _run_build_step(argv: list[str], app: Path, work: Path, python: str) -> None:
     """One command of a build-stage RUN: venv, pip, rm of files, find, compileall."""
     if argv[:3] == ["python", "-m", "venv"]:
-        argv = [sys.executable, *argv[1:]]
+        argv = [python, *argv[1:]]
     elif argv[0] == "rm":
         for path in (Path(arg) for arg in argv[1:] if not arg.startswith("-")):
             # /tmp/requirements.txt maps to the repository's file: never delete outside the build folder

@@ -1,8 +1,11 @@
 """The model server (components/model_server) under the real ``seldon-core-microservice``.
 
-Real parts: an sklearn model registered on a real ``mlflow server`` (PostgreSQL, artifacts on moto S3),
-the server started with the env of the *rendered* SeldonDeployment, and a real broker (tansu). The
-server's own metrics are read from its ``/metrics`` endpoint; the inference log from the topic.
+Real parts: sklearn models registered on a real ``mlflow server`` (PostgreSQL, artifacts on moto S3) by
+this venv's MLflow 3 (one by the retrain flow's own code, in skops format), the server started from
+its *image's* environment (``tests/imagebuild.py``: the Dockerfile's Python 3.11 venv with seldon-core
+1.17.1, and ``/app``; never the dev venv) with the env of the *rendered* SeldonDeployment, and a real
+broker (tansu). The server's own metrics are read from its ``/metrics`` endpoint; the inference log
+from the topic.
 """
 
 from __future__ import annotations
@@ -10,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,13 +29,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from generator.cli import cli
 from helpers import environment, make_repo, model_spec, release
-from imagebuild import build_image
+from imagebuild import ImageEnv, build_image
 from services import (
     LOCALHOST,
     KafkaBroker,
     MlflowServer,
     free_port,
-    require_module,
     run_kafka_broker,
     run_service,
 )
@@ -204,11 +204,18 @@ class RunningServer:
         return sum(v for (n, ls), v in self.metrics().items() if n == name and set(labels.items()) <= set(ls))
 
 
-def server_environment(container: dict, predictor: str, mlflow_server: MlflowServer, kafka: str,
-                       workdir: Path, **overrides: str) -> tuple[dict[str, str], int, int]:
-    """The rendered env, with what the cluster would provide replaced by this machine's services:
-    Seldon's operator (PREDICTOR_ID, port variables), the Secret, and the in-cluster endpoints."""
-    env = container_env(container, mlflow_server.env)
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> ImageEnv:
+    """components/model_server/Dockerfile's venv (Python 3.11, seldon-core 1.17.1) and /app."""
+    return build_image("model_server", tmp_path_factory.mktemp("model-server-image"))
+
+
+def server_environment(image: ImageEnv, container: dict, predictor: str, mlflow_server: MlflowServer,
+                       kafka: str, workdir: Path, **overrides: str) -> tuple[dict[str, str], int, int]:
+    """The image's ENV and the rendered env, with what the cluster would provide replaced by this
+    machine's services: Seldon's operator (PREDICTOR_ID, port variables), the Secret, the in-cluster
+    endpoints, and the pod's emptyDir at /tmp (``workdir``, one per server)."""
+    env = {**image.env, **container_env(container, mlflow_server.env)}
     # The rendered endpoints are cluster DNS names; point them at the test's services.
     env["MODEL_SERVER_KAFKA_BOOTSTRAP_SERVERS"] = kafka
     env["MLFLOW_TRACKING_URI"] = mlflow_server.tracking_uri
@@ -220,26 +227,19 @@ def server_environment(container: dict, predictor: str, mlflow_server: MlflowSer
         "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(seldon_metrics_port),
         "MODEL_SERVER_APP_METRICS_PORT": str(app_metrics_port),
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),  # an emptyDir in the pod
-        "PATH": os.environ.get("PATH", ""), "HOME": str(workdir),
-        "PYTHONPATH": str(REPO / "components"),  # the image's PYTHONPATH=/app
-        "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+        "HOME": str(workdir), "TMPDIR": str(workdir), "DO_NOT_TRACK": "true",
     })
     env.update(overrides)
     return env, http_port, app_metrics_port
 
 
-def microservice_command() -> list[str]:
-    """What the image's entrypoint runs (components/model_server/Dockerfile)."""
-    return [str(Path(sys.executable).parent / "seldon-core-microservice"), "model_server.server.ModelServer"]
-
-
 @contextlib.contextmanager
-def model_server(env: dict[str, str], http_port: int, app_metrics_port: int, workdir: Path,
+def model_server(image: ImageEnv, env: dict[str, str], http_port: int, app_metrics_port: int, workdir: Path,
                  name: str) -> Iterator[RunningServer]:
-    require_module("seldon_core", "seldon-core")
+    """The image's entry point (``python -m model_server``) from its venv, until it answers its liveness path."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with run_service(name, microservice_command(), url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env,
-                     cwd=workdir, timeout=180, log_dir=workdir) as process:
+    with run_service(name, image.command(), url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env,
+                     cwd=image.workdir, timeout=180, log_dir=workdir) as process:
         yield RunningServer(http_port, app_metrics_port, process)
 
 
@@ -307,27 +307,30 @@ def topic(rendered: dict[str, Any], broker: KafkaBroker) -> str:
 
 
 @pytest.fixture(scope="module")
-def servers(rendered: dict[str, Any], mlflow_server: MlflowServer, broker: KafkaBroker, topic: str,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningServer]]:
+def servers(image: ImageEnv, rendered: dict[str, Any], mlflow_server: MlflowServer, broker: KafkaBroker,
+            topic: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningServer]]:
     """The canary's two predictors, each started from its rendered container spec."""
     with contextlib.ExitStack() as stack:
         started = {}
         for predictor, container in rendered["containers"].items():
             workdir = tmp_path_factory.mktemp(f"server-{predictor}")
             env, http_port, metrics_port = server_environment(
-                container, predictor, mlflow_server, broker.bootstrap_servers, workdir, GUNICORN_WORKERS="2")
+                image, container, predictor, mlflow_server, broker.bootstrap_servers, workdir, GUNICORN_WORKERS="2")
             started[predictor] = stack.enter_context(
-                model_server(env, http_port, metrics_port, workdir, f"model-server-{predictor}"))
+                model_server(image, env, http_port, metrics_port, workdir, f"model-server-{predictor}"))
         yield started
 
 
 # --- tests: fit with the rendered manifest ------------------------------------------------------------
 
 
-def test_rendered_container_matches_what_the_server_uses(rendered: dict[str, Any]) -> None:
+def test_rendered_container_matches_what_the_server_uses(rendered: dict[str, Any], image: ImageEnv) -> None:
     """Ports, probes, env names and the image of the rendered predictors are the ones the server reads."""
     from model_server.settings import Settings, load_settings
-    from seldon_core.microservice import DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
+
+    DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT = json.loads(image_python(  # noqa: N806 - Seldon's names
+        image, "import json; from seldon_core.microservice import DEFAULT_HTTP_PORT as h, DEFAULT_METRICS_PORT as m; "
+               "print(json.dumps([h, m]))"))
 
     for predictor, container in rendered["containers"].items():
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -479,31 +482,80 @@ def _per_pid(server: RunningServer, name: str) -> dict:
             if s.name == name}
 
 
-def test_the_server_runs_from_what_its_image_installs_and_copies(
-        rendered: dict[str, Any], versions: dict[str, Registered], mlflow_server: MlflowServer,
-        broker: KafkaBroker, topic: str, tmp_path: Path) -> None:
-    """components/model_server/Dockerfile as far as it runs here: its pinned requirements install as
-    written and pass ``pip check``; Seldon's microservice from that venv, with /app and the image's ENV
-    (its empty /tmp, as the pod's emptyDir), serves the registered model and logs the records."""
-    image = build_image("model_server", tmp_path / "image")
-    env, http_port, metrics_port = server_environment(rendered["containers"]["main"], "main", mlflow_server,
-                                                      broker.bootstrap_servers, tmp_path)
-    env.update(image.env)  # PATH, PYTHONPATH=/app, HOME/TMPDIR and PROMETHEUS_MULTIPROC_DIR under /tmp
-    frame = transactions(31, 6)
-    with run_service("model-server-image", image.command(), url=f"http://{LOCALHOST}:{http_port}/health/ping",
-                     env=env, cwd=image.workdir, timeout=180, log_dir=tmp_path) as process:
-        server = RunningServer(http_port, metrics_port, process)
-        status, body = server.post(named(frame))
-        assert status == 200, body
-        assert body["data"]["ndarray"] == versions["main"].model.predict(frame).tolist()
-        wait_for(lambda: server.metric("mlops_model_server_inference_records_logged_total") >= 6,
-                 what="the image's server to log its records")
-        mapped = "\n".join(Path(f"/proc/{pid}/maps").read_text() for pid in _process_tree(process.pid))
+def test_the_server_runs_from_its_image_alone_on_apache_licensed_seldon_core(
+        image: ImageEnv, servers: dict[str, RunningServer]) -> None:
+    """The image's venv is Python 3.11 with seldon-core 1.17.1 (Apache-2.0), built from the Dockerfile's
+    pins with ``pip check`` clean (in the fixture); the running servers map that venv and /app, never the
+    dev venv or the repository's components/."""
+    facts = json.loads(image_python(image, (
+        "import json, sys; from importlib.metadata import metadata; m = metadata('seldon-core'); "
+        "print(json.dumps([sys.version_info[:2], m['Version'], m['License']]))")))
+    assert facts == [[3, 11], "1.17.1", "Apache 2.0"]
+    for server in servers.values():
+        mapped = "\n".join(Path(f"/proc/{pid}/maps").read_text() for pid in _process_tree(server.process.pid))
         assert str(image.venv) in mapped and str(REPO / ".venv") not in mapped
-    wanted = frame.astype(object).values.tolist()
-    from inference_log import decode
-    logged = [decode(v) for v in read_records(broker.bootstrap_servers, topic, expected=10**9, timeout=3)]
-    assert sum(r.features in wanted and r.predictor == "main" for r in logged) == 6
+        loaded = "\n".join(Path(f"/proc/{pid}/cmdline").read_text() for pid in _process_tree(server.process.pid))
+        assert "model_server" in loaded
+    assert image.command() == [str(image.venv / "bin" / "python"), "-m", "model_server"]
+
+
+def image_python(image: ImageEnv, code: str) -> str:
+    """Run ``code`` with the image's Python, ENV and /app; its stdout."""
+    done = subprocess.run([image.python, "-c", code], env=image.env, cwd=image.workdir, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_health_is_503_until_the_model_is_loaded(image: ImageEnv, tmp_path: Path) -> None:
+    """Readiness and predict answer 503 before ``load`` (Seldon's exception, from the image's seldon-core)."""
+    env = {"MODEL_SERVER_MODEL_NAME": "m", "MODEL_SERVER_REGISTERED_MODEL": "m", "MODEL_SERVER_MODEL_VERSION": "3",
+           "MODEL_SERVER_MODEL_URI": "s3://bucket/model", "PREDICTOR_ID": "main", "MODEL_SERVER_LOGGING_ENABLED": "false",
+           "MODEL_SERVER_FEATURES": '[{"name": "amount", "type": "numeric"}]',
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    code = ("import json, numpy as np; from model_server.server import ModelServer\n"
+            "from seldon_core.flask_utils import SeldonMicroserviceException\n"
+            "server = ModelServer(); codes = []\n"
+            "for call in (server.health_status, lambda: server.predict(np.array([[1.0]]), ['amount'])):\n"
+            "    try: call()\n"
+            "    except SeldonMicroserviceException as exc: codes.append([exc.status_code, exc.reason])\n"
+            "print(json.dumps(codes))")
+    done = subprocess.run([image.python, "-c", code], env={**image.env, **env}, cwd=image.workdir,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [[503, "NOT_READY"], [503, "NOT_READY"]]
+
+
+def test_a_model_logged_by_the_retrain_flow_serves_from_the_image(
+        image: ImageEnv, rendered: dict[str, Any], mlflow_server: MlflowServer, broker: KafkaBroker,
+        topic: str, tmp_path: Path) -> None:
+    """The retrain flow's own ``log_model`` (MLflow 3, skops format, predict_proba) registers a version;
+    the image's MLflow loads it and the server answers with the model's probabilities."""
+    from retrain.models import FeatureInfo, ModelModule
+    from retrain.models import fraud_detector as module
+
+    features = [FeatureInfo(f["name"], f["type"], tuple(f["categories"]) if "categories" in f else None)
+                for f in FEATURES]
+    data = module.synthetic_dataset(rows=800, seed=3)
+    frame, labels = data[NAMES], data[module.LABEL]
+    plugin = ModelModule("fraud-detector", module)
+    model = plugin.module.train(frame, labels, params=plugin.default_params, seed=3, feature_info=features)
+    import mlflow
+    with mlflow_server.client_environment(), mlflow.start_run():
+        info = plugin.log_model(model, frame, MODEL)
+    uri = mlflow_server.client().get_model_version_download_uri(MODEL, str(info.registered_model_version))
+    with mlflow_server.client_environment():
+        mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{uri}/MLmodel", dst_path=str(tmp_path / "mlmodel"))).read_text())
+    assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
+    env, http_port, metrics_port = server_environment(
+        image, rendered["containers"]["main"], "main", mlflow_server, broker.bootstrap_servers, tmp_path,
+        MODEL_SERVER_MODEL_URI=uri, MODEL_SERVER_MODEL_VERSION=str(info.registered_model_version))
+    sample = frame.head(8)
+    with model_server(image, env, http_port, metrics_port, tmp_path / "server", "model-server-retrained") as server:
+        status, body = server.post(named(sample))
+        assert status == 200, body
+        assert np.allclose(np.asarray(body["data"]["ndarray"]), model.predict_proba(sample))
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -519,16 +571,17 @@ def _process_tree(pid: int) -> list[int]:
 
 
 def test_kafka_down_predictions_go_on_and_drops_are_counted(
-        rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
+        image: ImageEnv, rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
     container = rendered["containers"]["main"]
     topic = rendered_value(container, "MODEL_SERVER_KAFKA_TOPIC")
     with run_kafka_broker("memory://tansu/", log_dir=tmp_path / "tansu") as kafka:
         kafka.create_topic(topic, partitions=TOPIC_PARTITIONS)
         env, http_port, metrics_port = server_environment(
-            container, "main", mlflow_server, kafka.bootstrap_servers, tmp_path,
+            image, container, "main", mlflow_server, kafka.bootstrap_servers, tmp_path,
             MODEL_SERVER_BUFFER_RECORDS="30", MODEL_SERVER_RECONNECT_MAX_SECONDS="1",
             MODEL_SERVER_SEND_TIMEOUT_SECONDS="1")
-        with model_server(env, http_port, metrics_port, tmp_path / "server", "model-server-kafka-down") as server:
+        with model_server(image, env, http_port, metrics_port, tmp_path / "server",
+                          "model-server-kafka-down") as server:
             assert server.post(named(transactions(1, 5)))[0] == 200
             wait_for(lambda: server.metric("mlops_model_server_inference_records_logged_total") == 5,
                      what="records logged while the broker is up")
@@ -599,14 +652,14 @@ def test_the_shipper_flushes_at_once_when_stopped_mid_interval(tmp_path: Path) -
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(
-        rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
+        image: ImageEnv, rendered: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
     from model_server import ExitCode
 
     container = rendered["containers"]["main"]
     missing = f"s3://{mlflow_server.bucket}/no/such/model"
-    env, http_port, _ = server_environment(container, "main", mlflow_server, "127.0.0.1:1", tmp_path,
+    env, http_port, _ = server_environment(image, container, "main", mlflow_server, "127.0.0.1:1", tmp_path,
                                            MODEL_SERVER_MODEL_URI=missing)
-    result = subprocess.run(microservice_command(), env=env, cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run(image.command(), env=env, cwd=image.workdir, capture_output=True, text=True,
                             timeout=180)
     assert result.returncode == ExitCode.ARTIFACT == 3, result.stdout + result.stderr
     output = result.stdout + result.stderr
@@ -614,14 +667,15 @@ def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(
     assert "the server will not start" in output
 
 
-def test_missing_configuration_is_refused_before_anything_listens(rendered: dict[str, Any], tmp_path: Path,
-                                                                   mlflow_server: MlflowServer) -> None:
+def test_missing_configuration_is_refused_before_anything_listens(image: ImageEnv, rendered: dict[str, Any],
+                                                                   tmp_path: Path, mlflow_server: MlflowServer) -> None:
     from model_server import ExitCode
 
-    env, _, _ = server_environment(rendered["containers"]["main"], "main", mlflow_server, "127.0.0.1:1", tmp_path)
+    env, _, _ = server_environment(image, rendered["containers"]["main"], "main", mlflow_server, "127.0.0.1:1",
+                                   tmp_path)
     del env["PREDICTOR_ID"]
     env["MODEL_SERVER_FEATURES"] = "[{\"name\": \"amount\", \"type\": \"text\"}]"
-    result = subprocess.run(microservice_command(), env=env, cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run(image.command(), env=env, cwd=image.workdir, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == ExitCode.CONFIG == 2, result.stdout + result.stderr
     output = result.stdout + result.stderr

@@ -1,4 +1,5 @@
-"""The model server's pure parts: the payload contract, the bounded buffer, settings and record encoding."""
+"""The model server's pure parts: the payload contract, the bounded buffer, settings and record encoding
+(the dev venv has no seldon-core: what needs it runs from the image, tests/test_model_server.py)."""
 
 from __future__ import annotations
 
@@ -152,14 +153,3 @@ def test_the_fast_encoder_writes_the_same_bytes_as_the_validating_one() -> None:
         fields = ("m", "7", "main", "req-1", 1767225600.123, features, prediction)
         keys = ("model", "version", "predictor", "request_id", "timestamp", "features", "prediction")
         assert encode_fields(*fields) == encode(dict(zip(keys, fields, strict=True)))
-
-
-def test_health_is_503_until_the_model_is_loaded(tmp_path) -> None:
-    from model_server.server import ModelServer
-    from seldon_core.flask_utils import SeldonMicroserviceException
-
-    server = ModelServer(load_settings({**BASE_ENV, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}))
-    for call in (server.health_status, lambda: server.predict(np.array([[1.0, 2.0]]), ["amount", "hour"])):
-        with pytest.raises(SeldonMicroserviceException) as caught:
-            call()
-        assert caught.value.status_code == 503

@@ -43,6 +43,9 @@ def test_negotiated_metrics_answer_what_the_scraper_asks_for() -> None:
     assert openmetrics.content_type.startswith("application/openmetrics-text") and openmetrics.body.endswith(b"# EOF\n")
     zipped = answer(Request("GET", "/metrics", headers={"accept-encoding": "gzip"}))
     assert ("Content-Encoding", "gzip") in zipped.headers and gzip.decompress(zipped.body) == plain.body
+    for header, zips in (("deflate, GZip;q=0.5", True), ("gzip;q=0", False), ("identity", False)):
+        reply = answer(Request("GET", "/metrics", headers={"accept-encoding": header}))
+        assert (("Content-Encoding", "gzip") in reply.headers) is zips, header
     assert answer(Request("GET", "/metrics", "name[]=absent")).body == b""
 
 

@@ -1,14 +1,15 @@
 """The model server: a Seldon Core Python wrapper that serves an MLflow model and logs every
 prediction to Kafka in the inference-log schema the drift detector reads.
 
-Run by ``seldon-core-microservice model_server.server.ModelServer`` (see README.md).
+Run by ``python -m model_server``, which starts ``seldon-core-microservice model_server.server.ModelServer``
+(see ``__main__.py`` and README.md).
 """
 
 from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit status of ``seldon-core-microservice model_server.server.ModelServer``; see the README."""
+    """Exit status of ``python -m model_server`` (Seldon's microservice with our class); see the README."""
 
     OK = 0
     """Stopped by SIGTERM (gunicorn's graceful stop)."""

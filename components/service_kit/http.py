@@ -24,7 +24,7 @@ from typing import NamedTuple
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest, gzip_accepted
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
 log = logging.getLogger("service_kit.http")
 
@@ -80,11 +80,21 @@ def negotiated_metrics(registry: CollectorRegistry) -> Metrics:
         encoder, content_type = choose_encoder(request.headers.get("accept"))
         names = parse_qs(request.query).get("name[]")
         body = encoder(registry.restricted_registry(names) if names else registry)
-        if gzip_accepted(request.headers.get("accept-encoding")):
+        if _accepts_gzip(request.headers.get("accept-encoding")):
             return Reply(200, gzip.compress(body), content_type, (("Content-Encoding", "gzip"),))
         return Reply(200, body, content_type)
 
     return answer
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    """Whether ``Accept-Encoding`` lists gzip (without ``q=0``). Ours, not prometheus-client's
+    ``gzip_accepted``: the model server image has prometheus-client 0.8 (seldon-core 1.17.1), which lacks it."""
+    for item in (header or "").split(","):
+        coding, *params = (part.strip().lower() for part in item.split(";"))
+        if coding == "gzip":
+            return not any(param.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for param in params)
+    return False
 
 
 class Probes:
