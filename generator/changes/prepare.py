@@ -15,6 +15,7 @@ import yaml
 from generator.check.validate import check_rendered_files
 from generator.render.renderer import RenderedFile, Renderer
 from generator.spec import yamlio
+from generator.spec.errors import SpecError
 from generator.spec.layout import RepoLayout
 from generator.spec.loader import LoadedEnvironment, LoadedModel, load_one_model
 from generator.spec.models import Environment, Release
@@ -59,8 +60,8 @@ def prepare_model_change(layout: RepoLayout, env: Environment, model: str, text:
 def rendered_release_id(layout: RepoLayout, env_name: str, model: str) -> str | None:
     """The release id Argo CD syncs for ``model`` in ``env_name``: the label on its rendered Application."""
     try:
-        document = yamlio.load(layout.model_application(env_name, model).read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
+        document = yamlio.load(layout.read_text(layout.model_application(env_name, model)))
+    except (OSError, SpecError, yaml.YAMLError):  # unreadable: the rendered-tree checks report why
         return None
     labels = ((document or {}).get("metadata") or {}).get("labels") or {}
     return labels.get(RELEASE_ID_LABEL)

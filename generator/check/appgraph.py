@@ -21,7 +21,7 @@ from generator.render.bootstrap import PROD_LIKE
 from generator.render.platform import SYSTEM_NAMESPACES
 from generator.spec import yamlio
 from generator.spec.components import EXACT_VERSION_RE
-from generator.spec.errors import Problem
+from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import PROJECTS_DIR, RepoLayout, env_file_path, root_app_path
 
 _EXACT_VERSION = re.compile(EXACT_VERSION_RE)
@@ -51,8 +51,8 @@ def graph_problems(layout: RepoLayout, envs: list[str]) -> list[Problem]:
             problems.append(Problem(layout.relative(root_path), "root app is missing",
                                     fix="run `mlops render` (without --env) to write it"))
             continue
-        apps = [_App(layout.relative(root_path), _load(root_path))]
-        apps += [_App(layout.relative(p), _load(p)) for p in sorted(layout.rendered_apps_dir(env).glob("*.yaml"))]
+        apps = [_App(layout.relative(root_path), _load(layout, root_path))]
+        apps += [_App(layout.relative(p), _load(layout, p)) for p in sorted(layout.rendered_apps_dir(env).glob("*.yaml"))]
         for app in apps:
             problems += _app_problems(layout, env, app, projects)
         problems += _namespace_order_problems(layout, apps[1:])
@@ -68,7 +68,7 @@ def _objects(layout: RepoLayout, app: _App) -> list[dict]:
     folder = layout.root / str(path) if path else None
     if folder is None or not folder.is_dir():
         return []
-    return [d for p in sorted(folder.glob("*.yaml")) for d in yamlio.load_all(p.read_text(encoding="utf-8"))
+    return [d for p in sorted(folder.glob("*.yaml")) for d in yamlio.load_all(layout.read_text(p))
             if isinstance(d, dict)]
 
 
@@ -136,7 +136,7 @@ def _app_problems(layout: RepoLayout, env: str, app: _App, projects: dict[str, d
 def _content_problems(layout: RepoLayout, app: _App, folder: Path, project: dict, destination: dict) -> list[Problem]:
     """What the Application would apply: every object's namespace and kind must pass its project."""
     objects = [(f"{layout.relative(path)}: {doc.get('kind', '')}/{(doc.get('metadata') or {}).get('name')}", doc)
-               for path in sorted(folder.glob("*.yaml")) for doc in yamlio.load_all(path.read_text(encoding="utf-8"))
+               for path in sorted(folder.glob("*.yaml")) for doc in yamlio.load_all(layout.read_text(path))
                if isinstance(doc, dict)]
     return project_problems(app.path, app.name, objects, project, destination, CLUSTER_SCOPED_KINDS)
 
@@ -186,7 +186,7 @@ def load_projects(layout: RepoLayout) -> tuple[dict[str, dict], list[Problem]]:
     """The generated AppProjects by name (their spec keys at the top, plus ``metadata`` and ``spec``)."""
     projects, problems = {}, []
     for path in sorted(layout.projects_dir.glob("*.yaml")):
-        doc = _load(path)
+        doc = _load(layout, path)
         if doc.get("kind") == "AppProject":
             projects[doc["metadata"]["name"]] = {**(doc.get("spec") or {}), "metadata": doc["metadata"],
                                                  "spec": doc.get("spec") or {}}
@@ -195,10 +195,10 @@ def load_projects(layout: RepoLayout) -> tuple[dict[str, dict], list[Problem]]:
     return projects, problems
 
 
-def _load(path: Path) -> dict:
+def _load(layout: RepoLayout, path: Path) -> dict:
     try:
-        document = yamlio.load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        document = yamlio.load(layout.read_text(path))
+    except (OSError, SpecError, yaml.YAMLError):
         return {}  # unreadable files are reported by the rendered-tree checks
     return document if isinstance(document, dict) else {}
 

@@ -12,7 +12,7 @@ import yaml
 from generator.check.manifest import Manifest
 from generator.spec import yamlio
 from generator.spec.components import LoadedComponent, enabled_components
-from generator.spec.errors import Problem
+from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import RepoLayout, sealed_secret_path
 from generator.spec.loader import LoadedEnvironment
 
@@ -25,7 +25,10 @@ def secret_manifests(layout: RepoLayout, loaded: LoadedEnvironment) -> tuple[lis
     for path in sorted(layout.secrets_dir(loaded.name).glob("*.yaml")):
         display = layout.relative(path)
         try:
-            documents = yamlio.load_all(path.read_text(encoding="utf-8"))
+            documents = yamlio.load_all(layout.read_text(path))
+        except SpecError as exc:
+            problems += exc.problems
+            continue
         except yaml.YAMLError as exc:
             problems.append(Problem(display, f"not valid YAML: {exc}", fix="re-create it with kubeseal --format yaml"))
             continue

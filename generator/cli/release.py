@@ -96,7 +96,7 @@ def generate_model_command(name: str, env: str, owner: str | None, registered_na
       # the canary won: make it main (show the diff first)
       mlops generate-model fraud-detector --env dev --promote-candidate --dry-run
     """
-    layout = layout_of(repo_root)
+    layout = layout_of(repo_root, writes=not dry_run)
     environments_of(layout, (env,))
     request = GenerateRequest(
         model=name, env=env, owner=owner, strategy=strategy, traffic=traffic, candidate_name=candidate_name,
@@ -157,7 +157,7 @@ def promote_command(model: str, source: str, target: str, release_id: str | None
       mlops promote fraud-detector --from dev --to staging --dry-run
       mlops promote fraud-detector --from staging --to prod --release 486525e0c85f
     """
-    layout = layout_of(repo_root)
+    layout = layout_of(repo_root, writes=not dry_run)
     result = promote(layout, PromoteRequest(model, source, target, release_id, with_rollout))
     result = deliver(layout, result, use_git=use_git, dry_run=dry_run, remote=remote)
     release = result.release
@@ -203,7 +203,7 @@ def rollback_command(model: str, env: str, to_release: str | None, use_git: bool
       mlops rollback fraud-detector --env prod --dry-run
       mlops rollback fraud-detector --env prod --to 78265c188e04
     """
-    layout = layout_of(repo_root)
+    layout = layout_of(repo_root, writes=not dry_run)
     environments_of(layout, (env,))
     result = rollback(layout, RollbackRequest(model, env, to_release))
     result = deliver(layout, result, use_git=use_git, dry_run=dry_run, remote=remote)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import click
@@ -17,9 +18,16 @@ from generator.commands.report import (
     error_report,
 )
 from generator.external.githost import host_from_env
-from generator.spec.errors import MlopsError, RepositoryError, UsageError, did_you_mean
+from generator.spec.errors import (
+    CheckFailedError,
+    ExitCode,
+    MlopsError,
+    RepositoryError,
+    UsageError,
+    did_you_mean,
+)
 from generator.spec.layout import RepoLayout, env_file_path
-from generator.write.plan import apply, unified_diff
+from generator.write.plan import apply, interrupted, recover, unified_diff
 
 
 class CommandFailed(click.ClickException):
@@ -42,6 +50,14 @@ class _MapsErrors:
                 click.echo(json.dumps(error_report(ctx.meta.get(COMMAND_KEY, ctx.info_name), exc), indent=2))
                 ctx.exit(exc.exit_code)
             raise CommandFailed(exc) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug: one line and a hint, not a traceback, unless asked for
+            if os.environ.get("MLOPS_DEBUG"):
+                raise
+            click.echo(f"Error: internal error, {type(exc).__name__}: {exc} (this is a bug in mlops-gitops; "
+                       "rerun with MLOPS_DEBUG=1 for the traceback and report it)", err=True)
+            ctx.exit(ExitCode.INTERNAL)
 
 
 class MlopsGroup(_MapsErrors, click.Group):
@@ -85,8 +101,17 @@ def echo_diff(diff: str) -> None:
         click.echo(click.style(line, bold=True) if bold else click.style(line, fg=colours.get(line[:1])))
 
 
-def layout_of(repo_root: Path | None) -> RepoLayout:
-    return RepoLayout(repo_root.resolve()) if repo_root else RepoLayout.discover()
+def layout_of(repo_root: Path | None, *, writes: bool = False) -> RepoLayout:
+    """The repository; for a command that ``writes``, an interrupted earlier write is completed first (and
+    said), for one that only reads, it is refused (the tree may be half old, half new)."""
+    layout = RepoLayout(repo_root.resolve()) if repo_root else RepoLayout.discover()
+    if writes:
+        if recover(layout):
+            click.echo("completed an interrupted write (its journal was left by a killed run)", err=True)
+    elif interrupted(layout):
+        raise CheckFailedError(f"a write was interrupted ({layout.relative(layout.write_journal)} is left): the "
+                               "rendered tree may be part old, part new; run `mlops render` to finish it")
+    return layout
 
 
 def environments_of(layout: RepoLayout, envs: tuple[str, ...]) -> list[str]:

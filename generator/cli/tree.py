@@ -50,7 +50,7 @@ def render_command(envs: tuple[str, ...], check: bool, verbose: bool, jobs: int 
       mlops render --check         # CI: fail on stale or hand-edited output
       mlops render -v              # list every file, its kind and whether it changed
     """
-    layout = layout_of(repo_root)
+    layout = layout_of(repo_root, writes=not check)
     result = render_environments(layout, environments_of(layout, envs), jobs=jobs)
     change, selected = result.plan, ", ".join(result.envs)
     report = envelope("render", environments=result.envs, check=check, files=len(result.files),

@@ -118,7 +118,7 @@ def prepare_generate(layout: RepoLayout, request: GenerateRequest) -> GenerateRe
     """
     env = load_environment_file(layout, request.env)
     spec_path = layout.model_spec(request.env, request.model)
-    existing = spec_path.read_text(encoding="utf-8") if spec_path.is_file() else None
+    existing = layout.read_text(spec_path) if spec_path.is_file() else None
     refuse_release_outside_entry(layout, request, existing is not None)
     options = _resolve_artifact(request, env.mlflow.tracking_uri, existing)
     others = [m for m in layout.known_models() if m != request.model]

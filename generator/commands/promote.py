@@ -119,7 +119,7 @@ def promote(layout: RepoLayout, request: PromoteRequest) -> PromoteResult:
     target_path = layout.model_spec(request.target, request.model)
     source_doc = load_round_trip(source_text, model_spec_path(request.source, request.model))
     if target_path.is_file():
-        target_text = target_path.read_text(encoding="utf-8")
+        target_text = layout.read_text(target_path)
         previous = load_one_model(layout, target_env, request.model, target_text).spec
         _check_not_running(request, source_spec, previous)
         target_doc = load_round_trip(target_text, layout.relative(target_path))
@@ -157,7 +157,7 @@ def _source(layout: RepoLayout, env: Environment, request: PromoteRequest) -> tu
     if not path.is_file():
         raise UsageError(f"{layout.relative(path)} does not exist: {request.model} does not run in "
                          f"{request.source}{did_you_mean(request.model, layout.models(request.source))}")
-    text = path.read_text(encoding="utf-8")
+    text = layout.read_text(path)
     return load_one_model(layout, env, request.model, text).spec, text
 
 

@@ -108,7 +108,7 @@ def render_all(layout: RepoLayout, envs: Iterable[str], validate: bool = True,
         except RenderError as exc:
             render_problems += exc.problems
         readme = layout.root / "README.md"
-        if readme.is_file() and (text := readme_with_table(readme.read_text(encoding="utf-8"), components)):
+        if readme.is_file() and (text := readme_with_table(layout.read_text(readme), components)):
             platform_files.append(RenderedFile("README.md", text, None, "bootstrap", "README component table"))
     if render_problems:
         raise RenderError(render_problems)

@@ -104,7 +104,7 @@ def rollback(layout: RepoLayout, request: RollbackRequest) -> RollbackResult:
     history = deployment_history(layout, request.env, request.model)
     if not history:
         raise GitError(f"{display} has no committed version; rollback needs the spec's Git history")
-    text = spec_path.read_text(encoding="utf-8")
+    text = layout.read_text(spec_path)
     doc = load_round_trip(text, display)
     current = _current(history, text, display)
     target = _pick(history, current, request, display)

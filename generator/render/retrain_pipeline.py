@@ -32,7 +32,8 @@ import yaml
 
 from generator.render.jobs import job_context
 from generator.spec import naming
-from generator.spec.errors import Problem, RenderError
+from generator.spec.errors import Problem, RenderError, SpecError
+from generator.spec.layout import RepoLayout
 from generator.spec.loader import LoadedEnvironment
 
 COMPONENT = "retrain-pipeline"
@@ -65,7 +66,9 @@ def read_prefect_file(root: Path, relative: str) -> tuple[str, dict]:
     path = root / relative
     where = f"apps/{COMPONENT}/component.yaml"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = RepoLayout(root).read_text(path)
+    except SpecError as exc:  # a path out of the repository, not UTF-8, too large
+        raise RenderError(exc.problems) from None
     except OSError:
         raise RenderError([Problem(where, f"{relative} does not exist", field="settings.prefect_file",
                                    fix="point it at the retrain flow's prefect.yaml (components/retrain/prefect.yaml)")]
@@ -133,7 +136,8 @@ def github_repository(repo_url: str) -> str:
     return match.group(1) if match else ""
 
 
-def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[str, Any]) -> dict[str, Any]:
+def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[str, Any],
+                      components: object = None) -> dict[str, Any]:
     """Everything ``apps/retrain-pipeline/manifests/*.yaml.j2`` print, for the component in ``namespace``."""
     env = loaded.env
     relative = settings["prefect_file"]

@@ -78,7 +78,7 @@ def load_lock(layout: RepoLayout) -> tuple[dict[tuple[str, str, str], VendoredCh
     if not layout.charts_lock.is_file():
         return {}, [Problem(CHARTS_LOCK, "the chart lock file is missing",
                             fix="vendor the pinned charts with `mlops charts pull <component>`")]
-    raw, problems = read_yaml_mapping(layout.charts_lock, CHARTS_LOCK)
+    raw, problems = read_yaml_mapping(layout, layout.charts_lock)
     if raw is None:
         return {}, problems
     lock, problems = parse_document(ChartLock, raw, layout.charts_lock, CHARTS_LOCK)
@@ -172,7 +172,7 @@ def read_lock_or_empty(layout: RepoLayout) -> ChartLock:
     """
     if not layout.charts_lock.is_file():
         return ChartLock(charts=[])
-    raw, problems = read_yaml_mapping(layout.charts_lock, CHARTS_LOCK)
+    raw, problems = read_yaml_mapping(layout, layout.charts_lock)
     lock = None
     if raw is not None:
         lock, problems = parse_document(ChartLock, raw, layout.charts_lock, CHARTS_LOCK)

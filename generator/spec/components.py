@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from generator.spec import yamlio
 from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import RepoLayout
 from generator.spec.loader import parse_document, read_yaml_mapping
@@ -111,7 +110,7 @@ def load_components(layout: RepoLayout) -> list[LoadedComponent]:
 
 def _load_component(layout: RepoLayout, path: Path) -> tuple[LoadedComponent | None, list[Problem]]:
     display = layout.relative(path)
-    raw, problems = read_yaml_mapping(path, display)
+    raw, problems = read_yaml_mapping(layout, path)
     if raw is None:
         return None, problems
     spec, problems = parse_document(Component, raw, path, display)
@@ -124,7 +123,9 @@ def _load_component(layout: RepoLayout, path: Path) -> tuple[LoadedComponent | N
     values: dict = {}
     values_path = folder / "values.yaml"
     if spec.source.kind == "helm" and values_path.is_file():
-        values = yamlio.load(values_path.read_text(encoding="utf-8")) or {}
+        values, problems = read_yaml_mapping(layout, values_path)
+        if values is None:
+            return None, problems
     templates = tuple(p.relative_to(layout.apps_dir).as_posix() for p in sorted(folder.glob("manifests/*.yaml.j2")))
     if spec.source.kind == "manifests" and not templates:
         return None, [Problem(display, "kind manifests but no manifests/*.yaml.j2 templates", field="source.kind",

@@ -38,6 +38,10 @@ class ExitCode(IntEnum):
     """The Git host refused or could not be reached for a pull request."""
     REPOSITORY = 9
     """Not a mlops-gitops repository, or one missing what every command needs (environments, schemas)."""
+    WRITE = 10
+    """The tree could not be written (permissions, disk full); nothing was changed."""
+    INTERNAL = 70
+    """A bug in mlops-gitops: an unexpected exception (``MLOPS_DEBUG=1`` shows the traceback)."""
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -136,6 +140,12 @@ class GitError(MlopsError):
     """A ``git`` command failed, or the working tree is not in a state the operation can use."""
 
     exit_code = ExitCode.GIT
+
+
+class WriteError(MlopsError):
+    """Files could not be staged or written (permissions, a read-only folder, a full disk)."""
+
+    exit_code = ExitCode.WRITE
 
 
 class GitHostError(MlopsError):

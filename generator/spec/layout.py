@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.spec.errors import Problem, SpecError
+
 ENVIRONMENTS = ("dev", "staging", "prod")
 """Environments in promotion order."""
 
@@ -22,6 +24,9 @@ ENV_FILE = "environment.yaml"
 MODELS_DIR = "models"
 RENDERED_DIR = "rendered"
 ENVIRONMENTS_DIR = "environments"
+WRITE_JOURNAL = ".mlops-write-journal.json"
+MAX_FILE_BYTES = 4 * 2**20
+"""Largest file the generator reads (specs are a few KB, the largest rendered file ~100 KB)."""
 PROJECTS_DIR = "bootstrap/argocd/projects"
 """Generated AppProjects: owned by the generator like ``rendered/`` (see :mod:`generator.render.bootstrap`)."""
 CHARTS_DIR = "vendor/charts"
@@ -159,6 +164,11 @@ class RepoLayout:
         return self.root / "schemas"
 
     @property
+    def write_journal(self) -> Path:
+        """Where a write records its renames and deletes until they are all done (never committed)."""
+        return self.root / WRITE_JOURNAL
+
+    @property
     def projects_dir(self) -> Path:
         return self.root / PROJECTS_DIR
 
@@ -201,6 +211,41 @@ class RepoLayout:
         """Environments that have an ``environment.yaml``, known ones first in promotion order."""
         found = {p.parent.name for p in self.environments_dir.glob(f"*/{ENV_FILE}")}
         return [e for e in ENVIRONMENTS if e in found] + sorted(found - set(ENVIRONMENTS))
+
+    def inside(self, path: Path) -> Path:
+        """``path`` with its links resolved, refused when it leads outside the repository: the generator
+        never reads or writes through a link that leaves the root (a linked file could leak into a diff or
+        a log, a linked folder could receive writes).
+
+        Raises:
+            SpecError: the path, or a folder on the way to it, is a link to somewhere outside the root.
+        """
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise SpecError([Problem(self.relative(path), f"leads outside the repository (to {resolved}): the "
+                                     "generator reads and writes only inside it",
+                                     fix="replace the link with the file it should be, inside the repository")])
+        return resolved
+
+    def read_text(self, path: Path) -> str:
+        """A repository file as UTF-8 text, read only inside the root and up to :data:`MAX_FILE_BYTES`.
+
+        Raises:
+            FileNotFoundError: no such file (callers decide what a missing file means).
+            SpecError: the path leaves the repository, the file is too large or is not UTF-8 (with the line).
+        """
+        target = self.inside(path)
+        display = self.relative(path)
+        if (size := target.stat().st_size) > MAX_FILE_BYTES:
+            raise SpecError([Problem(display, f"is {size} bytes, more than the {MAX_FILE_BYTES} the generator "
+                                     "reads", fix="split it, or check it is the file you meant")])
+        data = target.read_bytes()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise SpecError([Problem(display, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                                     f"{exc.start})", line=line, fix="save the file as UTF-8")]) from None
 
     def relative(self, path: Path) -> str:
         """A path as users see it in messages and headers: relative to the root, with forward slashes."""

@@ -61,20 +61,37 @@ class LoadedEnvironment:
         return self.env.model_dump(mode="json")
 
 
-def read_yaml_mapping(path: Path, display: str, text: str | None = None) -> tuple[dict | None, list[Problem]]:
-    """Parse one YAML file (or ``text`` meant for it) that must hold a single mapping; problems, not exceptions."""
+REWRITTEN_CHARACTERS = {"\u0085": "NEXT LINE", "\u2028": "LINE SEPARATOR", "\u2029": "PARAGRAPH SEPARATOR"}
+"""Characters YAML reads as line breaks: inside a value they would silently become a space or a newline."""
+
+
+def read_yaml_mapping(layout: RepoLayout, path: Path, text: str | None = None) -> tuple[dict | None, list[Problem]]:
+    """Parse one YAML file (or ``text`` meant for it) that must hold a single mapping; problems, not exceptions.
+
+    The file is read only inside the repository (:meth:`RepoLayout.read_text`); hostile YAML (alias bombs,
+    deep nesting) is refused by :mod:`generator.spec.yamlio`'s limits, with the line.
+    """
+    display = layout.relative(path)
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = layout.read_text(path)
         except FileNotFoundError:
             return None, [Problem(display, "file not found", fix="create it (see README: Specs)")]
+        except SpecError as exc:
+            return None, exc.problems
+    for character, name in REWRITTEN_CHARACTERS.items():
+        if (at := text.find(character)) >= 0:
+            return None, [Problem(display, f"contains U+{ord(character):04X} ({name}), which YAML turns into a line "
+                                  "break or a space", line=text.count("\n", 0, at) + 1,
+                                  fix="remove it, or write it as an escape in a double-quoted string if it is meant")]
     try:
         data = yamlio.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         return None, [Problem(display, f"not valid YAML: {exc.problem or exc}", line=line,
-                              fix="fix the YAML syntax at that line")]
+                              fix="fix the YAML syntax at that line" if not isinstance(exc, yamlio.LimitError)
+                              else "this is past a limit no spec needs; check the file is the one you meant")]
     if not isinstance(data, dict):
         return None, [Problem(display, f"must be a YAML mapping, found {type(data).__name__}",
                               fix="start the file with key: value lines")]
@@ -109,7 +126,7 @@ def load_environment_file(layout: RepoLayout, env_name: str) -> Environment:
     """
     env_path = layout.env_file(env_name)
     display = layout.relative(env_path)
-    raw_env, problems = read_yaml_mapping(env_path, display)
+    raw_env, problems = read_yaml_mapping(layout, env_path)
     if raw_env is None:
         raise SpecError(problems)
     env, problems = parse_document(Environment, raw_env, env_path, display)
@@ -126,7 +143,7 @@ def load_model(
     """Load one release spec (from disk, or ``text`` about to be written there), filling unset
     serving/drift/alerts/retrain fields from the environment's defaults."""
     display = layout.relative(spec_path)
-    raw, problems = read_yaml_mapping(spec_path, display, text)
+    raw, problems = read_yaml_mapping(layout, spec_path, text)
     if raw is None:
         return None, problems
     merged = apply_defaults(raw, env)
@@ -254,7 +271,7 @@ def _locate(problems: list[Problem], path: Path, display: str, text: str | None 
 
 def _ruamel_tree(path: Path, text: str | None) -> Any:
     try:
-        return YAML(typ="rt").load(text if text is not None else path.read_text(encoding="utf-8"))
+        return YAML(typ="rt").load(text if text is not None else path.read_text(encoding="utf-8", errors="replace"))
     except Exception:  # a file libyaml accepted but ruamel does not: lines are a nicety, not a must
         return None
 

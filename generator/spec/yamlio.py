@@ -57,22 +57,60 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping repeats a key."""
 
 
-def load(text: str) -> Any:
+class LimitError(yaml.MarkedYAMLError):
+    """A document goes past a limit that keeps hostile input from costing the machine (alias bombs, deep
+    nesting that would exhaust the stack)."""
+
+
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and sequences; specs and manifests need about a dozen levels."""
+MAX_NODES = 250_000
+"""Nodes a document may expand to, aliases counted at their full size: generous for real manifests, far
+below what an alias bomb (a few KB that expand to billions of nodes) asks for."""
+
+
+def load(text: str, *, trusted: bool = False) -> Any:
     """Parse one YAML document into dicts, lists and scalars.
 
+    Unless ``trusted`` (the generator's own template output), nesting deeper than :data:`MAX_DEPTH` and
+    expansion beyond :data:`MAX_NODES` are refused before they cost time or memory.
+
     Raises:
-        yaml.MarkedYAMLError: invalid YAML, a duplicate key, or an unsupported tag; with line and column.
+        yaml.MarkedYAMLError: invalid YAML, a duplicate key, an unsupported tag, or a :class:`LimitError`;
+            with line and column.
     """
+    if not trusted:
+        _check_depth(text)
     node = yaml.compose(text, Loader=_COMPOSER)
-    return None if node is None else _construct(node)
+    return None if node is None else _construct(node, None if trusted else [MAX_NODES])
 
 
-def load_all(text: str) -> list[Any]:
+def load_all(text: str, *, trusted: bool = False) -> list[Any]:
     """Parse every document of a YAML stream, with the same rules as :func:`load`."""
-    return [_construct(node) for node in yaml.compose_all(text, Loader=_COMPOSER)]
+    if not trusted:
+        _check_depth(text)
+    return [_construct(node, None if trusted else [MAX_NODES]) for node in yaml.compose_all(text, Loader=_COMPOSER)]
 
 
-def _construct(node: yaml.Node) -> Any:
+def _check_depth(text: str) -> None:
+    """Walk libyaml's event stream (it composes nothing, so no recursion) and stop at the first level
+    past :data:`MAX_DEPTH`, before the composer would recurse into it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_COMPOSER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise LimitError(None, None, f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _construct(node: yaml.Node, budget: list[int] | None) -> Any:
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise LimitError(None, None, f"expands to more than {MAX_NODES} nodes (aliases counted at their full "
+                                         "size)", node.start_mark)
     if isinstance(node, yaml.ScalarNode):
         if node.tag == _STR:
             return node.value
@@ -81,17 +119,17 @@ def _construct(node: yaml.Node) -> Any:
             raise yaml.constructor.ConstructorError(None, None, f"unsupported tag {node.tag}", node.start_mark)
         return build(node)
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item) for item in node.value]
+        return [_construct(item, budget) for item in node.value]
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             raise yaml.constructor.ConstructorError(None, None, "merge keys (<<) are not supported",
                                                     key_node.start_mark)
-        key = _construct(key_node)
+        key = _construct(key_node, budget)
         if key in result:
             raise DuplicateKeyError(None, None, f"duplicate key {key!r} (the first value would be silently lost)",
                                     key_node.start_mark)
-        result[key] = _construct(value_node)
+        result[key] = _construct(value_node, budget)
     return result
 
 
