@@ -21,6 +21,7 @@ import yaml
 
 from generator import __version__
 from generator.render import aliases
+from generator.render.promrules import prometheus_rules
 from generator.spec import naming, rules, yamlio
 from generator.spec.errors import Problem, RenderError
 from generator.spec.layout import RepoLayout, model_application_path, rendered_model_path
@@ -76,6 +77,8 @@ MODEL_FILES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("networkpolicy.yaml.j2", "networkpolicy-mlflow-alias.yaml", {"policy": aliases.JOB_KEY}),
 )
 APPLICATION_TEMPLATE = "application.yaml.j2"
+PROMETHEUS_RULE = ("prometheusrule.yaml.j2", "prometheusrule.yaml")
+"""Rendered only where the environment sets ``alerting.prometheus_rule``."""
 # Files embedded in ConfigMaps, rendered from their own templates and parsed before embedding.
 PAYLOAD_TEMPLATES = {
     "drift_config": "payloads/drift-config.yaml.j2",
@@ -142,6 +145,9 @@ class Renderer:
             aliases.JOB_KEY: aliases.alias_job_context(loaded.env, model.spec, self._alias_script())}
         folder = rendered_model_path(loaded.name, model.spec.model)
         outputs = [(tpl, f"{folder}/{name}", extra) for tpl, name, extra in MODEL_FILES]
+        if loaded.env.alerting.prometheus_rule:
+            context["prometheus_rules"] = prometheus_rules(context["payloads"]["grafana_alerts"], source)
+            outputs.append((PROMETHEUS_RULE[0], f"{folder}/{PROMETHEUS_RULE[1]}", {}))
         app_path = model_application_path(loaded.name, model.spec.model)
         outputs.append((APPLICATION_TEMPLATE, app_path, {}))
 

@@ -276,6 +276,14 @@ class Grafana(Strict):
     folder: Annotated[str, StringConstraints(min_length=1)] = "MLOps"
 
 
+class Alerting(Strict):
+    """Where the models' alert rules are evaluated besides Grafana (the default everywhere)."""
+
+    prometheus_rule: bool = False
+    """Also render each model's rules as a ``PrometheusRule`` for Prometheus' ruler and Alertmanager, as
+    kube-prometheus-stack users alert; translated from the same Grafana rules, so both say the same."""
+
+
 class Defaults(Strict):
     serving: Serving = Serving()
     drift: DriftSettings = DriftSettings()
@@ -350,6 +358,7 @@ class Environment(Strict):
     s3: S3
     images: Images
     grafana: Grafana = Grafana()
+    alerting: Alerting = Alerting()
     defaults: Defaults = Defaults()
     platform: Platform = Platform()
 
