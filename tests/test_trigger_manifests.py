@@ -145,15 +145,20 @@ def test_grafana_sends_retrain_drift_alerts_to_the_trigger_with_a_referenced_tok
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_network_policy_admits_monitoring_only_and_reaches_prefect_only(env):
+    # Generated from generator/spec/network.py: Grafana, Alertmanager and Prometheus pods in; Prefect's API out.
     policy = rendered(env, "networkpolicy.yaml")["spec"]
     deployment = rendered(env, "deployment.yaml")
     assert policy["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    (ingress,) = policy["ingress"]
-    assert ingress["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
-    assert ingress["ports"] == [{"protocol": "TCP", "port": container(env)["ports"][0]["containerPort"]}]
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert [rule["from"] for rule in policy["ingress"]] == [
+        [{"namespaceSelector": monitoring, "podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}]
+        for name in ("grafana", "alertmanager", "prometheus")]
+    port = container(env)["ports"][0]["containerPort"]
+    assert all(rule["ports"] == [{"protocol": "TCP", "port": port}] for rule in policy["ingress"])
     dns, prefect = policy["egress"]
     assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
-    assert prefect["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prefect"}}}]
+    assert prefect["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prefect"}},
+                              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prefect-server"}}}]
     assert prefect["ports"] == [{"protocol": "TCP", "port": 4200}]
 
 

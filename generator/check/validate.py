@@ -59,6 +59,7 @@ CRD_SCHEMAS = {
     ("postgresql.cnpg.io/v1", "Cluster"): "postgresql.cnpg.io/cluster_v1.json",
     ("postgresql.cnpg.io/v1", "Database"): "postgresql.cnpg.io/database_v1.json",
     ("networking.istio.io/v1", "Gateway"): "networking.istio.io/gateway_v1.json",
+    ("security.istio.io/v1", "PeerAuthentication"): "security.istio.io/peerauthentication_v1.json",
 }
 """(apiVersion, kind) of every custom resource the project emits -> vendored schema file."""
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from generator.check.manifest import Manifest
+from generator.check.network import network_problems
 from generator.check.policies import conflicts_between
 from generator.check.secrets import secret_manifests, secret_problems
 from generator.check.validate import Validator, as_manifests
@@ -122,9 +123,10 @@ def render_all(layout: RepoLayout, envs: Iterable[str], validate: bool = True,
         inputs += sealed
         problems += found
         problems += secret_problems(layout, environment, components, sealed)
-    platform_problems, platform_claims = Validator(layout.schemas_dir).validate_part(
-        as_manifests(f for f in platform_files if f.document is not None) + inputs)
+    platform_manifests = as_manifests(f for f in platform_files if f.document is not None)
+    platform_problems, platform_claims = Validator(layout.schemas_dir).validate_part(platform_manifests + inputs)
     problems += platform_problems
+    problems += network_problems(platform_manifests)
     problems += conflicts_between([platform_claims, *(chunk.claims for chunk in results)])
     if problems:
         raise ValidationError(problems)

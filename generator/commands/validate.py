@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from generator.check.appgraph import graph_problems, kustomize_problems
 from generator.check.charts import chart_problems
 from generator.check.manifest import load_rendered_tree
+from generator.check.network import network_problems
 from generator.check.validate import Validator
 from generator.spec.errors import ValidationError
 from generator.spec.layout import RepoLayout
@@ -30,6 +31,7 @@ def validate_environments(layout: RepoLayout, envs: Iterable[str],
     envs = list(envs)
     manifests, problems = load_rendered_tree(layout.root, envs)
     problems += Validator(layout.schemas_dir, kubernetes_version).validate(manifests)
+    problems += network_problems(manifests)
     problems += graph_problems(layout, envs)
     problems += chart_problems(layout, manifests, envs, kubernetes_version)
     if (layout.bootstrap_dir / "argocd").is_dir():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from generator.render import retrain_pipeline, trigger
+from generator.render import network, retrain_pipeline, trigger
 from generator.render.renderer import MODELS_WAVE, RenderedFile, Renderer, generated_file
 from generator.spec import naming
 from generator.spec.components import LoadedComponent, enabled_components, environment_values
@@ -19,9 +19,12 @@ from generator.spec.loader import LoadedEnvironment, deep_merge
 PLATFORM_PROJECT = "platform"
 COMPONENT_CONTEXTS = {trigger.COMPONENT: trigger.component_context,
                       retrain_pipeline.COMPONENT: retrain_pipeline.component_context}
-"""Extra template context of manifest components, by name: ``(environment, namespace, settings) -> dict``."""
+"""Extra template context of manifest components, by name:
+``(environment, namespace, settings, components) -> dict``."""
 NAMESPACES_WAVE = -40
 """Namespaces first: credentials and components sync into namespaces that already exist."""
+NETWORK_WAVE = NAMESPACES_WAVE + 1
+"""Network policies right after the namespaces, before any pod starts in them."""
 SECRETS_WAVE = -28
 """Credentials sync right after the Sealed Secrets controller (wave -30), before anything uses them."""
 TENANCY_WAVE = MODELS_WAVE - 10
@@ -62,7 +65,7 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
             context = {"settings": settings, "component": spec.render_dump()}
             if provider := COMPONENT_CONTEXTS.get(component.name):
                 # Components rendered from more than the environment (the trigger: the models' policies).
-                context.update(provider(loaded, spec.namespace, settings))
+                context.update(provider(loaded, spec.namespace, settings, components))
             for template in component.templates:
                 name = template.rsplit("/", 1)[-1].removesuffix(".j2")
                 emit(f"@apps/{template}", f"{folder}/{name}", context)
@@ -73,11 +76,21 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
             component.name, IGNORE_WEBHOOK_CA + spec.ignore_differences)})
 
     folder = f"{rendered}/platform/namespaces"
-    for namespace in namespaces_context(loaded, components):
+    namespaces = namespaces_context(loaded, components)
+    for namespace in namespaces:
         emit("namespace.yaml.j2", f"{folder}/{namespace['name']}.yaml", {"namespace": namespace})
     emit("application.yaml.j2", f"{rendered}/apps/platform-namespaces.yaml", {"app": _app(
         env, "platform-namespaces", env.namespaces.models, NAMESPACES_WAVE, _repo_source(env, folder), [],
         "namespaces")})
+
+    folder = f"{rendered}/platform/network"
+    policies = network.network_policies(loaded, components, [n["name"] for n in namespaces],
+                                        {**_tenancy_labels(env.name), "app.kubernetes.io/component": "network"})
+    for key in policies:
+        emit("networkpolicy.yaml.j2", f"{folder}/{key}.yaml", {"policy": key, "network_policies": policies})
+    emit("application.yaml.j2", f"{rendered}/apps/platform-network.yaml", {"app": _app(
+        env, "platform-network", env.namespaces.models, NETWORK_WAVE, _repo_source(env, folder), ["PruneLast=true"],
+        "network")})
 
     mesh = next((c.spec.namespace for c in enabled_components(components, env) if c.name == ISTIO_CONTROL_PLANE), None)
     tenancy = tenancy_context(loaded, mesh)
@@ -87,6 +100,9 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
     for policy in tenancy["network_policies"]:
         emit("networkpolicy.yaml.j2", f"{folder}/networkpolicy-{policy.replace('_', '-')}.yaml",
              {"policy": policy, "network_policies": tenancy["network_policies"]})
+    for peer in tenancy["peer_authentications"]:
+        emit("peerauthentication.yaml.j2", f"{folder}/peerauthentication-{peer}.yaml",
+             {"peer": peer, "peer_authentications": tenancy["peer_authentications"]})
     emit("application.yaml.j2", f"{rendered}/apps/platform-tenancy.yaml", {"app": _app(
         env, "platform-tenancy", env.namespaces.models, TENANCY_WAVE, _repo_source(env, folder), ["PruneLast=true"],
         "tenancy")})
@@ -131,10 +147,15 @@ def namespaces_context(loaded: LoadedEnvironment, components: list[LoadedCompone
     base = {"app.kubernetes.io/part-of": "mlops-gitops", "app.kubernetes.io/managed-by": "mlops-gitops",
             f"{naming.LABEL_PREFIX}/environment": env.name}
     names = {c.spec.namespace for c in enabled_components(components, env)} | {
-        env.namespaces.monitoring, env.namespaces.kafka, env.namespaces.ingress}
-    result = [{"name": name, "labels": base} for name in sorted(names - SYSTEM_NAMESPACES - {env.namespaces.models})]
-    models = {"name": env.namespaces.models, "labels": _models_namespace_labels(env.name)}
-    return sorted([*result, models], key=lambda n: n["name"])
+        env.namespaces.monitoring, env.namespaces.kafka, env.namespaces.ingress, env.namespaces.models}
+    result = []
+    for name in sorted(names - SYSTEM_NAMESPACES):
+        security, annotations = network.pod_security_labels(name, loaded, components)
+        labels = _models_namespace_labels(env.name) if name == env.namespaces.models else base
+        # Deleting a Namespace deletes everything in it: Argo CD never prunes or deletes one.
+        result.append({"name": name, "labels": {**labels, **security}, "annotations": {
+            "argocd.argoproj.io/sync-options": "Prune=false,Delete=false", **annotations}})
+    return result
 
 
 ISTIO_CONTROL_PLANE = "istiod"
@@ -148,12 +169,8 @@ def _tenancy_labels(env_name: str) -> dict[str, str]:
 
 
 def _models_namespace_labels(env_name: str) -> dict[str, str]:
-    # Enforce "baseline", warn and audit "restricted": Istio's init container (without the Istio CNI)
-    # and Seldon's injected executor do not meet "restricted", and enforcing it would block them.
-    return {**_tenancy_labels(env_name), "istio-injection": "enabled",
-            "pod-security.kubernetes.io/enforce": "baseline",
-            "pod-security.kubernetes.io/warn": "restricted",
-            "pod-security.kubernetes.io/audit": "restricted"}
+    # Pod Security levels come from generator.spec.network (baseline here, and why).
+    return {**_tenancy_labels(env_name), "istio-injection": "enabled"}
 
 
 def tenancy_context(loaded: LoadedEnvironment, mesh_namespace: str | None = None) -> dict:
@@ -176,6 +193,23 @@ def tenancy_context(loaded: LoadedEnvironment, mesh_namespace: str | None = None
                                 "egress": [{"namespace": mesh_namespace, "port": ISTIOD_XDS_PORT}]}}
                if mesh_namespace else {}),
         },
+        "peer_authentications": _peer_authentications(env.namespaces.models, labels) if mesh_namespace else {},
+    }
+
+
+def _peer_authentications(namespace: str, labels: dict[str, str]) -> dict[str, dict]:
+    """Mutual TLS only in the model namespace; plain text only on the metrics ports Prometheus (outside the
+    mesh) scrapes, per kind of pod (``portLevelMtls`` needs a workload selector)."""
+    base = {"namespace": namespace, "labels": labels}
+    return {
+        "strict": {**base, "name": "default", "selector": {}, "permissive_ports": []},
+        "model-server-metrics": {**base, "name": "model-server-metrics",
+                                 "selector": {"app.kubernetes.io/component": "model-server"},
+                                 "permissive_ports": [naming.MODEL_SERVER_METRICS_PORT,
+                                                      naming.MODEL_SERVER_APP_METRICS_PORT]},
+        "drift-detector-metrics": {**base, "name": "drift-detector-metrics",
+                                   "selector": {"app.kubernetes.io/component": "drift-detector"},
+                                   "permissive_ports": [naming.DRIFT_HTTP_PORT]},
     }
 
 

@@ -17,8 +17,10 @@ import hashlib
 import json
 from typing import Any
 
+from generator.render import network
 from generator.render.retrain_pipeline import flow_image, read_prefect_file, repository_root
 from generator.spec import naming
+from generator.spec.components import LoadedComponent
 from generator.spec.loader import LoadedEnvironment
 from generator.spec.models import Retrain
 
@@ -55,7 +57,8 @@ def _enforced(retrain: Retrain) -> dict[str, Any]:
     return {field: getattr(retrain, field) for field in ENFORCED_FIELDS}
 
 
-def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[str, Any]) -> dict[str, Any]:
+def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[str, Any],
+                      components: list[LoadedComponent]) -> dict[str, Any]:
     """Everything ``apps/retrain-trigger/manifests/*.yaml.j2`` print, for the component in ``namespace``."""
     env = loaded.env
     labels = {"app.kubernetes.io/name": COMPONENT, "app.kubernetes.io/component": COMPONENT,
@@ -67,7 +70,6 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
     image = settings["image"] or flow_image(read_prefect_file(repository_root(loaded), settings["prefect_file"])[1],
                                             settings["prefect_file"])
     service_url = f"http://{COMPONENT}.{namespace}.svc.cluster.local:{HTTP_PORT}"
-    prefect = naming.endpoint_of(settings["prefect_api_url"])
     env_vars = [
         {"name": "RETRAIN_TRIGGER_PREFECT_API_URL", "value": settings["prefect_api_url"]},
         {"name": "RETRAIN_TRIGGER_DEPLOYMENT_NAME", "value": settings["deployment_name"]},
@@ -91,12 +93,13 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
                                              settings["grafana_root_receiver"]),
             },
         },
-        # For templates/networkpolicy.yaml.j2 (included by the component's networkpolicy template).
+        # For templates/networkpolicy.yaml.j2 (included by the component's networkpolicy template): the flows
+        # of generator/spec/network.py that end or start here (Grafana, Alertmanager and Prometheus in;
+        # Prefect's API out).
         "network_policies": {"retrain_trigger": {
             "name": COMPONENT, "namespace": namespace, "labels": labels, "pod_selector": selector,
-            # Grafana and Alertmanager send alerts, Prometheus scrapes /metrics: all in monitoring.
-            "ingress": [{"namespace": env.namespaces.monitoring, "ports": [HTTP_PORT]}],
-            "egress": [{"namespace": prefect.namespace, "port": prefect.port}],
+            **dict(zip(("ingress", "egress"), network.group_rules(COMPONENT, network.resolve(loaded, components)),
+                       strict=True)),
         }},
         "policy": "retrain_trigger",
         "run_as_user": naming.RUN_AS_UID,
