@@ -118,6 +118,9 @@ def test_bootstrap_build_is_checked(tmp_path):
 
     root = copy_example_repo(tmp_path)
     assert kustomize_problems(RepoLayout(root)) == []
+    # a build that passed is remembered for exactly these inputs; a change to any of them builds again
+    (marker,) = (RepoLayout(root).cache_dir / "kustomize").iterdir()
+    assert kustomize_problems(RepoLayout(root)) == [] and list(marker.parent.iterdir()) == [marker]
     kustomization = root / "bootstrap/argocd/kustomization.yaml"
     kustomization.write_text(kustomization.read_text().replace("upstream/install.yaml", "upstream/missing.yaml"))
     (problem,) = kustomize_problems(RepoLayout(root))

@@ -7,7 +7,9 @@ pinned to a range, an automated prod Application. ``mlops validate`` reports the
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import hashlib
 import re
 import shutil
 import subprocess
@@ -16,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from generator.check.manifest import documents
 from generator.check.policies import CLUSTER_SCOPED_KINDS
 from generator.render.bootstrap import PROD_LIKE
 from generator.render.platform import SYSTEM_NAMESPACES
-from generator.spec import yamlio
 from generator.spec.components import EXACT_VERSION_RE
 from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import PROJECTS_DIR, RepoLayout, env_file_path, root_app_path
@@ -68,8 +70,7 @@ def _objects(layout: RepoLayout, app: _App) -> list[dict]:
     folder = layout.root / str(path) if path else None
     if folder is None or not folder.is_dir():
         return []
-    return [d for p in sorted(folder.glob("*.yaml")) for d in yamlio.load_all(layout.read_text(p))
-            if isinstance(d, dict)]
+    return [d for p in sorted(folder.glob("*.yaml")) for d in documents(layout, p) if isinstance(d, dict)]
 
 
 def _namespace_order_problems(layout: RepoLayout, apps: list[_App]) -> list[Problem]:
@@ -136,7 +137,7 @@ def _app_problems(layout: RepoLayout, env: str, app: _App, projects: dict[str, d
 def _content_problems(layout: RepoLayout, app: _App, folder: Path, project: dict, destination: dict) -> list[Problem]:
     """What the Application would apply: every object's namespace and kind must pass its project."""
     objects = [(f"{layout.relative(path)}: {doc.get('kind', '')}/{(doc.get('metadata') or {}).get('name')}", doc)
-               for path in sorted(folder.glob("*.yaml")) for doc in yamlio.load_all(layout.read_text(path))
+               for path in sorted(folder.glob("*.yaml")) for doc in documents(layout, path)
                if isinstance(doc, dict)]
     return project_problems(app.path, app.name, objects, project, destination, CLUSTER_SCOPED_KINDS)
 
@@ -197,14 +198,19 @@ def load_projects(layout: RepoLayout) -> tuple[dict[str, dict], list[Problem]]:
 
 def _load(layout: RepoLayout, path: Path) -> dict:
     try:
-        document = yamlio.load(layout.read_text(path))
+        parsed = documents(layout, path)
+        document = parsed[0] if len(parsed) == 1 else None
     except (OSError, SpecError, yaml.YAMLError):
         return {}  # unreadable files are reported by the rendered-tree checks
     return document if isinstance(document, dict) else {}
 
 
 def kustomize_problems(layout: RepoLayout) -> list[Problem]:
-    """``kubectl kustomize bootstrap/argocd`` must build offline, as the bootstrap step runs it."""
+    """``kubectl kustomize bootstrap/argocd`` must build offline, as the bootstrap step runs it.
+
+    A build that passed is remembered by the hash of every file it reads and of the kubectl binary
+    (in the cache folder, never committed), so an unchanged tree is not built again.
+    """
     folder = layout.bootstrap_dir / "argocd"
     if not (folder / "kustomization.yaml").is_file():
         return [Problem(layout.relative(folder), "no kustomization.yaml", fix="restore bootstrap/argocd from Git")]
@@ -212,9 +218,24 @@ def kustomize_problems(layout: RepoLayout) -> list[Problem]:
     if kubectl is None:
         return [Problem(layout.relative(folder), "kubectl is not installed, so the bootstrap build cannot be checked",
                         fix="install kubectl (it bundles kustomize)")]
+    marker = layout.cache_dir / "kustomize" / _build_inputs_digest(folder, Path(kubectl))
+    if marker.is_file():
+        return []
     result = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True,
                             timeout=KUSTOMIZE_TIMEOUT_SECONDS, check=False)
     if result.returncode != 0:
         return [Problem(layout.relative(folder), f"kubectl kustomize fails: {result.stderr.strip()[-500:]}",
                         fix="fix the kustomization; it must build offline from vendored files")]
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next run a build
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("built\n", encoding="utf-8")
     return []
+
+
+def _build_inputs_digest(folder: Path, kubectl: Path) -> str:
+    digest = hashlib.sha256()
+    binary = kubectl.resolve().stat()
+    digest.update(f"{kubectl.resolve()}:{binary.st_size}:{binary.st_mtime_ns}\n".encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def _load_file(layout: RepoLayout, file: Path, rel: str, env: str) -> tuple[list
             )
         )
     try:
-        docs = [doc for doc in yamlio.load_all(text) if doc is not None]
+        docs = [doc for doc in documents(layout, file) if doc is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problems.append(
@@ -157,3 +158,22 @@ def _load_file(layout: RepoLayout, file: Path, rel: str, env: str) -> tuple[list
             )
         )
     return [Manifest(path=rel, doc=doc, env=env) for doc in docs if isinstance(doc, dict)], problems
+
+
+def documents(layout: RepoLayout, path: Path) -> tuple[Any, ...]:
+    """The YAML documents of a repository file, parsed once per content for every check of a run (the
+    rendered tree, the app graph and the chart checks read the same files).
+
+    Raises:
+        SpecError: the file leads outside the repository, is too large or not UTF-8.
+        yaml.YAMLError: it does not parse, or passes a limit of :mod:`generator.spec.yamlio`.
+    """
+    resolved = layout.inside(path)
+    stat = resolved.stat()
+    return _parsed(resolved, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(path: Path, _mtime_ns: int, _size: int) -> tuple[Any, ...]:
+    """Keyed by path, modification time and size, so an edited file is parsed again."""
+    return tuple(yamlio.load_all(RepoLayout(path.parent).read_text(path)))

@@ -143,10 +143,16 @@ class RepoLayout:
         return self.root / chart_archive_path(chart, version)
 
     @property
-    def chart_cache_dir(self) -> Path:
-        """Cached chart renders (``.cache/mlops/charts``); ``MLOPS_CACHE_DIR`` moves the cache elsewhere."""
+    def cache_dir(self) -> Path:
+        """What the checks remember between runs (``.cache/mlops``, never committed); ``MLOPS_CACHE_DIR``
+        moves it elsewhere."""
         base = os.environ.get("MLOPS_CACHE_DIR")
-        return (Path(base) if base else self.root / CACHE_DIR) / "charts"
+        return Path(base) if base else self.root / CACHE_DIR
+
+    @property
+    def chart_cache_dir(self) -> Path:
+        """Cached chart renders (``<cache_dir>/charts``)."""
+        return self.cache_dir / "charts"
 
     def component_file(self, component: str) -> Path:
         """``apps/<component>/component.yaml``."""
