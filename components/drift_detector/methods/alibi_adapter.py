@@ -7,10 +7,13 @@ hold the built-in backend to it) and for the benchmarks' baseline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+_LICENCE_NAMED = False
 
 
 def import_alibi() -> Any:
@@ -22,6 +25,15 @@ def import_alibi() -> Any:
             "backend 'alibi' needs alibi-detect (pip install 'alibi-detect>=0.13,<0.14'; BSL 1.1); "
             "the 'builtin' backend needs no extra package"
         ) from exc
+    global _LICENCE_NAMED
+    if not _LICENCE_NAMED:  # once per process: the choice of backend, not each detector, is what to flag
+        _LICENCE_NAMED = True
+        from importlib.metadata import version  # noqa: PLC0415
+
+        logging.getLogger(__name__).warning(
+            "backend 'alibi' uses alibi-detect %s, licensed under the Business Source License 1.1 (BSL 1.1): "
+            "production use needs a licence from Seldon; the default 'builtin' backend is Apache-2.0",
+            version("alibi-detect"))
     return cd
 
 
