@@ -249,7 +249,8 @@ def test_the_rendered_job_deploys_every_model_with_the_git_sha_as_version(prefec
     assert {"model", "reason", "data_uri"} <= set(deployment["parameter_openapi_schema"]["properties"])
     variables = deployment["job_variables"]
     assert variables["image"] == job["spec"]["template"]["spec"]["containers"][0]["image"]
-    job_env = {v["name"]: v["value"] for v in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    job_env = {v["name"]: v["value"] for v in job["spec"]["template"]["spec"]["containers"][0]["env"]
+               if "value" in v}
     # The environment's services, filled in from the rendered Job into prefect.yaml's placeholders.
     assert variables["env"]["RETRAIN_GIT_URL"] == job_env["RETRAIN_GIT_URL"]
     assert variables["env"]["MLFLOW_TRACKING_URI"] == job_env["MLFLOW_TRACKING_URI"]

@@ -48,13 +48,18 @@ def test_the_rendered_deployment_env_loads_into_the_trigger_settings(env, tmp_pa
     # The Secret volume, as the pod would see it: the token file under the mount path.
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
-    token_volume = volumes[mounts[str(SECRETS_DIR)]]["secret"]
-    assert token_volume["secretName"] == trigger_context.TOKEN_SECRET
-    assert token_volume["items"] == [{"key": "token", "path": TOKEN_FILE_NAME}]
+    token_secret, auth_secret = (s["secret"] for s in volumes[mounts[str(SECRETS_DIR)]]["projected"]["sources"])
+    assert token_secret["name"] == trigger_context.TOKEN_SECRET
+    assert token_secret["items"] == [{"key": "token", "path": TOKEN_FILE_NAME}]
+    # Prefect's basic auth beside it, read into field prefect_auth_string (tests/test_prefect_auth.py uses it).
+    assert auth_secret == {"name": "prefect-api-auth",
+                           "items": [{"key": "auth-string", "path": "retrain_trigger_prefect_auth_string"}]}
     (tmp_path / TOKEN_FILE_NAME).write_text(TOKEN + "\n")
+    (tmp_path / "retrain_trigger_prefect_auth_string").write_text("admin:pass\n")
 
     settings = load_settings(secrets_dir=tmp_path)
     assert settings.token.get_secret_value() == TOKEN
+    assert settings.prefect_auth_string.get_secret_value() == "admin:pass"
     assert settings.http_port == next(p["containerPort"] for p in main["ports"] if p["name"] == "http")
     assert settings.deployment_for("fraud-detector") == "retrain/fraud-detector"
     assert urlsplit(settings.prefect_api_url).hostname == "prefect-server.prefect.svc.cluster.local"

@@ -76,7 +76,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
     authenticator = Authenticator(settings.secret, settings.hmac_signature_header,
                                   settings.hmac_timestamp_header, settings.hmac_max_age_seconds)
     metrics = TriggerMetrics(registry)
-    prefect = prefect or PrefectAPI(settings.prefect_api_url, timeout=settings.prefect_timeout_seconds)
+    auth = settings.prefect_auth_string.get_secret_value() if settings.prefect_auth_string else None
+    prefect = prefect or PrefectAPI(settings.prefect_api_url, timeout=settings.prefect_timeout_seconds,
+                                    auth_string=auth)
     trigger = RetrainTrigger(policy, prefect, metrics, settings.deployment_for, settings.dedupe_capacity)
 
     def refuse(source: str, request: Request, result: str, status: int, message: str) -> JSONResponse:

@@ -33,9 +33,13 @@ class FlowRun:
 class PrefectAPI:
     """A client of one Prefect server API (``.../api``)."""
 
-    def __init__(self, api_url: str, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, api_url: str, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None,
+                 auth_string: str | None = None) -> None:
+        """``auth_string``: ``user:password`` of the server's basic auth (as Prefect's own clients send it)."""
         self.api_url = api_url.rstrip("/")
+        user, _, password = (auth_string or "").partition(":")
         self._client = httpx.AsyncClient(base_url=self.api_url, timeout=timeout, transport=transport,
+                                         auth=httpx.BasicAuth(user, password) if auth_string else None,
                                          headers={"Accept": "application/json"}, trust_env=False)
 
     async def aclose(self) -> None:

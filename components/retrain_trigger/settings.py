@@ -39,6 +39,9 @@ class Settings(ServiceSettings):
     """``<flow name>/<deployment name>`` of a model's retrain deployment; ``{model}`` is replaced."""
     token: SecretStr
     """The shared webhook secret: file ``retrain_trigger_token`` in the secrets directory, or the variable."""
+    prefect_auth_string: SecretStr | None = None
+    """``user:password`` of the Prefect server's basic auth (its ``PREFECT_SERVER_API_AUTH_STRING``): file
+    ``retrain_trigger_prefect_auth_string`` in the secrets directory, or the variable; none: no auth."""
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=1, le=65535)
@@ -54,7 +57,7 @@ class Settings(ServiceSettings):
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
 
-    @field_validator("token", mode="before")
+    @field_validator("token", "prefect_auth_string", mode="before")
     @classmethod
     def _strip(cls, value: object) -> object:
         # A secret file usually ends in a newline; `kubectl create secret --from-file` keeps it.

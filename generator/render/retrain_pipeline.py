@@ -150,6 +150,9 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
     git_repo = settings["pull_request_repo"] or github_repository(env.argocd.repo_url)
     variables = [
         {"name": "PREFECT_API_URL", "value": settings["prefect_api_url"]},
+        # The server's basic auth (apps/prefect-server/values.yaml); Prefect clients read only the variable.
+        {"name": "PREFECT_API_AUTH_STRING", "valueFrom": {"secretKeyRef": {"name": "prefect-api-auth",
+                                                                           "key": "auth-string"}}},
         # Read by prefect.yaml's {{ $VARIABLE }} placeholders: this environment's services.
         {"name": "RETRAIN_GIT_URL", "value": env.argocd.repo_url},
         {"name": "RETRAIN_GIT_BRANCH", "value": env.argocd.target_revision},

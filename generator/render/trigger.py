@@ -37,6 +37,9 @@ TOKEN_FILE = "retrain_trigger_token"
 """The token's file in ``TOKEN_DIR``: the trigger's settings read field ``token`` from the file of that name
 (``retrain_trigger.settings.SECRETS_DIR`` and ``TOKEN_FILE_NAME``)."""
 GRAFANA_TOKEN_ENV = "RETRAIN_TRIGGER_TOKEN"
+PREFECT_AUTH_SECRET = "prefect-api-auth"
+PREFECT_AUTH_KEY = "auth-string"
+"""The Prefect server's basic-auth Secret and key (apps/prefect-server/values.yaml ``server.basicAuth``)."""
 """Grafana's environment variable holding the token (apps/kube-prometheus-stack/values.yaml,
 ``grafana.envValueFrom``); the contact point refers to it, so no credential is written in a file."""
 CONTACT_POINT = "mlops-retrain-trigger"
@@ -85,6 +88,9 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
             "policy_hash": hashlib.sha256(policy_text.encode()).hexdigest()[:16],
             "policy": {"configmap": POLICY_CONFIGMAP, "key": POLICY_KEY, "dir": POLICY_DIR, "text": policy_text},
             "token": {"secret": TOKEN_SECRET, "key": TOKEN_KEY, "dir": TOKEN_DIR, "file": TOKEN_FILE},
+            # Prefect's basic auth, beside the token (settings field prefect_auth_string).
+            "prefect_auth": {"secret": PREFECT_AUTH_SECRET, "key": PREFECT_AUTH_KEY,
+                             "file": "retrain_trigger_prefect_auth_string"},
             "grafana": {
                 "configmap": f"{COMPONENT}-grafana-alerting", "namespace": env.namespaces.monitoring,
                 "labels": {**labels, "grafana_alert": "1"},
