@@ -220,6 +220,10 @@ def _consumption_problems(renderer: ChartRenderer, apps: list[ChartApp]) -> list
 
     def changes_output(probe: tuple[ChartApp, tuple[str, ...]]) -> bool:
         app, path = probe
+        # A value equal to the chart's own default merges to the same values without it, so the output
+        # cannot change: no render needed to know it.
+        if _lookup(_chart_defaults(renderer, app)[0], path) == _lookup(app.values, path):
+            return False
         digest = renderer.probe_digest(app.vendored, without(app.values, path), app.release, app.namespace,
                                        app.unstable)
         # None: Helm refuses the values without it, so the chart needs it.
