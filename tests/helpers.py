@@ -86,8 +86,9 @@ def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str,
     for env, doc in envs.items():
         write_yaml(root / "environments" / env / "environment.yaml", doc)
         (root / "environments" / env / "models").mkdir(parents=True, exist_ok=True)
-        write_yaml(root / "environments" / env / "secrets" / f"{doc['namespaces']['models']}-s3-credentials.yaml",
-                   sealed_secret("s3-credentials", doc["namespaces"]["models"]))
+        for secret in ("s3-credentials", "s3-credentials-drift-detector"):  # model servers', drift detectors'
+            write_yaml(root / "environments" / env / "secrets" / f"{doc['namespaces']['models']}-{secret}.yaml",
+                       sealed_secret(secret, doc["namespaces"]["models"]))
     for env, specs in (models or {}).items():
         for name, spec in specs.items():
             write_yaml(root / "environments" / env / "models" / f"{name}.yaml", spec)

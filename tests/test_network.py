@@ -215,3 +215,51 @@ def test_a_prefect_auth_string_over_plain_http_is_refused() -> None:
     assert [p.message for p in problems] == [
         "Deployment/client: container 'client' (Prefect auth string) sends credentials to "
         "http://api.orchestration.svc:4200/api over plain HTTP"]
+
+
+def test_the_readme_security_section_is_generated_from_the_description() -> None:
+    from generator.render.network import SECURITY_END, SECURITY_START, security_markdown
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(SECURITY_START):text.index(SECURITY_END) + len(SECURITY_END)]
+    assert block == security_markdown()
+    assert "`prefect-worker` (prefect-worker: app.kubernetes.io/name=prefect-worker)" in block
+
+
+def test_each_s3_consumer_has_its_own_identity_and_only_writers_may_write() -> None:
+    from generator.spec.network import S3_IDENTITIES
+
+    by_name = {i.name: i for i in S3_IDENTITIES}
+    assert set(by_name) == {"model-server", "drift-detector", "mlflow", "retrain-flow"}
+    assert len({(i.namespace, i.secret) for i in S3_IDENTITIES}) == len(S3_IDENTITIES)
+    for name in ("model-server", "drift-detector"):
+        assert not any(a.startswith(("Write", "Admin", "Tagging")) for a in by_name[name].actions)
+    for name in ("mlflow", "retrain-flow"):
+        assert "Write:mlflow-artifacts" in by_name[name].actions
+    assert all(not a.startswith("Admin") for i in S3_IDENTITIES for a in i.actions)
+
+
+def test_the_drift_detector_reads_its_own_s3_identity_from_the_mounted_file(tmp_path, monkeypatch) -> None:
+    # The rendered Deployment: no AWS keys in the environment, a file from its own Secret, and boto3 (the
+    # detector's S3 client) resolving exactly those keys from it.
+    boto3 = pytest.importorskip("boto3")
+    manifests, _ = load_rendered_tree(REPO, ["prod"])
+    [deployment] = [m.doc for m in manifests if m.doc.get("kind") == "Deployment"
+                    and m.doc["metadata"]["name"].endswith("-drift")]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    [volume] = [v for v in pod["volumes"] if v["name"] == "s3-credentials"]
+    assert volume["secret"]["secretName"] == naming.DRIFT_S3_SECRET
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "s3-credentials"]
+    path = env["AWS_SHARED_CREDENTIALS_FILE"]
+    assert path == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    local = tmp_path / "credentials"
+    local.write_text("[default]\naws_access_key_id = DRIFTREADONLY\naws_secret_access_key = s3cret\n")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(local))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    credentials = boto3.Session().get_credentials()
+    assert (credentials.access_key, credentials.secret_key) == ("DRIFTREADONLY", "s3cret")

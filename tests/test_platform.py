@@ -115,7 +115,8 @@ def test_plain_secret_in_the_secrets_folder_is_refused(tmp_path):
 def test_external_secrets_backend_renders_external_secrets(tmp_path):
     secrets = {"backend": "external-secrets", "store": {"name": "vault"}, "items": [
         {"name": "demo-db", "namespace": "demo", "keys": ["username", "password"]},
-        {"name": "s3-credentials", "namespace": "models-dev", "keys": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]}]}
+        {"name": "s3-credentials", "namespace": "models-dev", "keys": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]},
+        {"name": "s3-credentials-drift-detector", "namespace": "models-dev", "keys": ["credentials"]}]}
     root = repo(tmp_path, {"platform": {"secrets": secrets}})
     result = render(root)
     assert result.exit_code == 0, result.output

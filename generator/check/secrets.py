@@ -10,7 +10,7 @@ from __future__ import annotations
 import yaml
 
 from generator.check.manifest import Manifest
-from generator.spec import yamlio
+from generator.spec import naming, yamlio
 from generator.spec.components import LoadedComponent, enabled_components
 from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import RepoLayout, sealed_secret_path
@@ -39,7 +39,8 @@ def secret_manifests(layout: RepoLayout, loaded: LoadedEnvironment) -> tuple[lis
 def required_secrets(loaded: LoadedEnvironment, components: list[LoadedComponent]) -> dict[tuple[str, str], str]:
     """Every Secret the environment's manifests reference, as (namespace, name) → who needs it."""
     env = loaded.env
-    needed = {(env.namespaces.models, env.s3.credentials_secret): "models (s3.credentials_secret)"}
+    needed = {(env.namespaces.models, env.s3.credentials_secret): "model servers (s3.credentials_secret)",
+              (env.namespaces.models, naming.DRIFT_S3_SECRET): "drift detectors (their own read-only S3 identity)"}
     for component in enabled_components(components, env):
         for name in component.spec.secrets:
             needed.setdefault((component.spec.namespace, name), f"component {component.name}")

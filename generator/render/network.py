@@ -127,3 +127,34 @@ def pod_security_labels(reference_namespace: str, loaded: LoadedEnvironment, com
     labels = {"pod-security.kubernetes.io/enforce": level, "pod-security.kubernetes.io/warn": "restricted",
               "pod-security.kubernetes.io/audit": "restricted"}
     return labels, ({POD_SECURITY_REASON: policy.reason} if policy and policy.reason else {})
+
+
+SECURITY_START = "<!-- security:start (generated from generator/spec/network.py; tests/test_network.py checks it) -->"
+SECURITY_END = "<!-- security:end -->"
+
+
+def security_markdown(description: Description = DESCRIPTION) -> str:
+    """The README's security tables: who may reach what (every flow; everything else is denied), which S3
+    identity may do what, each namespace's Pod Security level, and the credentials still sent in plain HTTP."""
+    from generator.spec.network import ACCEPTED_PLAINTEXT, S3_IDENTITIES  # noqa: PLC0415 - README only
+
+    def where(name: str) -> str:
+        group = description.groups[name]
+        if name in (KUBE_API, OUTSIDE):
+            return name
+        pods = ", ".join(f"{k}={v}" for k, v in (group.pods or {}).items()) or "every pod"
+        return f"`{name}` ({group.namespace}: {pods})"
+
+    lines = [SECURITY_START, "", "| from | to | TCP ports | why |", "|---|---|---|---|"]
+    lines += [f"| {where(f.source)} | {where(f.target)} | {', '.join(map(str, f.ports)) or 'any'} | {f.why} |"
+              for f in description.flows]
+    lines += ["", "Pods of one namespace talk freely among themselves only in: "
+              + "; ".join(f"`{ref}` ({why})" for ref, why in description.internal.items()) + ".", "",
+              "| S3 identity | namespace | Secret | actions | delivered as |", "|---|---|---|---|---|"]
+    lines += [f"| `{i.name}` | {i.namespace} | `{i.secret}` | {', '.join(f'`{a}`' for a in i.actions)} | {i.delivery} |"
+              for i in S3_IDENTITIES]
+    lines += ["", "| namespace | Pod Security enforced | why not `restricted` |", "|---|---|---|"]
+    lines += [f"| {ref} | {p.level} | {p.reason or '—'} |" for ref, p in description.pod_security.items()]
+    lines += ["", "Credentials still sent over plain in-cluster HTTP (`mlops validate` refuses any other):", ""]
+    lines += [f"- `{service}.{namespace}`: {why}" for (namespace, service), why in ACCEPTED_PLAINTEXT.items()]
+    return "\n".join([*lines, "", SECURITY_END])

@@ -250,6 +250,7 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
                       for component in ("model-server", "drift-detector")},
         "label_prefix": naming.LABEL_PREFIX,
         "run_as_user": naming.RUN_AS_UID,
+        "drift_s3": {"secret": naming.DRIFT_S3_SECRET, "dir": naming.DRIFT_S3_DIR, "file": naming.DRIFT_S3_FILE},
         "metrics": naming.METRICS,
         "ports": {"model_http": naming.MODEL_SERVER_HTTP_PORT, "model_metrics": naming.MODEL_SERVER_METRICS_PORT,
                   "model_app_metrics": naming.MODEL_SERVER_APP_METRICS_PORT,

@@ -22,6 +22,11 @@ RUN_AS_UID = 10001
 that runs them. At least 10000 (``mlops validate`` checks it): above the host's ordinary user range, so a
 process escaping its container lands on no host account."""
 MIN_RUN_AS_UID = 10000
+DRIFT_S3_SECRET = "s3-credentials-drift-detector"
+"""The drift detectors' own S3 identity (read-only) in the model namespace: key ``credentials``, an AWS shared
+credentials file (``[default]`` with ``aws_access_key_id`` and ``aws_secret_access_key``) boto3 reads."""
+DRIFT_S3_DIR = "/var/run/secrets/s3"
+DRIFT_S3_FILE = "credentials"
 
 # Metrics the rendered alerts and dashboards query. The drift detector exports the mlops_drift_* series
 # (labels model, version, predictor, feature); Seldon's executor exports the request histograms.

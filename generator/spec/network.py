@@ -43,6 +43,39 @@ ACCEPTED_PLAINTEXT = {
 
 
 @dataclass(frozen=True)
+class S3Identity:
+    """One consumer's own SeaweedFS S3 identity (an entry of ``seaweedfs-s3-config``): where its key pair
+    is delivered, how, and the per-bucket actions it holds."""
+
+    name: str
+    namespace: str
+    secret: str
+    actions: tuple[str, ...]
+    delivery: str
+    """``file`` (mounted, read by the client) or why it must be environment variables."""
+
+
+ARTIFACT_BUCKET = "mlflow-artifacts"
+_READ = (f"Read:{ARTIFACT_BUCKET}", f"List:{ARTIFACT_BUCKET}")
+_READ_WRITE = (*_READ, f"Write:{ARTIFACT_BUCKET}", f"Tagging:{ARTIFACT_BUCKET}")
+S3_IDENTITIES = (
+    S3Identity("model-server", "models", "s3-credentials", _READ,
+               "environment: Seldon's storage initializer reads only the variables of envSecretRefName, and "
+               "MLflow's client in the server only AWS_* variables or a file it is not configured for here"),
+    S3Identity("drift-detector", "models", "s3-credentials-drift-detector", _READ,
+               "file: AWS_SHARED_CREDENTIALS_FILE, read by boto3"),
+    S3Identity("mlflow", "mlflow", "s3-credentials", _READ_WRITE,
+               "environment: the mlflow chart's artifactRoot.s3.existingSecret sets only AWS_* variables"),
+    S3Identity("retrain-flow", "retrain-pipeline", "retrain-credentials", _READ_WRITE,
+               "environment: the work pool's base job template loads the Secret with envFrom (with the Git token); "
+               "a mounted credentials file would need a volume in that template"),
+)
+"""Least privilege per consumer on the one bucket (SeaweedFS identity actions ``<Action>:<bucket>``, from its
+wiki page Amazon-S3-API, "S3 Authentication"); nobody holds ``Admin``. Not enforced by any test here: no
+SeaweedFS process runs in the tests."""
+
+
+@dataclass(frozen=True)
 class Group:
     """A set of pods: a namespace reference and pod labels (``None``: every pod in the namespace)."""
 
