@@ -30,8 +30,14 @@ the CPU time of the server's whole process group during its rounds over the requ
 non-200 answer or a connection error counts as failed. Before measuring, every server gets a warm-up
 round. At the end the bench reads each server's metrics: records logged and dropped.
 
+Images, side by side: ``--images 1.17.1,1.19.0`` (the default) starts every server from the venv of
+the model server image (``tests/imagebuild.py``): ``1.17.1`` is the default, Apache-only image (seldon-core
+1.17.1, Python 3.11), ``1.19.0`` the opt-in BSL build (seldon-core 1.19.0, Python 3.12). Each (model,
+image) is one row group, measured in the same interleaved rounds. The in-process A/B needs seldon-core
+in the interpreter running the bench (the dev venv has none): it runs only when it imports.
+
     .venv/bin/python benchmarks/serving.py [--rounds 5] [--seconds 6] [--concurrency 4] [--workers 2]
-                                           [--replicas 2] [--no-pin]
+                                           [--replicas 2] [--no-pin] [--images 1.17.1,1.19.0]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import json
 import logging
 import os
@@ -59,6 +66,7 @@ for _path in (REPO / "tests", REPO / "components"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from imagebuild import ImageEnv, build_image  # noqa: E402
 from services import LOCALHOST, free_port, run_kafka_broker, run_service  # noqa: E402
 
 MODEL = "fraud-detector"
@@ -72,24 +80,34 @@ FEATURES = [
 ]
 MODES = ("off", "on", "broker down")
 BUFFER_RECORDS = 1000
+IMAGES = {"1.17.1": None,
+          "1.19.0": {"PYTHON_IMAGE": "python:3.12.12-slim-bookworm",
+                     "REQUIREMENTS": "components/model_server/requirements-seldon-1.19.txt"}}
+"""seldon-core version → the model server image's build arguments (None: the default image)."""
+LIGHT_MODEL_CODE = """
+import numpy as np
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 
-class LightModel:
-    """A linear score over the numeric features: the cheapest model a pyfunc can be."""
-
+class LightModel(PythonModel):
     def predict(self, context, model_input, params=None):
-        import numpy as np
-
         score = model_input["amount"].to_numpy() * 0.01 - model_input["distance_km"].to_numpy() * 0.02
         return (score > 1.0).astype(np.int64)
 
 
-def save_light_model(directory: Path) -> None:
-    import mlflow.pyfunc
-    from mlflow.pyfunc import PythonModel
+set_model(LightModel())
+"""
 
-    light = type("LightModel", (PythonModel,), {"predict": LightModel.predict})
-    mlflow.pyfunc.save_model(str(directory), python_model=light(), pip_requirements=["numpy"])
+
+def save_light_model(directory: Path) -> None:
+    """A linear score over the numeric features, the cheapest model a pyfunc can be, saved as code
+    (MLflow's models from code): a pickled class would not load under another Python version."""
+    import mlflow.pyfunc
+
+    code = directory.with_name("light_model.py")
+    code.write_text(LIGHT_MODEL_CODE)
+    mlflow.pyfunc.save_model(str(directory), python_model=str(code), pip_requirements=["numpy"])
 
 
 def save_model(directory: Path) -> list[list]:
@@ -322,23 +340,25 @@ def report_in_process(model: str, stats: dict[str, dict]) -> None:
 
 
 @contextlib.contextmanager
-def started_servers(model_dirs: dict[str, Path], workdir: Path, broker: str, dead_broker: str, workers: int,
-                    replicas: int, server_cpu: int | None) -> Iterator[dict[tuple[str, str, int], tuple[int, int, int]]]:
-    """``replicas`` servers per (model, logging mode); yields their (http port, metrics port, process group)."""
-    microservice = str(Path(sys.executable).parent / "seldon-core-microservice")
+def started_servers(model_dirs: dict[str, tuple[Path, ImageEnv]], workdir: Path, broker: str, dead_broker: str,
+                    workers: int, replicas: int,
+                    server_cpu: int | None) -> Iterator[dict[tuple[str, str, int], tuple[int, int, int]]]:
+    """``replicas`` servers per (model and image, logging mode), each started from its image's venv and
+    /app with the image's ENV; yields their (http port, metrics port, process group)."""
     pin = [] if server_cpu is None else ["taskset", "-c", str(server_cpu)]
     with contextlib.ExitStack() as stack:
         ports = {}
-        for model, model_dir in model_dirs.items():
+        for model, (model_dir, image) in model_dirs.items():
             for mode in MODES:
                 for replica in range(1, replicas + 1):
                     folder = workdir / f"{model}-{mode}-{replica}".replace(" ", "-")
                     folder.mkdir()
                     kafka = dead_broker if mode == "broker down" else broker
                     env, http_port, metrics_port = server_env(model_dir, folder, mode, kafka, workers)
+                    env = {**image.env, **env, "PYTHONPATH": image.env["PYTHONPATH"]}
                     process = stack.enter_context(run_service(
-                        f"model-server-{model}-{mode}-{replica}", [*pin, microservice, "model_server.server.ModelServer"],
-                        url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env, cwd=folder, timeout=300,
+                        f"model-server-{model}-{mode}-{replica}", [*pin, *image.command()],
+                        url=f"http://{LOCALHOST}:{http_port}/health/ping", env=env, cwd=image.workdir, timeout=300,
                         log_dir=folder))
                     ports[model, mode, replica] = (http_port, metrics_port, process.pid)
         yield ports
@@ -353,8 +373,19 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="identical servers per model and logging mode")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and clients to separate CPUs")
     parser.add_argument("--in-process-rounds", type=int, default=40,
-                        help="rounds of the in-process A/B (0 skips it); each mode gets 0.5 s per round")
+                        help="rounds of the in-process A/B (0 skips it); each mode gets 0.5 s per round; "
+                             "it needs seldon-core in this interpreter")
+    parser.add_argument("--images", default="1.17.1,1.19.0",
+                        help="seldon-core versions of the model server images to compare: 1.17.1 (default "
+                             "image), 1.19.0 (opt-in BSL build)")
     args = parser.parse_args()
+    versions = [v.strip() for v in args.images.split(",") if v.strip()]
+    unknown = sorted(set(versions) - set(IMAGES))
+    if unknown or not versions:
+        parser.error(f"--images: unknown {unknown}; choose from {sorted(IMAGES)}")
+    if args.in_process_rounds and importlib.util.find_spec("seldon_core") is None:
+        print("in-process A/B skipped: seldon-core is not installed in this interpreter (the images have it)\n")
+        args.in_process_rounds = 0
     server_cpu = None
     if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
         cpus = sorted(os.sched_getaffinity(0))
@@ -366,6 +397,8 @@ def main() -> None:
         rows = save_model(workdir / "pipeline")
         save_light_model(workdir / "light")
         models = {"sklearn pipeline": workdir / "pipeline", "light pyfunc": workdir / "light"}
+        images = {v: build_image("model_server", workdir / f"image-{v}", IMAGES[v]) for v in versions}
+        served = {f"{model} @ seldon-core {v}": (path, images[v]) for model, path in models.items() for v in versions}
         with run_kafka_broker("memory://tansu/", log_dir=workdir / "tansu") as broker:
             broker.create_topic(TOPIC, partitions=2)
             dead = f"{LOCALHOST}:{free_port()}"
@@ -378,7 +411,7 @@ def main() -> None:
                     in_process[model] = in_process_costs(model_dir, workdir, broker.bootstrap_servers, dead,
                                                          rows, args.in_process_rounds, 0.5)
                 os.sched_setaffinity(0, bench_cpus)
-            with started_servers(models, workdir, broker.bootstrap_servers, dead, args.workers, args.replicas,
+            with started_servers(served, workdir, broker.bootstrap_servers, dead, args.workers, args.replicas,
                                  server_cpu) as ports:
                 for key in ports:  # warm-up: imports, first predictions, producer connection
                     load_round(ports[key][0], rows, args.concurrency, 2.0)
@@ -397,7 +430,7 @@ def main() -> None:
                         r["elapsed"] += elapsed
                 time.sleep(1.5)  # let the shippers ship the tail (they flush every second)
                 counters = {key: scrape(ports[key][1]) for key in ports}
-        report(args, list(models), results, counters, server_cpu, in_process)
+        report(args, list(served), results, counters, server_cpu, in_process)
 
 
 def report(args, models: list[str], results: dict, counters: dict, server_cpu: int | None,
