@@ -28,13 +28,15 @@ def git(repo: Path, *args: str) -> str:
 
 
 def release_values(version: int, pinned: bool = True) -> dict[str, Any]:
-    """Release fields of model version ``version``: every value differs between versions."""
+    """Release fields of model version ``version``: every value differs between versions; ``pinned``: images
+    by digest and the artifact by ``artifact_sha256`` (as staging and prod require), else tags and no digest."""
     image = (lambda name: f"ghcr.io/acme/{name}@sha256:{digest(f'{name}{version}')}") if pinned else \
         (lambda name: f"ghcr.io/acme/{name}:0.{version}.0")
     return {"version": version, "artifact_uri": f"s3://mlflow-artifacts/3/run{version}/artifacts/model",
             "server_image": image("model-server"), "drift_image": image("drift-detector"),
             "detector_uri": f"s3://mlflow-artifacts/3/run{version}/artifacts/drift/detector.npz",
-            "detector_sha256": digest(f"detector{version}")}
+            "detector_sha256": digest(f"detector{version}"),
+            "artifact_sha256": digest(f"model{version}") if pinned else None}
 
 
 def release_id_of(version: int, pinned: bool = True) -> str:
@@ -42,7 +44,7 @@ def release_id_of(version: int, pinned: bool = True) -> str:
     r = release_values(version, pinned)
     return Release.model_validate({
         "registry": {"name": "churn", "version": version}, "artifact_uri": r["artifact_uri"],
-        "server_image": r["server_image"], "drift_image": r["drift_image"],
+        "artifact_sha256": r["artifact_sha256"], "server_image": r["server_image"], "drift_image": r["drift_image"],
         "detector": {"uri": r["detector_uri"], "sha256": r["detector_sha256"]}}).release_id
 
 
@@ -51,6 +53,7 @@ def release_block(version: int, indent: str = "", pinned: bool = True) -> str:
     return "\n".join(f"{indent}{line}" for line in [
         f"registry: {{name: churn, version: {r['version']}}}",
         f"artifact_uri: {r['artifact_uri']}",
+        *([f"artifact_sha256: {r['artifact_sha256']}"] if r["artifact_sha256"] else []),
         f"server_image: {r['server_image']}",
         f"drift_image: {r['drift_image']}",
         "detector:",

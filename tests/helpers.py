@@ -17,11 +17,14 @@ def digest(seed: str) -> str:
 
 
 def release(version: int, digest_pinned: bool = True) -> dict:
-    """A valid release block for model version ``version``."""
+    """A valid release block for model version ``version``; ``digest_pinned``: images by digest and the
+    artifact by ``artifact_sha256`` (what staging and prod require), else image tags and no artifact digest."""
     suffix = f"@sha256:{digest('img')}" if digest_pinned else ":1.0.0"
+    pinned_artifact = {"artifact_sha256": digest(f"model{version}")} if digest_pinned else {}
     return {
         "registry": {"name": "churn", "version": version},
         "artifact_uri": f"s3://mlflow-artifacts/3/run{version}/artifacts/model",
+        **pinned_artifact,
         "server_image": f"ghcr.io/acme/model-server{suffix}",
         "drift_image": f"ghcr.io/acme/drift-detector{suffix}",
         "detector": {"uri": f"s3://mlflow-artifacts/3/run{version}/artifacts/drift/detector.npz",

@@ -179,6 +179,27 @@ def test_inherited_default_problem_says_where_it_comes_from(tmp_path):
     assert "serving.replicas: min 4 is above max 2" in render_fails(root, 3)
 
 
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_unpinned_model_artifact_in_staging_and_prod(tmp_path, env):
+    rel = release(1)
+    del rel["artifact_sha256"]
+    root = make_repo(tmp_path, models={env: {"churn": model_spec(release=rel)}})
+    output = render_fails(root, 3)
+    assert (f"release.artifact_sha256: {env} serves only hash-pinned model artifacts, and the release has no "
+            "artifact digest") in output
+    assert "--artifact-sha256 HEX" in output
+    # dev may run an unpinned artifact (a first try), with the images still pinned
+    dev = make_repo(tmp_path / "dev", models={"dev": {"churn": model_spec(release=rel)}})
+    assert run(dev, "render").exit_code == 0
+
+
+def test_bad_artifact_sha256(tmp_path):
+    rel = release(1)
+    rel["artifact_sha256"] = "ABC"
+    root = make_repo(tmp_path, models={"dev": {"churn": model_spec(release=rel)}})
+    assert "release.artifact_sha256: 'ABC' is not valid" in render_fails(root, 3)
+
+
 def test_bad_sha256(tmp_path):
     rel = release(1)
     rel["detector"]["sha256"] = "abc"

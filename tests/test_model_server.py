@@ -82,10 +82,21 @@ def fit_classifier(seed: int, threshold: float):
 
 
 class Registered:
-    """A registered model version: its number, the artifact URI a release pins, and the fitted object."""
+    """A registered model version: its number, the artifact URI and digest a release pins, and the fitted object."""
 
-    def __init__(self, version: int, uri: str, model: Any) -> None:
-        self.version, self.uri, self.model = version, uri, model
+    def __init__(self, version: int, uri: str, model: Any, sha256: str) -> None:
+        self.version, self.uri, self.model, self.sha256 = version, uri, model, sha256
+
+
+def stored_digest(server: MlflowServer, uri: str) -> str:
+    """The artifact digest of what the store holds at ``uri`` (downloaded, as the model server does)."""
+    import tempfile
+
+    import mlflow
+    from service_kit.artifact_digest import artifact_sha256
+
+    with server.client_environment(), tempfile.TemporaryDirectory() as folder:
+        return artifact_sha256(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
 
 
 def register(server: MlflowServer, model: Any) -> Registered:
@@ -102,7 +113,7 @@ def register(server: MlflowServer, model: Any) -> Registered:
     version = int(info.registered_model_version)
     uri = server.client().get_model_version_download_uri(MODEL, str(version))
     assert uri.startswith("s3://"), uri
-    return Registered(version, uri, model)
+    return Registered(version, uri, model, stored_digest(server, uri))
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +133,7 @@ def render_containers(root: Path, versions: dict[str, Registered]) -> dict[str, 
         block = release(registered.version)
         block["registry"]["name"] = MODEL
         block["artifact_uri"] = registered.uri
+        block["artifact_sha256"] = registered.sha256
         return block
 
     spec = model_spec(MODEL, release=pinned(versions["main"]),
@@ -550,7 +562,8 @@ def test_a_model_logged_by_the_retrain_flow_serves_from_the_image(
     assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
     env, http_port, metrics_port = server_environment(
         image, rendered["containers"]["main"], "main", mlflow_server, broker.bootstrap_servers, tmp_path,
-        MODEL_SERVER_MODEL_URI=uri, MODEL_SERVER_MODEL_VERSION=str(info.registered_model_version))
+        MODEL_SERVER_MODEL_URI=uri, MODEL_SERVER_MODEL_VERSION=str(info.registered_model_version),
+        MODEL_SERVER_ARTIFACT_SHA256=stored_digest(mlflow_server, uri))
     sample = frame.head(8)
     with model_server(image, env, http_port, metrics_port, tmp_path / "server", "model-server-retrained") as server:
         status, body = server.post(named(sample))
@@ -665,6 +678,41 @@ def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(
     output = result.stdout + result.stderr
     assert f"could not load model {MODEL} version {rendered_value(container, "MODEL_SERVER_MODEL_VERSION")} from {missing}" in output
     assert "the server will not start" in output
+
+
+def test_the_rendered_predictors_pin_their_artifacts_digest(rendered: dict[str, Any],
+                                                              versions: dict[str, Registered]) -> None:
+    """The servers of this module start with the release's digest set: serving with the right one works."""
+    for predictor, container in rendered["containers"].items():
+        assert rendered_value(container, "MODEL_SERVER_ARTIFACT_SHA256") == versions[predictor].sha256
+
+
+def test_a_tampered_model_artifact_stops_the_server(image: ImageEnv, rendered: dict[str, Any],
+                                                     mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """Someone with the S3 key rewrites one file of a pinned artifact (a comment in ``MLmodel``: the model
+    would still load): the server refuses to start, with exit 3 and both digests, and loads nothing."""
+    from model_server import ExitCode
+
+    pinned = register(mlflow_server, fit_classifier(2, 100.0))
+    bucket, _, prefix = pinned.uri.removeprefix("s3://").partition("/")
+    s3 = mlflow_server.s3.client()
+    key = f"{prefix.rstrip('/')}/MLmodel"
+    original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=original + b"# swapped by an attacker\n")
+    tampered = stored_digest(mlflow_server, pinned.uri)
+    assert tampered != pinned.sha256
+    env, _, _ = server_environment(image, rendered["containers"]["main"], "main", mlflow_server, "127.0.0.1:1",
+                                   tmp_path, MODEL_SERVER_MODEL_URI=pinned.uri,
+                                   MODEL_SERVER_MODEL_VERSION=str(pinned.version),
+                                   MODEL_SERVER_ARTIFACT_SHA256=pinned.sha256)
+    result = subprocess.run(image.command(), env=env, cwd=image.workdir, capture_output=True, text=True,
+                            timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == ExitCode.ARTIFACT == 3, output
+    assert (f"model artifact {pinned.uri} does not match its release: expected artifact_sha256 {pinned.sha256}, "
+            f"actual {tampered}") in output
+    assert "the server will not start" in output
+    assert "model loaded" not in output
 
 
 def test_missing_configuration_is_refused_before_anything_listens(image: ImageEnv, rendered: dict[str, Any],

@@ -53,7 +53,7 @@ def assert_only_release_changed(before: dict[str, str], after: dict[str, str], v
     detector's pod template); a file whose body is unchanged is unchanged, header included; a changed
     file's header carries the hash of its new body."""
     r = release_values(version)
-    tokens = [new_id, r["artifact_uri"], r["server_image"], r["drift_image"], r["detector_uri"], r["detector_sha256"]]
+    tokens = [new_id, r["artifact_uri"], r["artifact_sha256"], r["server_image"], r["drift_image"], r["detector_uri"], r["detector_sha256"]]
     assert before.keys() == after.keys()
     for path in before:
         old_head, _, old_body = before[path].partition("\n")
@@ -78,10 +78,10 @@ def test_dev_to_staging_to_prod_changes_only_each_targets_release_and_rendered_f
     assert result.exit_code == 0, result.output
     assert f"promoted churn release {dev_id} (churn version 3) from dev to staging" in result.output
 
-    # The spec: exactly the six release values, one line each; comments, flow style and settings kept.
+    # The spec: exactly the seven release values, one line each; comments, flow style and settings kept.
     new_spec = (root / spec_path("staging")).read_text()
     assert new_spec == spec_text("staging", 3)
-    assert len(changed_lines(spec_text("staging", 2), new_spec)) == 12
+    assert len(changed_lines(spec_text("staging", 2), new_spec)) == 14
     assert set(changed_files(root)) <= model_paths("staging")
     assert spec_path("staging") in changed_files(root)
     assert_only_release_changed(staging_before, rendered_model_files(root, "staging"), 3, dev_id)

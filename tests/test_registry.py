@@ -143,12 +143,40 @@ def test_generate_model_canary_resolves_version_through_mlflow(mlflow_server: Ml
     assert spec["rollout"]["strategy"] == "canary"
     assert spec["rollout"]["main_traffic"] == 80
     assert spec["release"] == original["release"], "the main release must not change"
+    # The version carries no digest tag (registered by hand): the old candidate's digest, which pinned
+    # another artifact and would stop the server, is dropped rather than kept.
+    assert "artifact_sha256" not in candidate["release"]
 
     seldon = load_yaml(seldon_path)
     assert predictor_env(seldon, "candidate")["MODEL_SERVER_MODEL_URI"] == wanted.download_uri
     assert predictor_env(seldon, "candidate")["MODEL_SERVER_MODEL_VERSION"] == str(wanted.version)
     assert predictor_env(seldon, "main")["MODEL_SERVER_MODEL_URI"] == original["release"]["artifact_uri"]
     assert {p["name"]: p["traffic"] for p in seldon["spec"]["predictors"]} == {"main": 80, "candidate": 20}
+
+
+def test_generate_model_pins_the_digest_recorded_on_the_version(mlflow_server: MlflowServer, repo: Path) -> None:
+    """The version's ``mlops.artifact_sha256`` tag (the retrain flow sets it) lands in the release and in
+    the rendered predictor; ``--artifact-sha256`` overrides it."""
+    from generator.external.registry import ARTIFACT_DIGEST_TAG
+
+    registered = register_sklearn_model(mlflow_server, REGISTERED_NAME, seed=5)
+    recorded = "ab" * 32
+    mlflow_server.client().set_model_version_tag(REGISTERED_NAME, str(registered.version), ARTIFACT_DIGEST_TAG,
+                                                 recorded)
+    assert resolve_version(mlflow_server.tracking_uri, REGISTERED_NAME, registered.version).artifact_sha256 == recorded
+
+    def generate(*extra: str) -> dict:
+        result = CliRunner().invoke(cli, [
+            "generate-model", "fraud-detector", "--env", "dev", "--registry-version", str(registered.version),
+            "--strategy", "replace", "--mlflow-uri", mlflow_server.tracking_uri, "--repo-root", str(repo), *extra])
+        assert result.exit_code == 0, result.output
+        return load_yaml(repo / "environments/dev/models/fraud-detector.yaml")["release"]
+
+    release = generate()
+    assert (release["artifact_uri"], release["artifact_sha256"]) == (registered.download_uri, recorded)
+    seldon = load_yaml(repo / "environments/dev/rendered/models/fraud-detector/seldondeployment.yaml")
+    assert predictor_env(seldon, "main")["MODEL_SERVER_ARTIFACT_SHA256"] == recorded
+    assert generate("--artifact-sha256", "cd" * 32)["artifact_sha256"] == "cd" * 32
 
 
 def test_generate_model_with_unreachable_mlflow_writes_nothing(repo: Path) -> None:

@@ -209,6 +209,16 @@ def test_a_better_candidate_is_registered_and_proposed_as_canary_in_a_pull_reque
     assert proposed["artifact_uri"] == client.get_model_version_download_uri(live_versions.registered_name,
                                                                              str(version))
     assert proposed["detector"] == {"uri": detector["uri"], "sha256": detector["sha256"]}
+    # The artifact digest: of the files the store holds (downloaded anew here), recorded on the version.
+    from service_kit.artifact_digest import artifact_sha256
+
+    with mlflow_server.client_environment():
+        import mlflow
+
+        downloaded = mlflow.artifacts.download_artifacts(artifact_uri=proposed["artifact_uri"],
+                                                         dst_path=str(tmp_path / "stored-model"))
+    assert proposed["artifact_sha256"] == artifact_sha256(downloaded) == result["artifact_sha256"] \
+        == details.tags["mlops.artifact_sha256"]
     assert (proposed["server_image"], proposed["drift_image"]) == (main["server_image"], main["drift_image"])
 
     # The branch is consistent: rendered output is current and every manifest validates.

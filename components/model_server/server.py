@@ -6,8 +6,9 @@ Life cycle under Seldon's gunicorn server:
    configuration stops the container with ``ExitCode.CONFIG`` before anything listens) and empties the
    metrics directory;
 2. Seldon starts :meth:`ModelServer.custom_service` in its own process: our ``/metrics`` endpoint;
-3. each gunicorn worker calls :meth:`ModelServer.load` after the fork: it loads the MLflow model and
-   starts the worker's own Kafka shipper. A model that cannot be loaded stops the worker with a clear
+3. each gunicorn worker calls :meth:`ModelServer.load` after the fork: it downloads the MLflow model,
+   checks it against the release's ``artifact_sha256`` (when pinned), loads it and starts the worker's
+   own Kafka shipper. A model that cannot be loaded, or does not match its digest, stops the worker with a clear
    message and ``ExitCode.ARTIFACT``, and gunicorn stops the server with it (3 is also gunicorn's "worker
    failed to boot"): a half-loaded model is never served. Until a worker has
    loaded, nothing answers ``/health/status`` (the readiness probe) or ``/health/ping``.
@@ -18,11 +19,13 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import tempfile
 import time
 import uuid
 from typing import Any
 
 import numpy as np
+from service_kit.artifact_digest import artifact_sha256
 
 from model_server import ExitCode
 from model_server.buffer import InferenceBuffer, LoggedRequest
@@ -62,10 +65,11 @@ class ModelServer:
         log.info("loading model %s version %s (predictor %s) from %s", s.model_name, s.model_version,
                  s.predictor, s.model_uri)
         started = time.monotonic()
+        local = _verified_download(s)
         try:
             import mlflow.pyfunc
 
-            model = mlflow.pyfunc.load_model(s.model_uri)
+            model = mlflow.pyfunc.load_model(local or s.model_uri)
         except Exception as exc:
             message = (f"could not load model {s.registered_model} version {s.model_version} from "
                        f"{s.model_uri}: {type(exc).__name__}: {exc}. Check MODEL_SERVER_MODEL_URI, the S3 "
@@ -147,6 +151,39 @@ class ModelServer:
     def custom_service(self) -> None:
         """Our ``/metrics`` endpoint (its own process, started by Seldon); blocks forever."""
         serve_metrics(self.settings.prometheus_multiproc_dir, self.settings.app_metrics_port)
+
+
+def _verified_download(s: Settings) -> str | None:
+    """Download the artifact and check it against the release's digest before anything of it is
+    unpickled; ``None`` when the release pins no digest (MLflow then loads from the URI itself).
+
+    The check runs over the very directory that is then loaded, so a swapped artifact is refused however
+    it got into the store. A mismatch stops the worker with ``ExitCode.ARTIFACT``, as a missing model does.
+    """
+    if not s.artifact_sha256:
+        log.warning("release pins no artifact digest (MODEL_SERVER_ARTIFACT_SHA256): %s is loaded unchecked",
+                    s.model_uri)
+        return None
+    try:
+        import mlflow.artifacts
+
+        # A fresh folder per worker under TMPDIR (the pod's emptyDir): nothing left from an earlier start.
+        local = mlflow.artifacts.download_artifacts(artifact_uri=s.model_uri,
+                                                    dst_path=tempfile.mkdtemp(prefix="model-"))
+        actual = artifact_sha256(local)
+    except Exception as exc:
+        log.error("could not load model %s version %s from %s: %s: %s. Check MODEL_SERVER_MODEL_URI, the S3 "
+                  "endpoint and credentials (MLFLOW_S3_ENDPOINT_URL, AWS_*); the server will not start",
+                  s.registered_model, s.model_version, s.model_uri, type(exc).__name__, exc)
+        raise SystemExit(ExitCode.ARTIFACT) from None
+    if actual != s.artifact_sha256:
+        log.error("model artifact %s does not match its release: expected artifact_sha256 %s, actual %s. "
+                  "The stored model changed after the release pinned it; the server will not start. Restore "
+                  "the artifact, or release the new one through generate-model so its digest is reviewed",
+                  s.model_uri, s.artifact_sha256, actual)
+        raise SystemExit(ExitCode.ARTIFACT)
+    log.info("model artifact matches its release digest %s", actual)
+    return local
 
 
 def _signature_types(model: Any) -> dict[str, str]:

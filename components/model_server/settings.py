@@ -65,6 +65,10 @@ class Settings(ServiceSettings):
     model_version: str = Field(min_length=1, description="The MLflow model version this predictor serves.")
     release_id: str = Field(default="", description="Content hash of the release block (logged in tags).")
     model_uri: str = Field(min_length=1, description="Artifact URI pinned in the release (s3://..., models:/...).")
+    artifact_sha256: str = Field(
+        default="", pattern=r"^([0-9a-f]{64})?$",
+        description="The release's artifact digest (service_kit.artifact_digest); empty: not checked (dev only, "
+                    "the spec rules require it in staging and prod).")
     environment: str = Field(default="", description="dev, staging or prod.")
     # NoDecode: the JSON is parsed below, so that a bad value names the variable like every other error.
     features: Annotated[list[FeatureSpec], NoDecode] = Field(

@@ -34,8 +34,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
+from service_kit.artifact_digest import artifact_sha256
 from sklearn.model_selection import train_test_split
 
+from generator.external.registry import ARTIFACT_DIGEST_TAG
 from retrain import data as datasets
 from retrain.evaluation import Decision, binary_metrics, decide
 from retrain.models import FeatureInfo, ModelModule, load_model_module
@@ -78,11 +80,12 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Registered:
-    """A registered model version with its drift detector."""
+    """A registered model version with its artifact digest and its drift detector."""
 
     version: int
     detector_uri: str
     detector_sha256: str
+    artifact_sha256: str
 
 
 # --- tasks -----------------------------------------------------------------------------------------
@@ -195,7 +198,13 @@ def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target
         version = int(info.registered_model_version)
 
     client = MlflowClient()
-    tags = {"mlops.reason": reason, "mlops.data_uri": dataset.uri, "mlops.data_sha256": dataset.sha256,
+    # The digest of what the store now holds, downloaded as the model server will download it: the
+    # release pins exactly these bytes, and generate-model reads the tag.
+    stored = mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version_download_uri(target.registered_name, str(version)),
+        dst_path=str(workspace / "registered-model"))
+    model_sha256 = artifact_sha256(stored)
+    tags = {ARTIFACT_DIGEST_TAG: model_sha256, "mlops.reason": reason, "mlops.data_uri": dataset.uri, "mlops.data_sha256": dataset.sha256,
             "mlops.detector_uri": detector_uri, "mlops.detector_sha256": detector_sha256,
             "mlops.run_id": parent_run_id, "mlops.compared_with": str(target.live_version),
             "mlops.decision_reason": decision.reason}
@@ -204,7 +213,7 @@ def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target
     client.update_model_version(target.registered_name, str(version),
                                 description=f"Retrained ({reason}): {decision.reason}")
     get_run_logger().info("registered %s version %d, detector %s", target.registered_name, version, detector_uri)
-    return Registered(version, detector_uri, detector_sha256)
+    return Registered(version, detector_uri, detector_sha256, model_sha256)
 
 
 @task(cache_policy=NO_CACHE)
@@ -213,7 +222,8 @@ def propose_release(target: Target, registered: Registered, *, mlflow_uri: str, 
     """Branch, ``generate-model``, commit, push, and a pull request against the cloned branch when a token is
     configured."""
     proposal = propose(target, version=registered.version, detector_uri=registered.detector_uri,
-                       detector_sha256=registered.detector_sha256, mlflow_uri=mlflow_uri, strategy=strategy,
+                       detector_sha256=registered.detector_sha256, artifact_sha256=registered.artifact_sha256,
+                       mlflow_uri=mlflow_uri, strategy=strategy,
                        traffic=traffic, server_image=server_image, drift_image=drift_image,
                        title=title, body=body)
     logger = get_run_logger()
@@ -330,6 +340,7 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
     return Completed(
         message=f"proposed version {registered.version} as {strategy} on {proposal.branch}: {decision.reason}",
         data={**result, "status": "proposed", "registered_version": registered.version,
+              "artifact_sha256": registered.artifact_sha256,
               "detector": {"uri": registered.detector_uri, "sha256": registered.detector_sha256},
               "branch": proposal.branch, "commit": proposal.commit, "files": list(proposal.files),
               "pull_request": asdict(pull_request) if pull_request else None})
@@ -376,6 +387,7 @@ def _pull_request_text(model: str, env: str, strategy: str, traffic: int | None,
         f"- Why: {reason}",
         f"- Evaluation on held-out data: {decision.reason}",
         f"- Training data: {dataset.uri} (sha256 {dataset.sha256})",
+        f"- Model artifact digest: {registered.artifact_sha256} (checked by the model server at start)",
         f"- Drift detector: {registered.detector_uri} (sha256 {registered.detector_sha256})",
         f"- MLflow run: {tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}",
         "",

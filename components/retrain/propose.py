@@ -137,12 +137,14 @@ class RetrainChange:
 
 
 def propose(target: Target, *, version: int, detector_uri: str, detector_sha256: str, mlflow_uri: str,
+            artifact_sha256: str | None = None,
             strategy: str, traffic: int | None, server_image: str | None, drift_image: str | None,
             title: str, body: str, environ: Mapping[str, str] | None = None) -> Proposal:
     """Put ``version`` into the target spec as the candidate, commit spec and rendered files on a new
     branch, push it, and open a pull request against the checked-out branch when a token is configured.
 
-    Images not given are the live release's, so the candidate differs only in model and detector.
+    ``artifact_sha256`` pins the model artifact (``None``: the version's ``mlops.artifact_sha256`` tag, read
+    through MLflow). Images not given are the live release's, so the candidate differs only in model and detector.
     ``traffic`` is the canary share (``None`` for a shadow). A failure before the commit leaves the
     checkout as it was.
 
@@ -159,7 +161,7 @@ def propose(target: Target, *, version: int, detector_uri: str, detector_sha256:
             registered_name=target.registered_name, registry_version=version,
             server_image=server_image or spec.release.server_image,
             drift_image=drift_image or spec.release.drift_image,
-            detector_uri=detector_uri, detector_sha256=detector_sha256),
+            detector_uri=detector_uri, detector_sha256=detector_sha256, artifact_sha256=artifact_sha256),
     )
     layout = RepoLayout(target.checkout)
     change = prepare_generate(layout, request).change

@@ -53,6 +53,8 @@ from generator.write.plan import unified_diff
 @click.option("--drift-image", help="Drift-detector image; staging and prod need @sha256: digests.")
 @click.option("--detector-uri", help="URI of the fitted drift detector artifact (one per model version).")
 @click.option("--detector-sha256", help="sha256 of the drift detector artifact.")
+@click.option("--artifact-sha256", help="Digest of the model artifact directory (python -m service_kit.artifact_digest "
+                                         "DIR prints it); default with MLflow: the version's mlops.artifact_sha256 tag.")
 @click.option("--strategy", type=click.Choice(["replace", "canary", "shadow", "ab"]),
               help="replace: the release becomes main (drops candidates); canary/ab/shadow: the release "
                    "becomes the candidate next to main.")
@@ -69,7 +71,7 @@ from generator.write.plan import unified_diff
 def generate_model_command(name: str, env: str, owner: str | None, registered_name: str | None,
                            registry_version: int | None, artifact_uri: str | None, mlflow_uri: str | None,
                            server_image: str | None, drift_image: str | None, detector_uri: str | None,
-                           detector_sha256: str | None, strategy: str | None, traffic: int | None,
+                           detector_sha256: str | None, artifact_sha256: str | None, strategy: str | None, traffic: int | None,
                            candidate_name: str, promote_candidate: bool, features: tuple[str, ...],
                            dry_run: bool, output: str, repo_root: Path | None) -> None:
     """Create or update a model's release spec, then render that model.
@@ -103,7 +105,7 @@ def generate_model_command(name: str, env: str, owner: str | None, registered_na
         promote_candidate=promote_candidate, features=tuple(FeatureOption.parse(f) for f in features),
         mlflow_uri=mlflow_uri,
         release=ReleaseOptions(registered_name, registry_version, artifact_uri, server_image, drift_image,
-                               detector_uri, detector_sha256),
+                               detector_uri, detector_sha256, artifact_sha256),
     )
     result = generate_model(layout, request, dry_run=dry_run)
     change = result.change.plan
@@ -155,7 +157,7 @@ def promote_command(model: str, source: str, target: str, release_id: str | None
     \b
     Examples:
       mlops promote fraud-detector --from dev --to staging --dry-run
-      mlops promote fraud-detector --from staging --to prod --release 486525e0c85f
+      mlops promote fraud-detector --from staging --to prod --release c2287322366b
     """
     layout = layout_of(repo_root, writes=not dry_run)
     result = promote(layout, PromoteRequest(model, source, target, release_id, with_rollout))
@@ -201,7 +203,7 @@ def rollback_command(model: str, env: str, to_release: str | None, use_git: bool
     \b
     Examples:
       mlops rollback fraud-detector --env prod --dry-run
-      mlops rollback fraud-detector --env prod --to 78265c188e04
+      mlops rollback fraud-detector --env prod --to 759daf92f1f3
     """
     layout = layout_of(repo_root, writes=not dry_run)
     environments_of(layout, (env,))

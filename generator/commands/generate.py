@@ -19,6 +19,7 @@ from generator.changes.edit import (
     assign_in_place,
     detached,
     dump_round_trip,
+    insert_after,
     load_round_trip,
     remove_key,
     replace_value,
@@ -46,6 +47,7 @@ class ReleaseOptions:
     drift_image: str | None = None
     detector_uri: str | None = None
     detector_sha256: str | None = None
+    artifact_sha256: str | None = None
 
     @property
     def given(self) -> bool:
@@ -175,7 +177,8 @@ def generate_model(layout: RepoLayout, request: GenerateRequest, dry_run: bool =
 
 RELEASE_FLAGS = {"registered_name": "--registered-name", "registry_version": "--registry-version",
                  "artifact_uri": "--artifact-uri", "server_image": "--server-image", "drift_image": "--drift-image",
-                 "detector_uri": "--detector-uri", "detector_sha256": "--detector-sha256"}
+                 "detector_uri": "--detector-uri", "detector_sha256": "--detector-sha256",
+                 "artifact_sha256": "--artifact-sha256"}
 
 
 def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, exists: bool) -> None:
@@ -203,13 +206,15 @@ def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, e
 
 
 def _resolve_artifact(request: GenerateRequest, env_mlflow: str, existing: str | None) -> ReleaseOptions:
-    """Fill ``artifact_uri`` from MLflow when a version is given without one."""
+    """Fill ``artifact_uri`` from MLflow when a version is given without one, and ``artifact_sha256``
+    from the digest the retrain flow recorded on that version (unless ``--artifact-sha256`` is given)."""
     options = request.release
     if options.registry_version is None or options.artifact_uri is not None:
         return options
     name = options.registered_name or _existing_registered_name(existing) or request.model
     resolved = registry.resolve_version(request.mlflow_uri or env_mlflow, name, options.registry_version)
-    return ReleaseOptions(**{**vars(options), "registered_name": name, "artifact_uri": resolved.artifact_uri})
+    return ReleaseOptions(**{**vars(options), "registered_name": name, "artifact_uri": resolved.artifact_uri,
+                             "artifact_sha256": options.artifact_sha256 or resolved.artifact_sha256})
 
 
 def _existing_registered_name(existing: str | None) -> str | None:
@@ -268,6 +273,8 @@ def _release_map(options: ReleaseOptions, model: str) -> CommentedMap:
     release = CommentedMap()
     release["registry"] = registry_ref
     release["artifact_uri"] = options.artifact_uri
+    if options.artifact_sha256 is not None:
+        release["artifact_sha256"] = options.artifact_sha256
     release["server_image"] = options.server_image
     release["drift_image"] = options.drift_image
     release["detector"] = CommentedMap([("uri", options.detector_uri), ("sha256", options.detector_sha256)])
@@ -308,14 +315,37 @@ def _apply_release(release: CommentedMap, options: ReleaseOptions) -> None:
         registry_ref["name"] = options.registered_name
     if options.registry_version is not None:
         registry_ref["version"] = options.registry_version
+    artifact_before = release.get("artifact_uri")
     for key in ("artifact_uri", "server_image", "drift_image"):
         if (value := getattr(options, key)) is not None:
             release[key] = value
+    if options.artifact_sha256 is not None:
+        if "artifact_sha256" in release:
+            release["artifact_sha256"] = options.artifact_sha256
+        else:  # right after the URI it pins
+            insert_after(release, "artifact_uri", "artifact_sha256", options.artifact_sha256)
+    elif "artifact_sha256" in release and artifact_before != release.get("artifact_uri"):
+        # Another artifact without its digest: the old digest would stop the server, so it goes, with the
+        # comment on its line (it described that value); dev may run unpinned, staging and prod refuse it.
+        _drop_line_comment(release, "artifact_sha256")
+        remove_key(release, "artifact_sha256")
     detector = release.setdefault("detector", CommentedMap())
     if options.detector_uri is not None:
         detector["uri"] = options.detector_uri
     if options.detector_sha256 is not None:
         detector["sha256"] = options.detector_sha256
+
+
+def _drop_line_comment(mapping: CommentedMap, key: str) -> None:
+    """Forget the end-of-line comment of ``key``; full-line comments after it stay."""
+    entry = mapping.ca.items.get(key)
+    token = entry[2] if entry and len(entry) > 2 else None
+    if token is not None and not token.value.lstrip(" ").startswith("\n"):
+        rest = token.value.split("\n", 1)[1] if "\n" in token.value else ""
+        if rest.strip():
+            token.value = "\n" + rest
+        else:
+            mapping.ca.items.pop(key)
 
 
 def _set_candidate(doc: CommentedMap, request: GenerateRequest, options: ReleaseOptions, strategy: str) -> None:

@@ -19,6 +19,11 @@ from generator.spec.errors import RegistryError
 
 TIMEOUT_SECONDS = 15
 
+ARTIFACT_DIGEST_TAG = "mlops.artifact_sha256"
+"""Model-version tag holding the artifact digest (``components/service_kit/artifact_digest.py`` defines
+it): the retrain flow sets it from the model it logged, ``generate-model`` pins it as
+``release.artifact_sha256``."""
+
 
 class ModelNotFoundError(RegistryError):
     """MLflow has no such registered model (or no such version of it)."""
@@ -32,6 +37,8 @@ class ResolvedVersion:
     version: int
     artifact_uri: str
     run_id: str | None
+    artifact_sha256: str | None = None
+    """The digest recorded in the version's :data:`ARTIFACT_DIGEST_TAG`; ``None`` when it has none."""
 
 
 def resolve_version(tracking_uri: str, name: str, version: int) -> ResolvedVersion:
@@ -53,7 +60,9 @@ def resolve_version(tracking_uri: str, name: str, version: int) -> ResolvedVersi
     if location.startswith("models:/"):
         raise RegistryError(f"MLflow returned {location!r} for {name!r} version {version}, which Seldon cannot "
                             "download; pass the storage URI with --artifact-uri")
-    return ResolvedVersion(name, version, location, details.get("run_id") or None)
+    tags = {tag.get("key"): tag.get("value") for tag in details.get("tags") or []}
+    return ResolvedVersion(name, version, location, details.get("run_id") or None,
+                           tags.get(ARTIFACT_DIGEST_TAG) or None)
 
 
 def registered_model_aliases(tracking_uri: str, name: str) -> dict[str, int] | None:

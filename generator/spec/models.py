@@ -70,6 +70,10 @@ class Release(Strict):
 
     registry: RegistryRef
     artifact_uri: Annotated[str, StringConstraints(min_length=6)]
+    artifact_sha256: Sha256 | None = None
+    """Manifest hash of the MLflow model directory at ``artifact_uri`` (components/service_kit/
+    artifact_digest.py defines it); the model server refuses to load another. Required where
+    :func:`requires_digest` holds."""
     server_image: Image
     drift_image: Image
     detector: DetectorArtifact
@@ -77,7 +81,9 @@ class Release(Strict):
     @cached_property
     def release_id(self) -> str:
         """A short content hash: equal releases have equal ids in every environment."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # exclude_none: a release without the optional artifact digest keeps the id it had before the field.
+        canonical = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True,
+                               separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -159,6 +159,12 @@ def _release_problems(release: Release, where: str, env: Environment) -> Iterato
         yield Problem("", f"{release.detector.uri!r} has no supported scheme", field=f"{where}.detector.uri",
                       fix=f"use one of {', '.join(ARTIFACT_SCHEMES)}")
     if requires_digest(env.name, env.images.require_digest):
+        if release.artifact_sha256 is None:
+            yield Problem("", f"{env.name} serves only hash-pinned model artifacts, and the release has no "
+                          "artifact digest", field=f"{where}.artifact_sha256",
+                          fix="run mlops generate-model --registry-version N with MLflow in dev (it reads the "
+                              "digest the retrain flow recorded) or --artifact-sha256 HEX, then promote; "
+                              "python -m service_kit.artifact_digest MODEL_DIR prints it")
         for key in ("server_image", "drift_image"):
             image = getattr(release, key)
             if not is_digest_pinned(image):
