@@ -757,6 +757,25 @@ def test_images_pinned_by_digest_in_staging_and_prod(validator: Validator, env: 
         assert "not pinned by digest" in problems[0].message and "@sha256:" in problems[0].fix
 
 
+@pytest.mark.parametrize("env, digest, flagged", [("dev", None, False), ("staging", None, True),
+                                                  ("prod", "ABC", True), ("prod", "ab" * 32, False)])
+def test_model_servers_are_given_their_artifact_digest_in_staging_and_prod(
+        validator: Validator, env: str, digest: str | None, flagged: bool) -> None:
+    """A hand edit of the rendered SeldonDeployment that drops (or garbles) the digest is refused where
+    artifacts must be pinned; containers that are not our model server are not asked."""
+    sdep = seldon()
+    container = sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]
+    container["env"] = [{"name": "MODEL_SERVER_MODEL_URI", "value": "s3://mlflow-artifacts/1/run/artifacts/model"}]
+    if digest is not None:
+        container["env"].append({"name": "MODEL_SERVER_ARTIFACT_SHA256", "value": digest})
+    problems = at(check(validator, [sdep], env=env), "spec.predictors[0].componentSpecs[0].spec.containers[0].env")
+    assert bool(problems) is flagged
+    if flagged:
+        assert f"without MODEL_SERVER_ARTIFACT_SHA256 in {env}" in problems[0].message
+        assert "release.artifact_sha256" in problems[0].fix
+    assert not at(check(validator, [sdep], env=env), "spec.predictors[1].componentSpecs[0].spec.containers[0].env")
+
+
 def test_secret_like_env_vars_need_value_from(validator: Validator) -> None:
     dep = deployment()
     dep["spec"]["template"]["spec"]["containers"][0]["env"] += [

@@ -15,6 +15,11 @@ from generator.spec.errors import Problem
 from generator.spec.models import is_digest_pinned, requires_digest
 from generator.spec.naming import MIN_RUN_AS_UID, RUN_AS_UID
 
+MODEL_URI_ENV = "MODEL_SERVER_MODEL_URI"
+ARTIFACT_SHA256_ENV = "MODEL_SERVER_ARTIFACT_SHA256"
+"""The model server's variables for the artifact it loads and the digest that artifact must have."""
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
 CLUSTER_SCOPED_KINDS = frozenset(
     {
         "Namespace",
@@ -270,6 +275,7 @@ def seldon_problems(d: Doc) -> Iterator[Problem]:
         yield from _graph_problems(
             d, predictor.get("graph"), (*base, "graph"), containers, spec.get("protocol")
         )
+        yield from _artifact_pin_problems(d, predictor, base)
         env = as_list(as_dict(predictor.get("svcOrchSpec")).get("env"))
         yield from _literal_secret_problems(d, env, (*base, "svcOrchSpec", "env"))
         if spec.get("serverType") == "kafka":
@@ -280,6 +286,25 @@ def seldon_problems(d: Doc) -> Iterator[Problem]:
                     (*base, "svcOrchSpec", "env"),
                     f"serverType kafka needs {', '.join(missing)}",
                     "add the KAFKA_BROKER, KAFKA_INPUT_TOPIC and KAFKA_OUTPUT_TOPIC env vars",
+                )
+
+
+def _artifact_pin_problems(d: Doc, predictor: dict, base: FieldPath) -> Iterator[Problem]:
+    """Where images must be digest-pinned, a model server must be given its artifact's digest too: the
+    rendered manifest is what runs, so a hand edit that drops it is caught here, not only in the spec."""
+    if not requires_digest(d.env):
+        return
+    for j, component in enumerate(as_list(predictor.get("componentSpecs"))):
+        for k, container in enumerate(as_list(as_dict(as_dict(component).get("spec")).get("containers"))):
+            env = {as_dict(e).get("name"): as_dict(e).get("value") for e in as_list(as_dict(container).get("env"))}
+            if MODEL_URI_ENV not in env:
+                continue  # not a model server of ours
+            if not _SHA256_HEX.fullmatch(str(env.get(ARTIFACT_SHA256_ENV) or "")):
+                yield d.problem(
+                    (*base, "componentSpecs", j, "spec", "containers", k, "env"),
+                    f"model container {as_dict(container).get('name')!r} loads {env[MODEL_URI_ENV]!r} without "
+                    f"{ARTIFACT_SHA256_ENV} in {d.env}, so a swapped artifact would be served",
+                    "set release.artifact_sha256 in the spec and render (a 64-hex digest)",
                 )
 
 
