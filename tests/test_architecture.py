@@ -19,8 +19,8 @@ LAYERS = ("spec", "external", "render", "check", "write", "changes", "commands",
 """Lowest first: a module may import from its own layer and the ones before it."""
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -112,15 +112,10 @@ def test_the_checks_catch_an_upward_import_and_a_circle(tmp_path):
     }.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(text)
-    graph = {module_name_in(tmp_path, path): generator_imports(path, tmp_path)
+    graph = {module_name(path, tmp_path): generator_imports(path, tmp_path)
              for path in sorted((tmp_path / "generator").rglob("*.py"))}
     assert upward_imports(graph) == ["generator.spec.a (spec) imports generator.render.b (render)"]
     assert cycles(graph) == [["generator.render.b", "generator.render.c"]]
-
-
-def module_name_in(root: Path, path: Path) -> str:
-    parts = path.relative_to(root).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def path_literals(path: Path) -> list[str]:

@@ -127,9 +127,8 @@ def test_every_command_can_answer_with_one_json_object(example, args, fields):
     result = run(example, *args, "--output", "json")
     report = json.loads(result.output)  # exactly one object, nothing else on stdout
     assert report["schema"] == 1 and report["command"] == args[0]
-    assert report["ok"] is (result.exit_code == 0)
-    if report["ok"]:
-        assert fields <= set(report)
+    assert result.exit_code == 0 and report["ok"] is True, result.output
+    assert fields <= set(report)
 
 
 def test_a_failure_in_json_is_one_object_with_the_exit_code_and_problems(tmp_path):

@@ -121,7 +121,7 @@ def load_rendered_tree(root: Path, envs: Iterable[str]) -> tuple[list[Manifest],
 def _load_file(layout: RepoLayout, file: Path, rel: str, env: str) -> tuple[list[Manifest], list[Problem]]:
     regenerate = "regenerate it with `mlops render`; never edit rendered files by hand"
     try:
-        text = layout.read_text(file)
+        text = text_of(layout, file)
     except SpecError as exc:  # a link out of the repository, too large, not UTF-8
         return [], exc.problems
     except OSError as exc:
@@ -168,12 +168,30 @@ def documents(layout: RepoLayout, path: Path) -> tuple[Any, ...]:
         SpecError: the file leads outside the repository, is too large or not UTF-8.
         yaml.YAMLError: it does not parse, or passes a limit of :mod:`generator.spec.yamlio`.
     """
+    return _parsed(*_content_key(layout, path))
+
+
+def text_of(layout: RepoLayout, path: Path) -> str:
+    """A repository file's text, read once per content (see :func:`documents`).
+
+    Raises:
+        SpecError: as :meth:`RepoLayout.read_text`.
+    """
+    return _read(*_content_key(layout, path))
+
+
+def _content_key(layout: RepoLayout, path: Path) -> tuple[Path, int, int]:
+    """Path, modification time and size: an edited file is read and parsed again."""
     resolved = layout.inside(path)
     stat = resolved.stat()
-    return _parsed(resolved, stat.st_mtime_ns, stat.st_size)
+    return resolved, stat.st_mtime_ns, stat.st_size
 
 
 @lru_cache(maxsize=4096)
-def _parsed(path: Path, _mtime_ns: int, _size: int) -> tuple[Any, ...]:
-    """Keyed by path, modification time and size, so an edited file is parsed again."""
-    return tuple(yamlio.load_all(RepoLayout(path.parent).read_text(path)))
+def _read(path: Path, _mtime_ns: int, _size: int) -> str:
+    return RepoLayout(path.parent).read_text(path)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[Any, ...]:
+    return tuple(yamlio.load_all(_read(path, mtime_ns, size)))

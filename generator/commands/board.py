@@ -70,7 +70,7 @@ def _cell(status: ModelStatus | None) -> list[str]:
     return lines
 
 
-def _grid(statuses: list[ModelStatus], envs: list[str]) -> dict[str, dict[str, ModelStatus]]:
+def _grid(statuses: list[ModelStatus]) -> dict[str, dict[str, ModelStatus]]:
     grid: dict[str, dict[str, ModelStatus]] = {}
     for s in statuses:
         grid.setdefault(s.model, {})[s.environment] = s
@@ -81,7 +81,7 @@ def board_markdown(statuses: list[ModelStatus], pending: list[Pending], envs: li
     """Markdown for a pull-request summary: per model a table (one column per environment) and a Mermaid
     flow of the promotion path, with what waits for approval."""
     out = ["# Promotion board", ""]
-    for model, row in _grid(statuses, envs).items():
+    for model, row in _grid(statuses).items():
         out += [f"## {model}", "", "| " + " | ".join(envs) + " |", "|" + "---|" * len(envs),
                 "| " + " | ".join("<br>".join(_cell(row.get(env))) for env in envs) + " |"]
         waiting = [p for p in pending if p.model == model]
@@ -120,7 +120,7 @@ def board_html(statuses: list[ModelStatus], pending: list[Pending], envs: list[s
     awaiting approval under it."""
     esc = html.escape
     body = ["<h1>Promotion board</h1>"]
-    for model, row in _grid(statuses, envs).items():
+    for model, row in _grid(statuses).items():
         lane = []
         for env in envs:
             status = row.get(env)
