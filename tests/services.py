@@ -21,37 +21,29 @@ Settings (environment variables): ``MLOPS_TEST_POSTGRES_HOST`` (127.0.0.1), ``ML
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib.util
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-LOCALHOST = "127.0.0.1"
-OUTPUT_TAIL_CHARS = 20_000
-"""How much of a failed service's output goes into the error message."""
-
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""Readiness probes go straight to the service, whatever proxy the environment configures."""
-
-_startup_times: list[tuple[str, float]] = []
-_running: dict[int, ManagedProcess] = {}
-
+from demo.processes import (  # noqa: F401  (re-exported to the tests)
+    LOCALHOST,
+    ManagedProcess,
+    ServiceStartError,
+    free_port,
+    run_service,
+    startup_times,
+)
 
 # --- availability -------------------------------------------------------------------------------
 
@@ -78,184 +70,13 @@ def require_module(module: str, what: str) -> None:
         service_unavailable(f"{what} is not installed (no module {module!r}); install the dev extras")
 
 
-# --- processes ----------------------------------------------------------------------------------
-
-
-def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-class ServiceStartError(RuntimeError):
-    """A service process exited or did not answer in time; the message carries its output."""
-
-
-@dataclass
-class ManagedProcess:
-    """A service started by :func:`run_service`, in its own process group, output in ``log_path``."""
-
-    name: str
-    args: list[str]
-    process: subprocess.Popen
-    log_path: Path
-    _owns_log: bool = field(default=False, repr=False)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self, limit: int = OUTPUT_TAIL_CHARS) -> str:
-        """The last ``limit`` characters the process wrote to stdout and stderr."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            return f"<output unavailable: {exc}>"
-        return text if len(text) <= limit else f"...[{len(text) - limit} characters cut]...\n{text[-limit:]}"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the process and everything in its process group: SIGTERM, then SIGKILL after ``timeout``.
-
-        Safe to call twice. Returns once no member of the group is left running.
-        """
-        group = self.process.pid  # start_new_session=True: the process leads its own group
-        try:
-            if _group_alive(group):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(group, signal.SIGTERM)
-                deadline = time.monotonic() + timeout
-                while _group_alive(group) and time.monotonic() < deadline:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        self.process.wait(timeout=0.05)
-                if _group_alive(group):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(group, signal.SIGKILL)
-                    deadline = time.monotonic() + 5
-                    while _group_alive(group) and time.monotonic() < deadline:
-                        time.sleep(0.05)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
-        finally:
-            _running.pop(group, None)
-
-    def cleanup_log(self) -> None:
-        """Delete the output file if :func:`run_service` created it (not when the caller chose a log_dir)."""
-        if self._owns_log:
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is still in process group ``pgid``."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
-            fields = stat[stat.rfind(")") + 2:].split()
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _answers(url: str | None, host: str, port: int | None) -> bool:
-    if url is not None:
-        try:
-            with _DIRECT.open(url, timeout=2) as response:
-                return response.status < 500
-        except urllib.error.HTTPError as exc:
-            return exc.code < 500
-        except (urllib.error.URLError, OSError):
-            return False
-    assert port is not None
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def run_service(name: str, args: Sequence[str], *, port: int | None = None, url: str | None = None,
-                host: str = LOCALHOST, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
-                timeout: float = 60.0, log_dir: Path | None = None) -> Iterator[ManagedProcess]:
-    """Start ``args`` as a service, wait until it answers, yield it, and always stop it and its children.
-
-    Ready means: ``url`` answers HTTP with a status below 500, else a TCP connection to ``host:port``
-    succeeds. If the process exits first or ``timeout`` seconds pass, it is stopped and
-    :class:`ServiceStartError` is raised with its exit status and output. The process runs in a new
-    session (its own process group) so that teardown also ends the processes it spawned.
-
-    Args:
-        name: shown in errors and in the start-up time summary.
-        args: the command line.
-        port: TCP port to wait for (when no ``url``).
-        url: HTTP URL to wait for.
-        env: the complete environment of the process (default: this process's).
-        log_dir: where to keep ``<name>.log``; default: a temporary file deleted at teardown.
-    """
-    if url is None and port is None:
-        raise ValueError("run_service needs a port or a url to know when the service is ready")
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path, owns_log = log_dir / f"{name}.log", False
-    else:
-        handle, raw_path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
-        os.close(handle)
-        log_path, owns_log = Path(raw_path), True
-
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env=dict(env) if env is not None else None, cwd=cwd,
-                                   start_new_session=True)
-    service = ManagedProcess(name, list(args), process, log_path, owns_log)
-    _running[process.pid] = service
-    try:
-        target = url or f"{host}:{port}"
-        deadline = started + timeout
-        while not _answers(url, host, port):
-            if (code := process.poll()) is not None:
-                service.stop()
-                raise ServiceStartError(f"{name} exited with status {code} before {target} answered.\n"
-                                        f"command: {' '.join(args)}\noutput:\n{service.output()}")
-            if time.monotonic() > deadline:
-                service.stop()
-                raise ServiceStartError(f"{name} did not answer at {target} within {timeout:.0f}s.\n"
-                                        f"command: {' '.join(args)}\noutput:\n{service.output()}")
-            time.sleep(0.1)
-        _startup_times.append((name, time.monotonic() - started))
-        yield service
-    finally:
-        service.stop()
-        service.cleanup_log()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    """Last resort when teardown never ran (for example an interrupted session)."""
-    for service in list(_running.values()):
-        service.stop(timeout=3)
-
+# --- processes: the repository's one supervisor (demo/processes.py) ------------------------------
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Report how long each service took to answer, so slow fixtures are visible."""
-    if _startup_times:
+    if startup_times:
         terminalreporter.write_sep("-", "test services start-up")
-        for name, seconds in _startup_times:
+        for name, seconds in startup_times:
             terminalreporter.write_line(f"{name}: ready in {seconds:.2f}s")
 
 
