@@ -218,54 +218,195 @@ def go_float(value: float) -> str:
 # --- the rules ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("env", "model"), CASES)
-def test_drift_alert_fires_on_the_detector_series_with_the_retrain_labels(promtool, tmp_path, env, model):
-    case = model_case(env, model)
-    rule = case.grafana_rule("drift")
-    expr, title, step = rule["data"][0]["model"]["expr"], rule["title"], case.interval
-    hold = steps(parse_duration_seconds(case.spec.alerts.drift_for), step)
-    onset, total = 5, 5 + hold + 10
+@dataclass(frozen=True)
+class Restart:
+    """The drift detector stops at step ``at`` and is back ``gap`` steps later: its counters start again
+    from 0 (declared at start, scraped once), in the same series (a container restart) or, with
+    ``new_pod``, in a new pod's series (a rollout). The windows it would have scored meanwhile wait in
+    Kafka and are scored in the step after (at-least-once), none is lost or invented."""
+
+    at: int
+    gap: int = 2
+    new_pod: bool = False
+
+    @property
+    def back(self) -> int:
+        return self.at + self.gap
+
+
+def drift_windows_input(case: ModelCase, expr: str, evaluated: list[int], drifted: list[int],
+                        restart: Restart | None = None, decoys: bool = False) -> list[dict]:
+    """The detector's window counters: each predictor scores ``evaluated[s]`` windows in step ``s``;
+    ``drifted[s]`` of them drift on the last predictor (the candidate, when there is one), none elsewhere.
+    With ``decoys``, the same model in another namespace and another model here drift in every window."""
     target = drift_target_labels(case)
     detected = drift_series(case, expr)
-    drifting = detected[-1][1]  # the last predictor drifts (the candidate, when there is one)
-    versions = {p["name"]: p["version"] for p in case.drift_config["predictors"]}
+    assert {name for name, _ in detected} == {"mlops_drift_windows_evaluated_total",
+                                               "mlops_drift_windows_drifted_total"}, detected
+    drifting = case.drift_config["predictors"][-1]["name"]
+    total = len(evaluated)
 
-    def timeline(drifts: list[bool]) -> str:
-        return " ".join("1" if d else "0" for d in drifts)
+    def cumulative(increments: list[int], alive: range) -> list[str]:
+        out, count = [], 0
+        for step, n in enumerate(increments):
+            count += n if step in alive else 0
+            out.append(str(count) if step in alive else "_")
+        return out
 
-    lasting = [False] * onset + [True] * (total - onset)
-    input_series = [{"series": series(name, {**labels, **target}),
-                     "values": timeline(lasting if labels == drifting else [False] * total)}
-                    for name, labels in detected]
-    # Decoys: the same model in another namespace, and another model in this one, both drifting.
+    result = []
     for name, labels in detected:
-        input_series.append({"series": series(name, {**labels, **target, "namespace": "models-elsewhere"}),
-                             "values": timeline([True] * total)})
-    for name, labels in drift_series(case, expr, model="some-other-model"):
-        input_series.append({"series": series(name, {**labels, **target}), "values": timeline([True] * total)})
+        increments = list(evaluated)
+        if "drifted" in name:
+            increments = list(drifted) if labels["predictor"] == drifting else [0] * total
+        if restart is None:
+            result.append({"series": series(name, {**labels, **target}),
+                           "values": " ".join(cumulative(increments, range(total)))})
+            continue
+        assert restart.back + 1 < total
+        waiting = sum(increments[restart.at:restart.back + 1])
+        increments[restart.at:restart.back + 1] = [0] * (restart.back + 1 - restart.at)
+        increments[restart.back + 1] += waiting
+        before, after = cumulative(increments, range(restart.at)), cumulative(increments, range(restart.back, total))
+        if restart.new_pod:
+            moved = {**target, "pod": target["pod"].rsplit("-", 1)[0] + "-r3s7x", "instance": "10.0.3.18:8080"}
+            result += [{"series": series(name, {**labels, **target}), "values": " ".join(before)},
+                       {"series": series(name, {**labels, **moved}), "values": " ".join(after)}]
+        else:
+            result.append({"series": series(name, {**labels, **target}),
+                           "values": " ".join(before[:restart.back] + after[restart.back:])})
+    if decoys:
+        everything = " ".join(cumulative(evaluated, range(total)))
+        for name, labels in detected:
+            result.append({"series": series(name, {**labels, **target, "namespace": "models-elsewhere"}),
+                           "values": everything})
+        for name, labels in drift_series(case, expr, model="some-other-model"):
+            result.append({"series": series(name, {**labels, **target}), "values": everything})
+    return result
 
-    expected = {**case.rule_labels("drift"), "predictor": drifting["predictor"],
-                "version": versions[drifting["predictor"]]}
-    annotations = {"summary": f"Drift detected on {model} in {env}",
-                   "description": f"Predictor {drifting['predictor']} (version {expected['version']}) drifted for "
-                                  f"{case.spec.alerts.drift_for}."}
-    fires = [alert_test(title, (onset + hold - 1) * step, []),  # still pending
-             alert_test(title, (onset + hold + 1) * step, [{"exp_labels": expected, "exp_annotations": annotations}])]
 
-    clean = [{"series": series(name, {**labels, **target}), "values": timeline([False] * total)}
-             for name, labels in detected]
-    never = [alert_test(title, t * step, []) for t in range(0, total, max(1, hold // 3))]
-    tests = [{"name": "drift lasting drift_for fires", "input_series": input_series, "alert_rule_test": fires},
-             {"name": "no drift fires nothing", "input_series": clean, "alert_rule_test": never}]
-    if hold >= 2:
-        # Drift that stops one evaluation short of drift_for, again and again, never fires.
-        burst = ([True] * (hold - 1) + [False]) * (total // hold + 1)
-        flapping = [{"series": series(name, {**labels, **target}),
-                     "values": timeline(burst[:total] if labels == drifting else [False] * total)}
-                    for name, labels in detected]
-        tests.append({"name": "drift shorter than drift_for fires nothing", "input_series": flapping,
-                      "alert_rule_test": never})
-    run_promtool(promtool, tmp_path, case, tests)
+def windows_in_range(evaluated: list[int], at: int, span: int) -> int:
+    """Windows ``increase(...[drift_for])`` counts when evaluated at step ``at``: those of steps (at - span, at]."""
+    return sum(evaluated[max(0, at - span + 1):at + 1])
+
+
+def drift_case(env: str, model: str) -> tuple[ModelCase, str, str, int, int]:
+    """The case, the drift rule's query and title, the evaluation step and drift_for in steps."""
+    case = model_case(env, model)
+    rule = case.grafana_rule("drift")
+    step = case.interval
+    return (case, rule["data"][0]["model"]["expr"], rule["title"], step,
+            steps(parse_duration_seconds(case.spec.alerts.drift_for), step))
+
+
+def drift_labels(case: ModelCase) -> dict[str, str]:
+    predictor = case.drift_config["predictors"][-1]
+    return {**case.rule_labels("drift"), "predictor": predictor["name"], "version": predictor["version"]}
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_drift_alert_needs_evidence_at_low_traffic(promtool, tmp_path, env, model):
+    """Few windows per drift_for (at 1 record/s and window 1000, one every 16 min): one false-positive
+    window never fires, with or without a detector restart; drift in every window fires once drift_for
+    holds drift_min_windows of them, and keeps firing across a restart."""
+    case, expr, title, step, span = drift_case(env, model)
+    alerts = case.spec.alerts
+    least, share = alerts.drift_min_windows, alerts.drift_min_share
+    # The spec's promise that one false positive cannot alert (true of the defaults, 3 and 0.5).
+    assert least >= 2 and share > 1 / least, "with these settings one drifted window may alert"
+    total = 3 * span + 12
+    never = [alert_test(title, t * step, []) for t in range(0, total, max(1, span // 3))]
+
+    # Sparse: windows further apart than drift_for, so no range ever holds more than one.
+    sparse = [1 if s % (span + 1) == 0 else 0 for s in range(total)]
+    assert max(windows_in_range(sparse, t, span) for t in range(total)) == 1
+    # Few: the least traffic at which every drift_for holds drift_min_windows windows.
+    gap = max(1, span // least)
+    per = max(1, math.ceil(least / (span // gap)))
+    few = [per if s % gap == 0 else 0 for s in range(total)]
+    assert min(windows_in_range(few, t, span) for t in range(span, total)) >= least
+    onset = next(s for s in range(span + 2, total) if few[s])  # drift starts with a window
+    drifting = [n if s >= onset else 0 for s, n in enumerate(few)]
+    fires_at = onset + span  # every window in drift_for drifted: the share is exactly 1
+    restart = Restart(at=fires_at + 2)
+    assert restart.back + 1 + span < total
+    one_sparse = [1 if s == span + 1 else 0 for s in range(total)]
+    one_few = [1 if s == onset else 0 for s in range(total)]
+
+    description = (f"Predictor {drift_labels(case)['predictor']} (version {drift_labels(case)['version']}) drifted "
+                   f"in 100% of its windows over the last {alerts.drift_for} (alerts from {share * 100:g}% of at "
+                   f"least {least} windows).")
+    # Every window drifted: the share is exactly 1 before, during and after a restart.
+    firing = [{"exp_labels": drift_labels(case), "exp_annotations": {
+        "summary": f"Drift detected on {model} in {env}", "description": description}}]
+    run_promtool(promtool, tmp_path, case, [
+        {"name": "sparse: one drifted window fires nothing",
+         "input_series": drift_windows_input(case, expr, sparse, one_sparse), "alert_rule_test": never},
+        {"name": "sparse: too few windows fire nothing, even when each of them drifted",
+         "input_series": drift_windows_input(case, expr, sparse, sparse), "alert_rule_test": never},
+        {"name": "few: one drifted window fires nothing",
+         "input_series": drift_windows_input(case, expr, few, one_few), "alert_rule_test": never},
+        {"name": "few: one drifted window and a restart fire nothing",
+         "input_series": drift_windows_input(case, expr, few, one_few, restart=Restart(at=onset + 1)),
+         "alert_rule_test": never},
+        {"name": "few: drift in every window fires once drift_for holds drift_min_windows of them",
+         "input_series": drift_windows_input(case, expr, few, drifting, decoys=True),
+         "alert_rule_test": [
+             alert_test(title, (onset - 1) * step, []), alert_test(title, fires_at * step, firing)]},
+        {"name": "few: a restart keeps the evidence and the alert",
+         "input_series": drift_windows_input(case, expr, few, drifting, restart=restart),
+         "alert_rule_test": [alert_test(title, t * step, firing)
+                             for t in (fires_at, restart.back + 1, restart.back + 1 + span)]},
+        {"name": "few: a restart in a new pod keeps the evidence and the alert",
+         "input_series": drift_windows_input(case, expr, few, drifting,
+                                             restart=Restart(at=restart.at, new_pod=True)),
+         "alert_rule_test": [alert_test(title, t * step, firing)
+                             for t in (fires_at, restart.back + 1, restart.back + 1 + span)]},
+    ])
+
+
+@pytest.mark.parametrize(("env", "model"), CASES)
+def test_drift_alert_fires_on_the_share_of_drifted_windows_at_high_traffic(promtool, tmp_path, env, model):
+    """Many windows per evaluation: drift in drift_min_share of the windows over drift_for fires (for the
+    drifting predictor only, not for another model's or namespace's), one drifted window fewer per step
+    does not, one drifted window does not, and a restart (a counter reset in the same series, or a new
+    pod's series) neither loses the evidence nor invents any."""
+    case, expr, title, step, span = drift_case(env, model)
+    per_step = 20
+    enough = math.ceil(case.spec.alerts.drift_min_share * per_step)  # drifted windows per step, just enough
+    assert (enough - 1) / per_step < case.spec.alerts.drift_min_share <= enough / per_step
+    total, onset = 3 * span + 12, span + 2
+    fires_at = onset + span  # from here drift_for holds only drifting steps
+    windows = [per_step] * total
+
+    def drifted(per: int) -> list[int]:
+        return [per if s >= onset else 0 for s in range(total)]
+
+    one = [1 if s == onset else 0 for s in range(total)]
+    never = [alert_test(title, t * step, []) for t in range(0, total, max(1, span // 3))]
+    firing = [{"exp_labels": drift_labels(case)}]
+    restart = Restart(at=fires_at + 2)
+    across = [alert_test(title, t * step, firing)
+              for t in (fires_at, restart.at, restart.back, restart.back + 1, restart.back + 1 + span)]
+    run_promtool(promtool, tmp_path, case, [
+        {"name": "drift_min_share of the windows over drift_for fires",
+         "input_series": drift_windows_input(case, expr, windows, drifted(enough), decoys=True),
+         "alert_rule_test": [alert_test(title, (fires_at - span // 2 - 1) * step, []),
+                             alert_test(title, fires_at * step, firing)]},
+        {"name": "one drifted window fewer per step fires nothing",
+         "input_series": drift_windows_input(case, expr, windows, drifted(enough - 1)), "alert_rule_test": never},
+        {"name": "one drifted window fires nothing",
+         "input_series": drift_windows_input(case, expr, windows, one), "alert_rule_test": never},
+        {"name": "clean windows across a restart fire nothing",
+         "input_series": drift_windows_input(case, expr, windows, [0] * total, restart=restart),
+         "alert_rule_test": never},
+        {"name": "a restart (counter reset) keeps the alert firing",
+         "input_series": drift_windows_input(case, expr, windows, drifted(enough), restart=restart),
+         "alert_rule_test": across},
+        {"name": "a restart in a new pod keeps the alert firing",
+         "input_series": drift_windows_input(case, expr, windows, drifted(enough),
+                                             restart=Restart(at=restart.at, new_pod=True)),
+         "alert_rule_test": across},
+    ], annotations=False)
 
 
 @pytest.mark.parametrize(("env", "model"), CASES)

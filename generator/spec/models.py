@@ -182,6 +182,15 @@ class Alerts(Strict):
 
     interval: Duration = "1m"
     drift_for: Duration = "10m"
+    """The period the drift rule looks back over: it counts the windows evaluated and drifted in it."""
+    drift_min_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Share of the windows evaluated in ``drift_for`` that must have drifted. A half needs the majority
+    of the evidence, which one false-positive window (1.5 % of clean windows with ks, about 10 % with
+    cvm_online) cannot provide once ``drift_min_windows`` holds."""
+    drift_min_windows: Annotated[int, Field(ge=1)] = 3
+    """Windows that must have been evaluated in ``drift_for``. Three with a half means two drifted
+    windows of three: about 7e-4 of clean three-window periods with ks and 3 % with cvm_online, while
+    real drift (nearly every window drifted) needs only three windows to alert."""
     error_rate: Annotated[float, Field(gt=0, lt=1)] = 0.02
     error_rate_for: Duration = "5m"
     latency_p95_ms: Annotated[int, Field(ge=1)] = 250

@@ -32,6 +32,8 @@ DRIFT_S3_FILE = "credentials"
 # (labels model, version, predictor, feature); Seldon's executor exports the request histograms.
 METRICS = {
     "drift_detected": "mlops_drift_detected",
+    "drift_windows_evaluated": "mlops_drift_windows_evaluated_total",
+    "drift_windows_drifted": "mlops_drift_windows_drifted_total",
     "drift_p_value": "mlops_drift_p_value",
     "drift_feature_p_value": "mlops_drift_feature_p_value",
     "drift_records_consumed": "mlops_drift_records_consumed_total",
