@@ -237,6 +237,9 @@ def test_a_better_candidate_is_registered_and_proposed_as_canary_in_a_pull_reque
     assert request["body"]["title"] == f"Retrain {MODEL}: version {version} as canary in dev"
     assert dataset.sha256 in request["body"]["body"] and "drift alert FraudDetectorDrift" in request["body"]["body"]
     assert result["pull_request"] == {"number": 1, "url": "https://github.example.com/acme/gitops/pull/1"}
+    # Recorded in the run as well, with the pull request's link.
+    assert result["proposal"]["artifact"] == f"retrain-proposal-{MODEL}"
+    assert result["proposal"]["compare"] == f"main...{branch}" and result["first_version"] is False
 
 
 def test_a_worse_candidate_is_rejected_with_its_reason_and_proposes_nothing(
@@ -266,3 +269,93 @@ def test_a_worse_candidate_is_rejected_with_its_reason_and_proposes_nothing(
     assert {int(v.version) for v in mlflow_server.client().search_model_versions(
         f"name = '{live_versions.registered_name}'")} == versions_before
     assert git(remote, "branch", "--list").split() == branches_before
+    # It trained: the trigger's daily limit counts it.
+    from retrain.records import TRAINING_STARTED_TAG
+
+    assert TRAINING_STARTED_TAG in stored_flow_run(prefect_server, state.state_details.flow_run_id).tags
+
+
+def point_dev_at_unregistered(remote: Path, tmp_path: Path, name: str) -> None:
+    """Commit, on the remote's main, the committed dev spec with its registered name changed to ``name``,
+    which this MLflow has never seen: the environment names versions (7, 8) the registry does not have."""
+    work = tmp_path / "admin"
+    subprocess.run(["git", "clone", "--quiet", str(remote), str(work)], check=True)
+    spec = work / SPEC
+    text = spec.read_text()
+    assert text.count(f"name: {MODEL},") == 2  # the main release and the canary
+    spec.write_text(text.replace(f"name: {MODEL},", f"name: {name},"))
+    assert CliRunner().invoke(cli, ["render", "--repo-root", str(work)]).exit_code == 0
+    git(work, "-c", "user.name=admin", "-c", "user.email=admin@example.com", "commit", "--quiet", "-am",
+        f"dev names {name}, not registered yet")
+    git(work, "push", "--quiet", "origin", "main")
+
+
+def test_a_model_without_a_live_version_gets_its_first_version_proposed_without_a_git_host(
+        prefect_server: PrefectServer, mlflow_server: MlflowServer, dataset: Dataset, remote: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    from retrain.records import TRAINING_STARTED_TAG
+
+    name = f"{MODEL}-{uuid.uuid4().hex[:8]}"
+    point_dev_at_unregistered(remote, tmp_path, name)
+    base = git(remote, "rev-parse", "main").strip()
+    for variable in ("MLOPS_GIT_REPO", "GITHUB_REPOSITORY", "MLOPS_GIT_TOKEN", "GITHUB_TOKEN", "MLOPS_GIT_API_URL"):
+        monkeypatch.delenv(variable, raising=False)  # no Git host API: no pull request can be opened
+
+    state = run_flow(prefect_server, mlflow_server, model=MODEL, reason="first version", data_uri=dataset.uri,
+                     git_url=str(remote))
+
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["status"] == "proposed" and result["first_version"] is True and result["decision"] is None
+    assert result["strategy"] == "replace" and result["registered_version"] == 1
+    assert result["reason"].startswith(f"no live version to compare with: dev names {name} version 7")
+    assert state.message.startswith(f"proposed version 1 as replace on retrain/{MODEL}-v1")
+
+    # MLflow: version 1 with its dataset and detector; the run says why nothing was compared.
+    client = mlflow_server.client()
+    version = client.get_model_version(name, "1")
+    assert version.tags["mlops.data_sha256"] == dataset.sha256
+    assert version.tags["mlops.detector_sha256"] == result["detector"]["sha256"]
+    assert version.tags["mlops.compared_with"] == "none"
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.data.tags["mlops.decision"] == "first_version"
+    assert run.data.tags["mlops.decision_reason"] == result["reason"]
+    assert run.data.tags["mlops.live_version"] == "none"
+    assert "candidate_roc_auc" in run.data.metrics and "live_roc_auc" not in run.data.metrics
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == dataset.sha256[:32]
+
+    # Git: the branch is pushed; it replaces the release (no rollout left) and is valid as committed.
+    branch = result["branch"]
+    assert git(remote, "rev-parse", branch).strip() == result["commit"]
+    assert git(remote, "rev-parse", "main").strip() == base
+    spec = yaml.safe_load(git(remote, "show", f"{branch}:{SPEC}"))
+    assert spec["release"]["registry"] == {"name": name, "version": 1}
+    assert spec["release"]["detector"] == result["detector"]
+    assert spec["release"]["artifact_sha256"] == result["artifact_sha256"]
+    assert "rollout" not in spec
+    checkout = tmp_path / "review"
+    subprocess.run(["git", "clone", "--quiet", "--branch", branch, str(remote), str(checkout)], check=True)
+    for command in (["render", "--check"], ["validate"]):
+        done = CliRunner().invoke(cli, [*command, "--repo-root", str(checkout)])
+        assert done.exit_code == 0, done.output
+
+    # The proposal, without a pull request: in the result, and as a markdown artifact of the flow run.
+    proposal = result["proposal"]
+    assert result["pull_request"] is None
+    assert (proposal["base"], proposal["base_commit"], proposal["branch"]) == ("main", base, branch)
+    assert proposal["compare"] == f"main...{branch}"
+    assert proposal["title"] == f"Retrain {MODEL}: version 1 as replace in dev"
+    assert dataset.sha256 in proposal["body"] and result["reason"] in proposal["body"]
+    assert SPEC in proposal["diff_stat"] and "files changed" in proposal["diff_stat"]
+    assert proposal["diff_stat"] == git(remote, "diff", "--stat", base, result["commit"]).rstrip()
+    flow_run_id = str(state.state_details.flow_run_id)
+    with httpx.Client(base_url=prefect_server.api_url, timeout=30) as api:
+        artifacts = api.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+    [artifact] = [a for a in artifacts if a["key"] == proposal["artifact"]]
+    assert artifact["key"] == f"retrain-proposal-{MODEL}" and artifact["type"] == "markdown"
+    assert f"`main...{branch}`" in artifact["data"] and proposal["diff_stat"] in artifact["data"]
+    assert f"# {proposal['title']}" in artifact["data"]
+    # The run reached training, so the trigger's daily limit counts it whatever happens after.
+    assert TRAINING_STARTED_TAG in stored_flow_run(prefect_server, state.state_details.flow_run_id).tags

@@ -41,6 +41,8 @@ def prefect_document() -> dict:
 
 
 def test_prefect_yaml_has_one_pinned_deployment_per_model_on_the_kubernetes_pool() -> None:
+    from retrain.settings import RetrainSettings
+
     document = prefect_document()
     deployments = {d["name"]: d for d in document["deployments"]}
     models = {p.stem for env in ENVIRONMENTS for p in (REPO / f"environments/{env}/models").glob("*.yaml")}
@@ -51,7 +53,15 @@ def test_prefect_yaml_has_one_pinned_deployment_per_model_on_the_kubernetes_pool
         assert deployment["version"] == "{{ $MLOPS_GIT_SHA }}"
         assert "git-sha:{{ $MLOPS_GIT_SHA }}" in deployment["tags"]
         pool = deployment["work_pool"]
-        assert pool["name"] == "mlops-kubernetes"  # the pool apps/prefect-worker creates, of type kubernetes
+        # The deploy step fills the pool (and the code folder): by default the pool apps/prefect-worker
+        # creates, of type kubernetes, and the image's /app.
+        assert pool["name"] == "{{ $RETRAIN_WORK_POOL }}"
+        assert pool["job_variables"]["env"]["PYTHONPATH"] == "{{ $RETRAIN_CODE_DIR }}"
+        assert document["pull"] == [{"prefect.deployments.steps.set_working_directory": {
+            "directory": "{{ $RETRAIN_CODE_DIR }}"}}]
+        assert pool["job_variables"]["env"]["MLOPS_GIT_API_URL"] == "{{ $MLOPS_GIT_API_URL }}"
+        defaults = RetrainSettings.load({})
+        assert (defaults.work_pool, str(defaults.code_dir)) == ("mlops-kubernetes", "/app")
         assert pool["job_variables"]["image"].split("@sha256:")[1].isalnum()
         assert len(pool["job_variables"]["image"].split("@sha256:")[1]) == 64
     worker = yaml.safe_load((REPO / "apps/prefect-worker/values.yaml").read_text())["worker"]["config"]
@@ -226,7 +236,7 @@ def test_the_rendered_job_deploys_every_model_with_the_git_sha_as_version(prefec
     api = httpx.Client(base_url=prefect_server.api_url, timeout=30)
 
     # Before the worker has created its pool, the Job fails (and Kubernetes retries it).
-    pool_name = prefect_document()["deployments"][0]["work_pool"]["name"]
+    pool_name = "mlops-kubernetes"  # RETRAIN_WORK_POOL's default: the Job does not set it
     api.delete(f"/work_pools/{pool_name}")
     early = run_rendered_deploy(job, prefect_server, str(remote))
     assert early.returncode == 1
@@ -256,6 +266,10 @@ def test_the_rendered_job_deploys_every_model_with_the_git_sha_as_version(prefec
     assert variables["env"]["MLFLOW_TRACKING_URI"] == job_env["MLFLOW_TRACKING_URI"]
     assert variables["env"]["MLFLOW_S3_ENDPOINT_URL"] == job_env["AWS_ENDPOINT_URL_S3"]
     assert variables["env"]["RETRAIN_ENVIRONMENT"] == "dev"
+    # What the deploy step fills by default: runs start in the image's code folder, GitHub's API.
+    assert variables["env"]["PYTHONPATH"] == "/app"
+    assert variables["env"]["MLOPS_GIT_API_URL"] == ""
+    assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}]
 
     # A new commit of prefect.yaml: the next sync deploys it under the new SHA (the moved-on branch is noted).
     (work / PREFECT_FILE).write_text((work / PREFECT_FILE).read_text().replace(

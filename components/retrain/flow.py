@@ -9,12 +9,20 @@ Steps, each a Prefect task:
 4. evaluate candidate and live version on the same held-out split; a candidate that does not beat the
    live version by the spec's ``retrain.min_improvement`` on ``retrain.metric`` is rejected, and the
    reason is recorded on the MLflow run (tags ``mlops.decision``, ``mlops.decision_reason``) and in the
-   flow's result;
+   flow's result. When the environment has no live version yet (the spec's ``release.registry`` names a
+   version the registry does not have), there is nothing to compare with: the comparison is skipped,
+   why is recorded the same way (``mlops.decision=first_version``), and the candidate is proposed with
+   strategy ``replace``;
 5. register the new version in MLflow with params, metrics, the dataset (``mlflow.log_input`` with its
    digest) and a fitted, persisted drift detector (``drift/detector.npz`` and its sha256);
 6. propose it: ``generate-model`` puts it into the environment as canary (or shadow, per
-   ``retrain.propose_as``) on a new branch, which is pushed; a pull request is opened when a Git host
-   token is configured.
+   ``retrain.propose_as``; ``replace`` for a first version) on a new branch, which is pushed; a pull
+   request is opened when a Git host token and repository are configured. The proposal (title, body,
+   compare ref, diff summary) is also a Prefect markdown artifact of the run and in its log
+   (:mod:`retrain.records`), which is where it is found when no Git host API is configured.
+
+Just before training, the run tags itself ``retrain:training-started``: the trigger's daily limit does not
+count a failed run without it (:mod:`retrain.records`).
 
 The flow never talks to Kubernetes; Argo CD applies the change once a person merges it.
 """
@@ -42,6 +50,7 @@ from retrain import data as datasets
 from retrain.evaluation import Decision, binary_metrics, decide
 from retrain.models import FeatureInfo, ModelModule, load_model_module
 from retrain.propose import Proposal, Target, clone, git_token, propose, read_target
+from retrain.records import mark_training_started, record_proposal
 from retrain.settings import RetrainSettings, load_settings
 
 HOLDOUT_FRACTION = 0.25
@@ -53,6 +62,8 @@ DETECTOR_SCHEMES = ("s3://", "file://")
 """Detector URIs the drift detector can download (see components/drift_detector)."""
 MLFLOW_DIGEST_CHARS = 32
 """MLflow stores a dataset digest in at most 36 characters: the dataset's sha256, shortened."""
+FIRST_VERSION = "first_version"
+"""``mlops.decision`` of a run that had no live version to compare with."""
 
 
 class RetrainError(RuntimeError):
@@ -102,8 +113,32 @@ def checkout_repository(git_url: str, branch: str, directory: Path, settings: Re
 def read_live_release(checkout: Path, env: str, model: str) -> Target:
     """The target environment's release spec: live version, features and retrain policy."""
     target = read_target(checkout, env, model)
-    get_run_logger().info("%s in %s serves %s version %d", model, env, target.registered_name, target.live_version)
+    get_run_logger().info("%s in %s names %s version %d as its release", model, env, target.registered_name,
+                          target.live_version)
     return target
+
+
+@task(cache_policy=NO_CACHE)
+def missing_live_version(target: Target, tracking_uri: str) -> str | None:
+    """Why there is no live version to beat (the spec's release is not in the registry), or ``None``.
+
+    Only the registry's own "does not exist" answer counts: an unreachable registry fails the run
+    instead of passing for an empty one.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().get_model_version(target.registered_name, str(target.live_version))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        why = (f"no live version to compare with: {target.environment.name} names {target.registered_name} version "
+               f"{target.live_version}, which the MLflow registry at {tracking_uri} does not have; comparison "
+               "skipped, the candidate is proposed as the first version (strategy replace)")
+        get_run_logger().warning("%s", why)
+        return why
+    get_run_logger().info("live version: %s version %d", target.registered_name, target.live_version)
+    return None
 
 
 @task(cache_policy=NO_CACHE)
@@ -160,7 +195,8 @@ def evaluate_against_live(plugin: ModelModule, candidate: Candidate, target: Tar
 @task(cache_policy=NO_CACHE)
 def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target, dataset: datasets.DatasetVersion,
                        frame: pd.DataFrame, labels: pd.Series, splits: Splits, features: list[FeatureInfo],
-                       parent_run_id: str, reason: str, decision: Decision, workspace: Path) -> Registered:
+                       parent_run_id: str, reason: str, decision_reason: str, compared_with: str,
+                       workspace: Path) -> Registered:
     """Log the model, the dataset and the fitted drift detector in the run, and register the version."""
     from drift_detector.artifacts import save
     from drift_detector.detector import FeatureSpec, fit
@@ -206,21 +242,22 @@ def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target
     model_sha256 = artifact_sha256(stored)
     tags = {ARTIFACT_DIGEST_TAG: model_sha256, "mlops.reason": reason, "mlops.data_uri": dataset.uri, "mlops.data_sha256": dataset.sha256,
             "mlops.detector_uri": detector_uri, "mlops.detector_sha256": detector_sha256,
-            "mlops.run_id": parent_run_id, "mlops.compared_with": str(target.live_version),
-            "mlops.decision_reason": decision.reason}
+            "mlops.run_id": parent_run_id, "mlops.compared_with": compared_with,
+            "mlops.decision_reason": decision_reason}
     for key, value in tags.items():
         client.set_model_version_tag(target.registered_name, str(version), key, value)
     client.update_model_version(target.registered_name, str(version),
-                                description=f"Retrained ({reason}): {decision.reason}")
+                                description=f"Retrained ({reason}): {decision_reason}")
     get_run_logger().info("registered %s version %d, detector %s", target.registered_name, version, detector_uri)
     return Registered(version, detector_uri, detector_sha256, model_sha256)
 
 
 @task(cache_policy=NO_CACHE)
 def propose_release(target: Target, registered: Registered, *, mlflow_uri: str, strategy: str, traffic: int | None,
-                    server_image: str | None, drift_image: str | None, title: str, body: str) -> Proposal:
-    """Branch, ``generate-model``, commit, push, and a pull request against the cloned branch when a token is
-    configured."""
+                    server_image: str | None, drift_image: str | None, title: str, body: str,
+                    remote: str) -> tuple[Proposal, str | None]:
+    """Branch, ``generate-model``, commit, push, and a pull request against the cloned branch when a Git host
+    is configured; the proposal is recorded in the run either way. Returns it and its artifact's key."""
     proposal = propose(target, version=registered.version, detector_uri=registered.detector_uri,
                        detector_sha256=registered.detector_sha256, artifact_sha256=registered.artifact_sha256,
                        mlflow_uri=mlflow_uri, strategy=strategy,
@@ -231,8 +268,9 @@ def propose_release(target: Target, registered: Registered, *, mlflow_uri: str, 
     if proposal.pull_request:
         logger.info("pull request #%d: %s", proposal.pull_request.number, proposal.pull_request.url)
     else:
-        logger.info("no Git host token configured: open the pull request for %s by hand", proposal.branch)
-    return proposal
+        logger.info("no Git host API configured (MLOPS_GIT_REPO and a token): no pull request; the proposal is "
+                    "this run's artifact, compare %s", proposal.compare)
+    return proposal, record_proposal(proposal, target.spec.model, remote, logger)
 
 
 # --- the flow --------------------------------------------------------------------------------------
@@ -254,15 +292,18 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
         search: try every parameter set of the module's ``SEARCH_SPACE`` (else ``DEFAULT_PARAMS``).
         params: train with exactly these hyperparameters (no search).
         min_improvement: margin over the live version; default the spec's ``retrain.min_improvement``.
-        propose_as: ``canary`` or ``shadow``; default the spec's ``retrain.propose_as``.
+        propose_as: ``canary`` or ``shadow``; default the spec's ``retrain.propose_as``. A first version
+            (no live version in the registry) is always proposed with ``replace``.
         environment: the target environment; default ``RETRAIN_ENVIRONMENT`` (``dev``).
         git_url: clone URL of the GitOps repository; default ``RETRAIN_GIT_URL``.
         server_image, drift_image: images of the candidate; default the live release's.
 
     Returns:
         A Completed state whose message says what happened and whose result is a dict: ``status``
-        (``proposed`` or ``rejected``), ``reason`` (the decision's), ``decision``, ``mlflow_run_id`` and,
-        when proposed, ``registered_version``, ``detector``, ``branch``, ``commit``, ``pull_request``.
+        (``proposed`` or ``rejected``), ``reason`` (the decision's, or why the comparison was skipped),
+        ``first_version``, ``decision`` (``None`` for a first version), ``mlflow_run_id`` and, when
+        proposed, ``registered_version``, ``strategy``, ``detector``, ``branch``, ``commit``,
+        ``pull_request`` and ``proposal`` (title, body, base, base_commit, compare, diff_stat, artifact).
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -283,10 +324,11 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
         target = read_live_release(checkout, env, model)
         policy = target.spec.retrain
         margin = policy.min_improvement if min_improvement is None else min_improvement
-        strategy = propose_as or policy.propose_as
         tracking_uri = settings.mlflow_uri or settings.mlflow_tracking_uri or target.environment.mlflow.tracking_uri
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+        first_version = missing_live_version(target, tracking_uri)
+        strategy = "replace" if first_version else propose_as or policy.propose_as
 
         features = [FeatureInfo(f.name, f.type, tuple(f.categories) if f.categories else None)
                     for f in target.spec.drift.features]
@@ -296,41 +338,51 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
 
         client = MlflowClient()
         experiment_id = _experiment(client, f"retrain-{model}")
+        live_version = "none" if first_version else str(target.live_version)
         run = client.create_run(experiment_id, run_name=f"retrain-{model}", tags={
             "mlops.model": model, "mlops.environment": env, "mlops.reason": reason,
-            "mlops.live_version": str(target.live_version)})
+            "mlops.live_version": live_version})
         run_id = run.info.run_id
         client.log_batch(run_id, params=_params({
             "model": model, "environment": env, "reason": reason, "data_uri": dataset.uri,
             "data_sha256": dataset.sha256, "metric": policy.metric, "min_improvement": margin,
-            "propose_as": strategy, "live_version": target.live_version, "seed": settings.seed,
+            "propose_as": strategy, "live_version": live_version, "seed": settings.seed,
             "holdout_fraction": HOLDOUT_FRACTION, "rows": len(frame)}))
         try:
+            mark_training_started()
             candidate = train_candidate(plugin, splits, features, search=search, params=params, metric=policy.metric,
                                         seed=settings.seed, experiment_id=experiment_id, parent_run_id=run_id)
             client.log_batch(run_id, params=_params(candidate.params, prefix="param_"),
                              metrics=_metrics(candidate.validation_metrics, "validation_"))
-            decision, new, live = evaluate_against_live(plugin, candidate, target, splits, policy.metric, margin)
-            client.log_batch(run_id, metrics=[*_metrics(new, "candidate_"), *_metrics(live, "live_"),
-                                              *_metrics({"improvement": decision.improvement}, "")])
-            client.set_tag(run_id, "mlops.decision", "accepted" if decision.accepted else "rejected")
-            client.set_tag(run_id, "mlops.decision_reason", decision.reason)
-            result: dict[str, Any] = {"model": model, "environment": env, "reason": decision.reason,
-                                      "trigger": reason, "decision": asdict(decision), "mlflow_run_id": run_id,
+            if first_version:
+                decision = None
+                new = binary_metrics(splits.holdout[1].to_numpy(), plugin.score(candidate.model, splits.holdout[0]))
+                client.log_batch(run_id, metrics=_metrics(new, "candidate_"))
+                decided, why = FIRST_VERSION, first_version
+            else:
+                decision, new, live = evaluate_against_live(plugin, candidate, target, splits, policy.metric, margin)
+                client.log_batch(run_id, metrics=[*_metrics(new, "candidate_"), *_metrics(live, "live_"),
+                                                  *_metrics({"improvement": decision.improvement}, "")])
+                decided, why = ("accepted" if decision.accepted else "rejected"), decision.reason
+            client.set_tag(run_id, "mlops.decision", decided)
+            client.set_tag(run_id, "mlops.decision_reason", why)
+            result: dict[str, Any] = {"model": model, "environment": env, "reason": why, "trigger": reason,
+                                      "first_version": bool(first_version),
+                                      "decision": asdict(decision) if decision else None, "mlflow_run_id": run_id,
                                       "data": {"uri": dataset.uri, "sha256": dataset.sha256}}
-            if not decision.accepted:
+            if decision is not None and not decision.accepted:
                 client.set_terminated(run_id, "FINISHED")
                 logger.warning("candidate rejected: %s", decision.reason)
                 return Completed(message=f"rejected: {decision.reason}", data={**result, "status": "rejected"})
 
             registered = register_candidate(plugin, candidate, target, dataset, frame, labels, splits, features,
-                                            run_id, reason, decision, workspace)
+                                            run_id, reason, why, live_version, workspace)
             traffic = policy.canary_traffic if strategy == "canary" else None
-            title, body = _pull_request_text(model, env, strategy, traffic, registered, decision, reason, dataset,
+            title, body = _pull_request_text(model, env, strategy, traffic, registered, why, reason, dataset,
                                              tracking_uri, experiment_id, run_id)
-            proposal = propose_release(target, registered, mlflow_uri=tracking_uri, strategy=strategy,
-                                       traffic=traffic, server_image=server_image, drift_image=drift_image,
-                                       title=title, body=body)
+            proposal, artifact = propose_release(target, registered, mlflow_uri=tracking_uri, strategy=strategy,
+                                                 traffic=traffic, server_image=server_image, drift_image=drift_image,
+                                                 title=title, body=body, remote=repository)
             client.set_tag(run_id, "mlops.proposal_branch", proposal.branch)
             client.set_terminated(run_id, "FINISHED")
         except BaseException:
@@ -338,12 +390,16 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
             raise
     pull_request = proposal.pull_request
     return Completed(
-        message=f"proposed version {registered.version} as {strategy} on {proposal.branch}: {decision.reason}",
-        data={**result, "status": "proposed", "registered_version": registered.version,
+        message=f"proposed version {registered.version} as {strategy} on {proposal.branch}: {why}",
+        data={**result, "status": "proposed", "registered_version": registered.version, "strategy": strategy,
               "artifact_sha256": registered.artifact_sha256,
               "detector": {"uri": registered.detector_uri, "sha256": registered.detector_sha256},
               "branch": proposal.branch, "commit": proposal.commit, "files": list(proposal.files),
-              "pull_request": asdict(pull_request) if pull_request else None})
+              "pull_request": asdict(pull_request) if pull_request else None,
+              "proposal": {"title": proposal.title, "body": proposal.body, "base": proposal.base,
+                           "base_commit": proposal.base_commit, "branch": proposal.branch,
+                           "commit": proposal.commit, "compare": proposal.compare,
+                           "diff_stat": proposal.diff_stat, "artifact": artifact}})
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -377,20 +433,23 @@ def _metrics(values: dict[str, float], prefix: str) -> list:
 
 
 def _pull_request_text(model: str, env: str, strategy: str, traffic: int | None, registered: Registered,
-                       decision: Decision, reason: str, dataset: datasets.DatasetVersion, tracking_uri: str,
+                       evaluation: str, reason: str, dataset: datasets.DatasetVersion, tracking_uri: str,
                        experiment_id: str, run_id: str) -> tuple[str, str]:
-    share = f" ({traffic}% of traffic)" if traffic is not None else " (a copy of all traffic)"
+    share = {"canary": f" ({traffic}% of traffic)", "shadow": " (a copy of all traffic)"}.get(strategy, "")
+    role = "the first version (all traffic)" if strategy == "replace" else f"the {strategy}{share}"
     title = f"Retrain {model}: version {registered.version} as {strategy} in {env}"
+    finish = ("Merging lets Argo CD roll it out." if strategy == "replace" else
+              "Merging lets Argo CD roll it out; `mlops generate-model --promote-candidate` finishes the rollout.")
     body = "\n".join([
-        f"The retrain flow proposes {model} version {registered.version} as the {strategy}{share} in {env}.",
+        f"The retrain flow proposes {model} version {registered.version} as {role} in {env}.",
         "",
         f"- Why: {reason}",
-        f"- Evaluation on held-out data: {decision.reason}",
+        f"- Evaluation on held-out data: {evaluation}",
         f"- Training data: {dataset.uri} (sha256 {dataset.sha256})",
         f"- Model artifact digest: {registered.artifact_sha256} (checked by the model server at start)",
         f"- Drift detector: {registered.detector_uri} (sha256 {registered.detector_sha256})",
         f"- MLflow run: {tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}",
         "",
-        "Merging lets Argo CD roll it out; `mlops generate-model --promote-candidate` finishes the rollout.",
+        finish,
     ])
     return title, body

@@ -4,8 +4,9 @@ The flow clones the repository, reads the target environment's release spec (the
 beat), and after registration prepares the same change ``mlops generate-model`` would make
 (:func:`generator.commands.generate.prepare_generate`) in that clone and publishes it the way ``mlops
 promote --git`` does (:func:`generator.changes.publish.publish`): a new branch with exactly the change's
-files, pushed, with a pull request when a Git host token is configured. Nothing here talks to
-Kubernetes: Argo CD applies the change after a person merges it.
+files, pushed, with a pull request when a Git host token is configured (otherwise the flow records the
+proposal in Prefect, see :mod:`retrain.records`). Nothing here talks to Kubernetes: Argo CD applies
+the change after a person merges it.
 """
 
 from __future__ import annotations
@@ -53,12 +54,25 @@ class Target:
 
 @dataclass(frozen=True)
 class Proposal:
-    """What was pushed: branch, commit, the files it changed, and the pull request if one was opened."""
+    """What was pushed: branch, commit, the files it changed, what a pull request says (title, body), the
+    compare ref (base branch and commit) with its diff summary, and the pull request if one was opened."""
 
     branch: str
     commit: str
     files: tuple[str, ...]
     pull_request: PullRequest | None
+    title: str = ""
+    body: str = ""
+    base: str = ""
+    """The branch the proposal starts from and a pull request would merge into."""
+    base_commit: str = ""
+    diff_stat: str = ""
+    """``git diff --stat`` of base commit to branch commit: what a reviewer will see."""
+
+    @property
+    def compare(self) -> str:
+        """The compare ref a reviewer opens (``git diff base...branch``, GitHub's ``/compare/base...branch``)."""
+        return f"{self.base}...{self.branch}"
 
 
 def git_token(environ: Mapping[str, str] | None = None) -> str | None:
@@ -145,7 +159,7 @@ def propose(target: Target, *, version: int, detector_uri: str, detector_sha256:
 
     ``artifact_sha256`` pins the model artifact (``None``: the version's ``mlops.artifact_sha256`` tag, read
     through MLflow). Images not given are the live release's, so the candidate differs only in model and detector.
-    ``traffic`` is the canary share (``None`` for a shadow). A failure before the commit leaves the
+    ``traffic`` is the canary share (``None`` for a shadow or a replacement). A failure before the commit leaves the
     checkout as it was.
 
     Raises:
@@ -170,4 +184,7 @@ def propose(target: Target, *, version: int, detector_uri: str, detector_sha256:
     published = publish(layout, RetrainChange(change, branch_name(spec.model, version), title, body),
                         remote=REMOTE, host=host, push=True)
     files = tuple(sorted([*change.plan.writes, *change.plan.deletes]))
-    return Proposal(published.branch, published.commit, files, published.pull_request)
+    base_commit = gitrepo.head_commit(target.checkout)  # publish returns to the base branch
+    diff_stat = gitrepo.run_git(target.checkout, "diff", "--stat", base_commit, published.commit).rstrip()
+    return Proposal(published.branch, published.commit, files, published.pull_request, title=title, body=body,
+                    base=published.base, base_commit=base_commit, diff_stat=diff_stat)

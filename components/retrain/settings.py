@@ -2,7 +2,8 @@
 
 ``RETRAIN_*`` variables (:class:`RetrainSettings`), plus the variables other tools own that the flow
 and the deploy step read too: ``MLFLOW_TRACKING_URI``, the S3 endpoint (``AWS_ENDPOINT_URL_S3``, else
-``MLFLOW_S3_ENDPOINT_URL``) and ``PREFECT_API_URL``. Nothing else in the package reads the environment.
+``MLFLOW_S3_ENDPOINT_URL``), ``PREFECT_API_URL``, and the Git host's ``MLOPS_GIT_REPO`` and
+``MLOPS_GIT_API_URL`` (which the deploy step passes on to flow runs). Nothing else in the package reads the environment.
 
 Per-run choices (the dataset, the margin, images, a different environment) are flow parameters; the
 release policy (metric, margin, canary or shadow, canary traffic) is the model spec's ``retrain``
@@ -15,8 +16,9 @@ import os
 from collections.abc import Mapping
 from enum import IntEnum
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 from service_kit.settings import ServiceSettings
 
@@ -52,11 +54,34 @@ class RetrainSettings(ServiceSettings):
     seed: int = Field(default=0, ge=0)
     """Seed of data splits and training, so a rerun on the same data gives the same candidate."""
 
+    # The deploy step (python -m retrain.deploy): where the deployments' flow runs go and start. It fills
+    # prefect.yaml's {{ $RETRAIN_WORK_POOL }} and {{ $RETRAIN_CODE_DIR }} with these, so one file serves
+    # the cluster (the defaults) and a local process worker.
+    work_pool: str = Field(default="mlops-kubernetes", min_length=1)
+    """Work pool of every deployment; the default is the pool apps/prefect-worker's worker creates."""
+    work_pool_type: Literal["kubernetes", "process"] | None = None
+    """Its type, when the deploy step should check it. ``process``: a missing pool is created here (a
+    local process worker needs nothing else). Unset or ``kubernetes``: the pool is the in-cluster worker's
+    to create (with its base job template), so until it exists the deploy fails and the Job retries."""
+    code_dir: Path = Path("/app")
+    """Where flow runs start: the folder holding the ``retrain`` package (the image's ``/app``; for a local
+    process worker the repository's ``components`` folder)."""
+
     # Variables of other tools (no prefix).
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     aws_endpoint_url_s3: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL_S3")
     mlflow_s3_endpoint_url: str | None = Field(default=None, validation_alias="MLFLOW_S3_ENDPOINT_URL")
     prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
+    mlops_git_repo: str | None = Field(default=None, validation_alias="MLOPS_GIT_REPO")
+    mlops_git_api_url: str | None = Field(default=None, validation_alias="MLOPS_GIT_API_URL")
+
+    @field_validator("code_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # A relative folder would be resolved against wherever the worker happens to start the run.
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path (the folder holding the retrain package)")
+        return value
 
     @property
     def s3_endpoint_url(self) -> str | None:
