@@ -37,9 +37,12 @@ TOKEN = "trigger-test-token-0123456789abcdef"
 FLOW = "retrain"
 DISABLED = "frozen-model"
 ONE_RUN = "single-run-model"
+CRASHING = "crashing-model"
+"""One run a day, for the test of runs that crash before training."""
 POLICY = {"environment": "dev", "default": {"on_drift": True, "max_runs_per_day": 2},
           "models": {DISABLED: {"on_drift": False, "max_runs_per_day": 2},
-                     ONE_RUN: {"on_drift": True, "max_runs_per_day": 1}}}
+                     ONE_RUN: {"on_drift": True, "max_runs_per_day": 1},
+                     CRASHING: {"on_drift": True, "max_runs_per_day": 1}}}
 RENDERED_RULES = ROOT / "environments/dev/rendered/models/fraud-detector/grafana-alerts-configmap.yaml"
 
 
@@ -66,6 +69,18 @@ class PrefectREST:
         deployment = self.client.post("/deployments/", json={"name": model, "flow_id": flow.json()["id"]})
         deployment.raise_for_status()
         return deployment.json()["id"]
+
+    def end(self, run_id: str, state_type: str, *, trained: bool = False) -> None:
+        """End a run as the worker and the flow would: the training tag when it got that far, then the state."""
+        from retrain.records import TRAINING_STARTED_TAG
+
+        if trained:
+            tags = self.client.get(f"/flow_runs/{run_id}").json()["tags"]
+            self.client.patch(f"/flow_runs/{run_id}", json={"tags": [*tags, TRAINING_STARTED_TAG]}).raise_for_status()
+        state = {"type": state_type, "name": state_type.title(), "message": "ended by the test"}
+        response = self.client.post(f"/flow_runs/{run_id}/set_state", json={"state": state, "force": True})
+        response.raise_for_status()
+        assert response.json()["status"] == "ACCEPT", response.text
 
     def runs(self, deployment_id: str) -> list[dict]:
         response = self.client.post("/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
@@ -318,6 +333,33 @@ def test_the_daily_rate_limit_holds_per_model(trigger, prefect):
     assert [outcomes(trigger.post("grafana", grafana_payload(drift_labels(ONE_RUN))))[0] for _ in range(2)] == [
         "started", "rate_limited"]
     assert len(prefect.runs(one_id)) == 1
+
+
+def test_a_run_that_ended_before_training_does_not_use_up_the_daily_limit(trigger, prefect):
+    """Failed, Crashed or Cancelled without the flow's training tag: not counted. A run still waiting or
+    running counts (it may train), and so does one that crashed after training started."""
+    deployment = prefect.deployment(CRASHING)
+    same = fingerprint()
+
+    def episode(hour: int) -> tuple[str, str | None]:
+        response = trigger.post("grafana", grafana_payload(drift_labels(CRASHING), print_=same,
+                                                           starts_at=f"2026-11-20T{hour:02d}:00:00Z"))
+        [result] = response.json()["results"]
+        assert outcomes(response) == [result["outcome"]]
+        return result["outcome"], result["flow_run_id"]
+
+    outcome, first = episode(1)
+    assert outcome == "started"
+    assert episode(2) == ("rate_limited", None)  # the first run is scheduled: it may still train
+    prefect.end(first, "CRASHED")  # e.g. its working directory did not exist
+    outcome, second = episode(2)  # the same episode again: rate-limited alerts are not remembered
+    assert outcome == "started"
+    prefect.end(second, "FAILED")
+    outcome, third = episode(3)
+    assert outcome == "started"
+    prefect.end(third, "CRASHED", trained=True)  # it trained, then died: it counts
+    assert episode(4) == ("rate_limited", None)
+    assert sorted(r["state"]["type"] for r in prefect.runs(deployment)) == ["CRASHED", "CRASHED", "FAILED"]
 
 
 def test_alerts_the_trigger_must_not_act_on_start_nothing(trigger, prefect):

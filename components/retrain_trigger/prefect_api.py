@@ -1,10 +1,10 @@
-"""The four Prefect server REST calls the trigger needs, over one ``httpx.AsyncClient``.
+"""The Prefect server REST calls the trigger needs, over one ``httpx.AsyncClient``.
 
 Plain REST instead of the ``prefect`` client: the trigger imports in a fraction of a second and its
 process stays small, and the create call's status code says whether the run is new (201) or an
 existing run with the same idempotency key (200), which is exactly the de-duplication answer.
 Endpoints (Prefect 3 server API): ``GET /health``, ``GET /deployments/name/{flow}/{deployment}``,
-``POST /flow_runs/count``, ``POST /deployments/{id}/create_flow_run``.
+``POST /flow_runs/count``, ``POST /flow_runs/filter``, ``POST /deployments/{id}/create_flow_run``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+ENDED_WITHOUT_SUCCESS = ("FAILED", "CRASHED", "CANCELLED")
+"""Final state types of a run that did not complete."""
+PAGE_SIZE = 200
+"""Runs per ``/flow_runs/filter`` call (the server's default limit)."""
 
 
 class PrefectUnavailable(RuntimeError):
@@ -66,6 +71,23 @@ class PrefectAPI:
         body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}, "tags": {"all_": [tag]},
                               "expected_start_time": {"after_": since.isoformat()}}}
         return int(self._json(await self._call("POST", "/flow_runs/count", json=body), 200))
+
+    async def ended_runs_without(self, deployment_id: str, tag: str, since: datetime, marker: str) -> int:
+        """Of the runs :meth:`count_runs` counts, those that ended Failed, Crashed or Cancelled without the
+        tag ``marker``. Prefect's filters cannot say "lacks a tag", so the ended runs are listed (few:
+        at most the day's runs) and their tags read here."""
+        ended = 0
+        offset = 0
+        while True:
+            body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}, "tags": {"all_": [tag]},
+                                  "expected_start_time": {"after_": since.isoformat()},
+                                  "state": {"type": {"any_": list(ENDED_WITHOUT_SUCCESS)}}},
+                    "limit": PAGE_SIZE, "offset": offset}
+            page = self._json(await self._call("POST", "/flow_runs/filter", json=body), 200)
+            ended += sum(1 for run in page if marker not in (run.get("tags") or []))
+            if len(page) < PAGE_SIZE:
+                return ended
+            offset += PAGE_SIZE
 
     async def create_flow_run(self, deployment_id: str, parameters: dict[str, Any], tags: list[str],
                               idempotency_key: str) -> FlowRun:

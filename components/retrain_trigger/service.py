@@ -3,8 +3,9 @@
 In order: resolved alerts, alerts not labelled ``retrain="true"`` and alerts of another environment are
 ignored; a model whose policy disables retraining is skipped; an alert already handled (same
 fingerprint and start time: one firing episode) is a duplicate; a model that already had
-``max_runs_per_day`` runs started by the trigger in the last 24 hours is rate-limited; otherwise the
-model's deployment gets a run with ``model`` and ``reason``.
+``max_runs_per_day`` runs started by the trigger in the last 24 hours is rate-limited (a run that ended
+Failed, Crashed or Cancelled before it started training does not count: :meth:`RetrainTrigger.runs_counted`);
+otherwise the model's deployment gets a run with ``model`` and ``reason``.
 
 Both guards live on the Prefect server, so restarts and repeated notifications cannot start extra
 runs: the count of runs tagged :data:`TRIGGER_TAG` is the rate limit, and each run carries an
@@ -22,6 +23,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+# The flow's marker of a run that reached training; the flow's package ships in the same image.
+from retrain.records import TRAINING_STARTED_TAG
 
 from .metrics import TriggerMetrics
 from .payloads import Alert, WebhookPayload
@@ -111,7 +115,7 @@ class RetrainTrigger:
                 log.error("alert %s: Prefect has no deployment %s; no run started (is prefect.yaml deployed?)",
                           alert.fingerprint, deployment)
                 return result("no_deployment")
-            started = await self.prefect.count_runs(deployment_id, TRIGGER_TAG, self.clock() - RATE_WINDOW)
+            started = await self.runs_counted(deployment_id)
             if started >= policy.max_runs_per_day:
                 # Not remembered: if the alert still fires once the window has room, it may retrain then.
                 log.warning("alert %s: %s already had %d of %d runs in the last 24h; not starting another",
@@ -127,6 +131,16 @@ class RetrainTrigger:
         self.metrics.runs_started.labels(model).inc()
         log.info("alert %s: started flow run %s (%s) of %s", alert.fingerprint, run.name, run.id, deployment)
         return result("started", run)
+
+    async def runs_counted(self, deployment_id: str) -> int:
+        """The runs of the last 24 hours that count against ``max_runs_per_day``: every run the trigger
+        started, except those that ended Failed, Crashed or Cancelled before training started (the flow
+        tags a run :data:`TRAINING_STARTED_TAG` just before it trains)."""
+        since = self.clock() - RATE_WINDOW
+        started = await self.prefect.count_runs(deployment_id, TRIGGER_TAG, since)
+        if not started:
+            return 0
+        return started - await self.prefect.ended_runs_without(deployment_id, TRIGGER_TAG, since, TRAINING_STARTED_TAG)
 
     def _remember(self, key: tuple[str, datetime]) -> None:
         self._handled[key] = None
