@@ -10,6 +10,7 @@ touches the network.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -99,6 +100,10 @@ def load_settings(environ: Mapping[str, str] | None = None, secrets_dir: Path = 
     Raises:
         ConfigError: naming every invalid or missing variable (values are never echoed).
     """
+    # The rendered Deployment names its Secret mount (RETRAIN_TRIGGER_CREDENTIALS_DIR), so a local run of the same
+    # manifest (demo/runner.py) points it at the folder it mounted instead.
+    source = os.environ if environ is None else environ
+    secrets_dir = Path(source.get(f"{PREFIX}CREDENTIALS_DIR") or secrets_dir)
     try:
         return Settings.load(environ, **({"_secrets_dir": secrets_dir} if Path(secrets_dir).is_dir() else {}))
     except ValidationError as exc:

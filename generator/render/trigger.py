@@ -78,6 +78,7 @@ def component_context(loaded: LoadedEnvironment, namespace: str, settings: dict[
         {"name": "RETRAIN_TRIGGER_DEPLOYMENT_NAME", "value": settings["deployment_name"]},
         {"name": "RETRAIN_TRIGGER_POLICY_FILE", "value": f"{POLICY_DIR}/{POLICY_KEY}"},
         {"name": "RETRAIN_TRIGGER_HTTP_PORT", "value": str(HTTP_PORT)},
+        {"name": "RETRAIN_TRIGGER_CREDENTIALS_DIR", "value": TOKEN_DIR},
     ]
     return {
         "trigger": {

@@ -1,0 +1,197 @@
+"""The scenario's stages, in order, each checking its real artefacts before the next starts."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from demo import clients, workspace
+from demo.scenario import DATA_URI, DEPLOYMENT, ENV, MODEL, Demo
+from demo.stack import PREFECT_AUTH
+
+FEATURES = ["amount", "hour", "distance_km", "merchant_category", "card_present"]
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def synthetic_rows(rows: int, seed: int, shift: float) -> list[list[Any]]:
+    """Feature rows of the example model's synthetic world (components/retrain/models/fraud_detector.py)."""
+    components = str(Path(__file__).resolve().parents[1] / "components")
+    if components not in sys.path:
+        sys.path.insert(0, components)
+    from retrain.models.fraud_detector import synthetic_dataset
+
+    frame = synthetic_dataset(rows=rows, seed=seed, shift=shift)
+    return frame[FEATURES].astype(object).values.tolist()
+
+
+class Traffic:
+    """Clients sending rows to the predictors in their traffic shares, as the ingress gateway would."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo, self.shift, self.sent, self.errors = demo, 0.0, 0, 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        settings, seed = self.demo.settings, 1000
+        pool: list[list[Any]] = []
+        pool_shift = None
+        while not self._stop.is_set():
+            if pool_shift != self.shift or not pool:
+                seed += 1
+                pool, pool_shift = synthetic_rows(2000, seed, self.shift), self.shift
+            predictors = [p for p in self.demo.predictors() if not p.shadow]
+            if not predictors:
+                time.sleep(0.5)
+                continue
+            chosen = random.choices(predictors, weights=[max(p.traffic, 1) for p in predictors])[0]
+            batch, pool = pool[:settings.rows_per_request], pool[settings.rows_per_request:]
+            try:
+                clients.predict(chosen.url(), FEATURES, batch)
+                self.sent += len(batch)
+            except Exception:  # noqa: BLE001 - a rollout restarts servers; the count shows it
+                self.errors += 1
+            self._stop.wait(1.0 / settings.requests_per_second)
+
+
+def publish_dataset(demo: Demo, shift: float, seed: int) -> str:
+    """A data pipeline's new dataset version (file + sha256) at the deployment's data URI."""
+    retrain = demo.image("retrain", demo.output / "images" / "retrain")
+    import subprocess
+
+    done = subprocess.run([retrain.python, "-m", "retrain.models.fraud_detector", "--uri", DATA_URI, "--rows",
+                           str(demo.settings.dataset_rows), "--seed", str(seed), "--shift", str(shift)],
+                          env={**retrain.env, **demo.stack.client_env()}, cwd=retrain.workdir, capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode != 0:
+        raise workspace.WorkspaceError(f"publishing the dataset failed:\n{done.stdout}{done.stderr}")
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else DATA_URI
+
+
+def run_flow(demo: Demo, prefect: clients.Prefect, reason: str, **parameters: Any) -> dict[str, Any]:
+    """Start the retrain deployment and wait for its final state; returns the flow run."""
+    run_id = prefect.run_deployment(DEPLOYMENT, {"model": MODEL, "reason": reason, **parameters})
+    return wait_for_run(demo, prefect, run_id)
+
+
+def wait_for_run(demo: Demo, prefect: clients.Prefect, run_id: str) -> dict[str, Any]:
+    run = demo.wait(lambda: (r := prefect.flow_run(run_id))["state_type"] in FINAL_STATES and r,
+                    f"flow run {run_id[:8]} to finish", timeout=600)
+    if run["state_type"] != "COMPLETED":
+        raise workspace.WorkspaceError(f"flow run {run['name']} ended {run['state_type']}: "
+                                       f"{run['state']['message']} (log: Prefect UI, {demo.stack.logs}/prefect-worker.log)")
+    return run
+
+
+def new_branch(demo: Demo, before: set[str]) -> str:
+    found = demo.wait(lambda: sorted(set(workspace.branches(demo.origin)) - before - {"main"}),
+                      "the proposal branch on origin", timeout=60)
+    return found[-1]
+
+
+def drift_value(demo: Demo) -> float | None:
+    value = clients.prometheus_value(demo.stack.prometheus_url, f'max(mlops_drift_detected{{model="{MODEL}"}})')
+    if value is not None:
+        demo.drift_samples.append((time.monotonic() - demo.started, value))
+    return value
+
+
+def first_version(demo: Demo) -> None:
+    """Train v1 on today's data, register it, propose it, merge it as a reviewer, serve it."""
+    prefect = clients.Prefect(demo.stack.prefect_api, PREFECT_AUTH)
+    publish_dataset(demo, shift=0.0, seed=7)
+    demo.mark("dataset v1", f"published {DATA_URI} (+ .sha256)")
+    before = set(workspace.branches(demo.origin))
+    first = run_flow(demo, prefect, "first version")
+    branch = new_branch(demo, before)
+    demo.mark("first version", f"flow run {first['name']} COMPLETED; proposal {branch}")
+    demo.facts["first_review"] = workspace.review_and_merge(demo.workspace, branch)
+    changed = demo.sync()
+    demo.mark("sync v1", f"{', '.join(changed)}; MLflow alias @{ENV} set")
+
+
+def run(demo: Demo) -> dict[str, Any]:
+    """The scenario; returns the facts the report and the tests read."""
+    prefect = clients.Prefect(demo.stack.prefect_api, PREFECT_AUTH)
+    facts = demo.facts
+
+    first_version(demo)
+
+    # 2. Normal traffic, then shifted traffic; a new labelled dataset reflecting the shift is published.
+    traffic = Traffic(demo)
+    traffic.start()
+    try:
+        window_seconds = demo.settings.window / (demo.settings.rows_per_request * demo.settings.requests_per_second)
+        demo.wait(lambda: drift_value(demo) is not None, "the drift detector's first window in Prometheus")
+        time.sleep(max(0.0, window_seconds * (demo.settings.normal_windows - 1)))
+        drift_value(demo)
+        demo.mark("normal traffic", f"{traffic.sent} records served; drift verdict {drift_value(demo):.0f}")
+        traffic.shift = demo.settings.shift
+        facts["drift_onset"] = time.monotonic() - demo.started
+        demo.mark("shift", f"traffic shifted (shift={demo.settings.shift}) on amount, distance_km, merchant_category")
+        publish_dataset(demo, shift=demo.settings.shift, seed=11)
+        demo.mark("dataset v2", "a labelled dataset reflecting the shift is published at the same URI")
+        runs_before = {r["id"] for r in prefect.flow_runs(DEPLOYMENT)}
+        demo.wait(lambda: drift_value(demo) == 1.0, "the detector's drift verdict (mlops_drift_detected=1)")
+        facts["drift_detected"] = time.monotonic() - demo.started
+        demo.mark("drift detected", "mlops_drift_detected=1 scraped by Prometheus")
+        alert = demo.wait(lambda: (drift_value(demo) is not None and
+                                   clients.firing_alerts(demo.stack.alertmanager_url)), "the drift alert in Alertmanager")
+        facts["alert_fired"] = time.monotonic() - demo.started
+        facts["alert"] = alert[0]["labels"]
+        demo.mark("alert", f"{alert[0]['labels'].get('alertname')} firing in Alertmanager")
+        before = set(workspace.branches(demo.origin))
+        started = demo.wait(lambda: [r for r in prefect.flow_runs(DEPLOYMENT) if r["id"] not in runs_before],
+                            "the trigger's flow run")[0]
+        facts["flow_started"] = time.monotonic() - demo.started
+        demo.mark("trigger", f"flow run {started['name']} created by the retrain trigger")
+        finished = wait_for_run(demo, prefect, started["id"])
+        branch = demo.wait(lambda: sorted(set(workspace.branches(demo.origin)) - before - {"main"}),
+                           "the proposal branch", timeout=60)[-1]
+        facts["proposal_pushed"] = time.monotonic() - demo.started
+        demo.mark("proposal", f"flow run {finished['name']} COMPLETED; branch {branch} pushed")
+        facts["review"] = workspace.review_and_merge(demo.workspace, branch)
+        changed = demo.sync()
+        demo.mark("sync v2", f"{', '.join(changed)}")
+        canary = [p for p in demo.predictors() if p.predictor != "main"]
+        answer = clients.predict(canary[0].url(), FEATURES, synthetic_rows(3, 5, 1.0)) if canary else None
+        facts["canary"] = {"predictor": canary[0].predictor if canary else None, "traffic": canary[0].traffic
+                           if canary else None, "answer": answer}
+        demo.mark("canary", f"{canary[0].predictor} serves {canary[0].traffic} % and answers" if canary else "no canary")
+    finally:
+        traffic.stop()
+        facts["traffic"] = {"records": traffic.sent, "errors": traffic.errors}
+
+    # 3. Promote dev → staging, read the status, roll staging back.
+    promote = workspace.mlops(demo.workspace, "promote", MODEL, "--from", ENV, "--to", "staging", "--no-git")
+    facts["promote"] = promote.stdout.strip().splitlines()[-1:] 
+    status = workspace.mlops(demo.workspace, "status", check=False)
+    facts["status"] = status.stdout
+    demo.mark("promote", f"dev → staging: {' '.join(facts['promote'])}")
+    workspace.git(demo.workspace, "add", "-A")
+    workspace.git(demo.workspace, "commit", "--quiet", "-m", "demo: promote fraud-detector to staging")
+    rollback = workspace.mlops(demo.workspace, "rollback", MODEL, "--env", "staging", "--no-git", check=False)
+    facts["rollback"] = {"exit": rollback.returncode, "output": (rollback.stdout + rollback.stderr).strip()}
+    demo.mark("rollback", f"staging: exit {rollback.returncode}: {(rollback.stdout + rollback.stderr).strip().splitlines()[-1:]}")
+
+    # 4. The gate: data on which the candidate cannot beat the live version.
+    publish_dataset(demo, shift=0.0, seed=99)
+    before = set(workspace.branches(demo.origin))
+    gated = run_flow(demo, prefect, "gate check")
+    facts["gate"] = {"run": gated["name"], "new_branches": sorted(set(workspace.branches(demo.origin)) - before)}
+    demo.mark("gate", f"flow run {gated['name']}: new branches {facts['gate']['new_branches'] or 'none'}")
+    return facts

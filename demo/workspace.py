@@ -1,0 +1,100 @@
+"""The demo's own Git workspace: the user's checkout is never touched.
+
+``origin.git`` is a bare clone of the checkout's committed HEAD and plays the Git host; ``workspace/`` is
+a clone of it where the demo (and the retrain flow, through ``origin``) work. The dev environment of the
+workspace gets the local profile (:func:`apply_local_profile`): it is rendered and validated like any
+environment, and its rendered files are what the local runner starts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+MODEL = "fraud-detector"
+ENV = "dev"
+REVIEWER = ["-c", "user.name=Demo Reviewer", "-c", "user.email=reviewer@demo.invalid"]
+
+
+class WorkspaceError(RuntimeError):
+    """A Git or mlops step of the workspace failed; the message carries the command and its output."""
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *REVIEWER, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip()
+
+
+def mlops(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the ``mlops`` CLI of this venv in ``cwd``."""
+    command = [str(Path(sys.executable).parent / "mlops"), *args]
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    if check and done.returncode != 0:
+        raise WorkspaceError(f"mlops {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def create(checkout: Path, output: Path) -> tuple[Path, Path]:
+    """Bare ``origin.git`` from the checkout's HEAD and a ``workspace`` clone of it; returns both."""
+    origin, workspace = output / "origin.git", output / "workspace"
+    git(output, "clone", "--quiet", "--bare", "--no-local", str(checkout), str(origin))
+    git(output, "clone", "--quiet", str(origin), str(workspace))
+    git(workspace, "config", "user.name", "Demo Operator")
+    git(workspace, "config", "user.email", "operator@demo.invalid")
+    return origin, workspace
+
+
+def apply_local_profile(workspace: Path, window: int, alert_for: str) -> None:
+    """Make dev the environment this machine runs: the model has no release yet (the demo trains its
+    first version), alerts go through Prometheus with short timings, and drift windows are small, so the
+    loop turns in minutes. Renders, validates and commits the result, and pushes it to ``origin``."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    env_file = workspace / "environments" / ENV / "environment.yaml"
+    spec = yaml.load(env_file.read_text())
+    spec.setdefault("alerting", {})["prometheus_rule"] = True
+    defaults = spec.setdefault("defaults", {})
+    defaults.setdefault("drift", {})["window"] = window
+    alerts = defaults.setdefault("alerts", {})
+    alerts["interval"] = "10s"
+    alerts["drift_for"] = alert_for
+    with env_file.open("w") as handle:
+        yaml.dump(spec, handle)
+    model_spec = workspace / "environments" / ENV / "models" / f"{MODEL}.yaml"
+    model_spec.unlink(missing_ok=True)
+    mlops(workspace, "render")
+    mlops(workspace, "validate", "--env", ENV)
+    git(workspace, "add", "-A")
+    git(workspace, "commit", "--quiet", "-m", "demo: dev runs on this machine (no release yet, short alert timings)")
+    git(workspace, "push", "--quiet", "origin", "HEAD")
+
+
+def branches(origin: Path, prefix: str = "") -> list[str]:
+    """Branch names on ``origin`` (without ``refs/heads/``) that start with ``prefix``."""
+    listing = git(origin, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{prefix}")
+    return [line for line in listing.splitlines() if line]
+
+
+def review_and_merge(workspace: Path, branch: str) -> dict[str, str]:
+    """What a reviewer does: check the proposal renders identically and validates, then merge it into
+    main on ``origin``. Returns what was checked (for the report)."""
+    git(workspace, "fetch", "--quiet", "origin")
+    git(workspace, "checkout", "--quiet", "-B", "review", f"origin/{branch}")
+    check = mlops(workspace, "render", "--check", check=False)
+    valid = mlops(workspace, "validate", check=False)
+    diff = git(workspace, "diff", "--stat", "origin/main...HEAD")
+    if check.returncode != 0 or valid.returncode != 0:
+        raise WorkspaceError(f"proposal {branch} does not pass review:\n{check.stdout}{check.stderr}"
+                             f"{valid.stdout}{valid.stderr}")
+    git(workspace, "checkout", "--quiet", "main")
+    git(workspace, "merge", "--quiet", "--ff-only", "origin/main")
+    git(workspace, "merge", "--quiet", "--no-ff", "-m", f"Merge proposal {branch}", f"origin/{branch}")
+    git(workspace, "push", "--quiet", "origin", "main")
+    git(workspace, "branch", "--quiet", "-D", "review")
+    return {"branch": branch, "render_check": "clean", "validate": valid.stdout.strip().splitlines()[-1]
+            if valid.stdout.strip() else "ok", "diff": diff}

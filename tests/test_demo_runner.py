@@ -1,0 +1,102 @@
+"""demo/runner.py: rendered manifests become local processes, with only what a cluster injects replaced."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from demo import runner
+from demo.processes import run_service
+from helpers import REPO
+from imagebuild import build_image
+
+RENDERED = REPO / "environments" / "dev" / "rendered"
+SECRETS = {"s3-credentials": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"},
+           "s3-credentials-drift-detector": {"credentials": "[default]\naws_access_key_id = id\n"},
+           "retrain-trigger-token": {"token": "local-token-0123456789abcdef"},
+           "prefect-api-auth": {"auth-string": "user:password"}}
+
+
+def site(tmp_path: Path, built: dict[str, Path] | None = None) -> runner.Site:
+    def image(component: str, work: Path):
+        return build_image(component, work) if built is not None else _fake_image(component, tmp_path)
+
+    return runner.Site(rewrites={"mlops-kafka-bootstrap.kafka.svc:9092": "127.0.0.1:19092",
+                                 "http://mlflow.mlflow.svc:5000": "http://127.0.0.1:15000",
+                                 "http://seaweedfs-s3.storage.svc:8333": "http://127.0.0.1:18333",
+                                 "http://prefect-server.prefect.svc.cluster.local:4200/api": "http://127.0.0.1:14200/api"},
+                       secrets=SECRETS, workdir=tmp_path / "run", image=image)
+
+
+def _fake_image(component: str, tmp_path: Path):
+    """An image layout without a venv: enough for the translation, which starts nothing."""
+    from demo.images import ImageEnv
+
+    root = tmp_path / "images" / component
+    (root / "venv" / "bin").mkdir(parents=True, exist_ok=True)
+    return ImageEnv(root / "venv", root / "app", {"PYTHONPATH": str(root / "app")}, root / "app",
+                    ["python", "-m", component], [])
+
+
+def test_a_predictor_gets_the_operator_environment_local_addresses_ports_and_secret_values(tmp_path: Path) -> None:
+    documents = runner.read_documents(RENDERED / "models" / "fraud-detector")
+    processes = runner.local_processes(documents, site(tmp_path), only=lambda doc: doc["kind"] != "Job")
+    by_name = {p.name: p for p in processes}
+    main = by_name["fraud-detector-main-model"]
+    assert main.predictor == "main" and main.kind == "SeldonDeployment"
+    assert main.env["PREDICTOR_ID"] == "main"
+    assert main.env["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"] == str(main.ports["http"]) != "9000"
+    assert main.env["MODEL_SERVER_APP_METRICS_PORT"] == str(main.ports["app-metrics"])
+    assert main.env["MODEL_SERVER_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+    assert main.env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
+    assert main.env["AWS_SECRET_ACCESS_KEY"] == "key"
+    # The emptyDir at /tmp is the process's own folder.
+    assert main.env["PROMETHEUS_MULTIPROC_DIR"].startswith(str(tmp_path / "run"))
+    assert main.ready_url == f"http://127.0.0.1:{main.ports['http']}/health/status"
+    detector = next(p for p in processes if p.kind == "Deployment")
+    config = Path(detector.env["DRIFT_CONFIG_FILE"])
+    assert config.is_file() and "fraud-detector" in config.read_text()
+    assert Path(detector.env["AWS_SHARED_CREDENTIALS_FILE"]).read_text().startswith("[default]")
+    # Monitors select the processes by their pod labels, with the labels the operator adds.
+    targets = runner.scrape_targets(documents, processes)
+    model_targets = [t for t in targets if t.labels.get("mlops_gitops_io_predictor")]
+    assert {t.labels["mlops_gitops_io_predictor"] for t in model_targets} == {p.predictor for p in processes
+                                                                              if p.predictor}
+    assert all(t.labels["namespace"] == "models-dev" for t in targets)
+    assert any(t.address.endswith(f":{detector.ports['http']}") for t in targets)
+    topics = runner.topics(documents)
+    assert "fraud-detector-dev-inference-log" in {t.name for t in topics}
+
+
+def test_a_missing_secret_value_names_the_secret_and_key(tmp_path: Path) -> None:
+    documents = runner.read_documents(RENDERED / "models" / "fraud-detector")
+    bare = site(tmp_path)
+    bare.secrets = {}
+    with pytest.raises(runner.ManifestError, match=r"drift-detector needs Secret 's3-credentials-drift-detector' key 'credentials'"):
+        runner.local_processes(documents, bare)
+
+
+def test_an_image_not_built_here_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(runner.ManifestError, match="not built from this repository"):
+        runner.component_of("docker.io/library/nginx:1.27", "Deployment x")
+
+
+def test_the_rendered_trigger_runs_from_its_image_and_answers(tmp_path: Path) -> None:
+    """The retrain trigger's rendered Deployment, started as it is: its policy ConfigMap and token Secret
+    become files, and the process finds them through the mount the manifest names."""
+    documents = runner.read_documents(RENDERED / "platform" / "retrain-trigger")
+    trigger = runner.local_processes(documents, site(tmp_path, built={}))[0]
+    # Ready needs the Prefect server; alive (the liveness path of the same port) is what this test needs.
+    alive = trigger.ready_url.replace("/readyz", "/healthz")
+    with run_service("trigger-from-manifest", trigger.argv, url=alive, env=trigger.env, cwd=trigger.cwd,
+                     timeout=120, log_dir=tmp_path) as process:
+        assert process.process.poll() is None
+        request = urllib.request.Request(trigger.url("http", "/v1/alerts/alertmanager"), method="POST",
+                                         data=json.dumps({"status": "firing", "alerts": []}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no token: the mounted one is enforced
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
