@@ -97,6 +97,7 @@ class Deployment:
     broker: KafkaBroker
     topic: str
     dead_letter_topic: str
+    state_topic: str
     group_id: str
     config_file: Path
     http_port: int
@@ -112,6 +113,7 @@ class Deployment:
             "DRIFT_TOPIC": self.topic,
             "DRIFT_DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "DRIFT_GROUP_ID": self.group_id,
+            "DRIFT_STATE_TOPIC": self.state_topic,
             "DRIFT_CONFIG_FILE": str(self.config_file),
             "DRIFT_HTTP_PORT": str(self.http_port),
             "DRIFT_HTTP_HOST": "127.0.0.1",
@@ -140,11 +142,13 @@ def write_config(path: Path, predictors: Sequence[tuple[str, str, str, str]]) ->
 
 def deploy(broker: KafkaBroker, work: Path, predictors: Sequence[tuple[str, str]], partitions: int = 3,
            uris: dict[str, tuple[str, str]] | None = None) -> Deployment:
-    """Topics, fitted artifacts (one per predictor, same reference) and the config file."""
+    """Topics (as rendered: inference log, dead letters, drift state), fitted artifacts (one per predictor,
+    same reference) and the config file."""
     name = uuid.uuid4().hex[:8]
-    topic, dlq = f"{MODEL}-{name}-inference-log", f"{MODEL}-{name}-inference-log-dlq"
+    topic, dlq, state = f"{MODEL}-{name}-inference-log", f"{MODEL}-{name}-inference-log-dlq", f"{MODEL}-{name}-drift-state"
     broker.create_topic(topic, partitions)
     broker.create_topic(dlq, 1)
+    broker.create_topic(state, 1)
     entries = []
     for predictor, version in predictors:
         if uris and predictor in uris:
@@ -155,7 +159,7 @@ def deploy(broker: KafkaBroker, work: Path, predictors: Sequence[tuple[str, str]
             uri = str(artifact)
         entries.append((predictor, version, uri, sha))
     config = write_config(work / "config.yaml", entries)
-    return Deployment(broker, topic, dlq, f"{MODEL}-{name}-drift", config, free_port(), work)
+    return Deployment(broker, topic, dlq, state, f"{MODEL}-{name}-drift", config, free_port(), work)
 
 
 # --- the service process --------------------------------------------------------------------------

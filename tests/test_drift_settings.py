@@ -50,8 +50,8 @@ def test_settings_load_from_rendered_manifests(tmp_path: Path, monkeypatch: pyte
     env = {item["name"]: item.get("value", "from-a-secret") for item in container["env"]}
     drift_env = {name for name in env if name.startswith("DRIFT_")}
     assert drift_env == {"DRIFT_MODEL", "DRIFT_ENVIRONMENT", "DRIFT_KAFKA_BOOTSTRAP_SERVERS", "DRIFT_TOPIC",
-                         "DRIFT_DEAD_LETTER_TOPIC", "DRIFT_GROUP_ID", "DRIFT_CONFIG_FILE", "DRIFT_HTTP_PORT",
-                         "DRIFT_S3_ENDPOINT_URL"}
+                         "DRIFT_DEAD_LETTER_TOPIC", "DRIFT_GROUP_ID", "DRIFT_STATE_TOPIC", "DRIFT_CONFIG_FILE",
+                         "DRIFT_HTTP_PORT", "DRIFT_S3_ENDPOINT_URL"}
     assert drift_env <= {f"DRIFT_{name.upper()}" for name in Settings.model_fields}
 
     # The config file is the ConfigMap's config.yaml, mounted where DRIFT_CONFIG_FILE points.
@@ -76,6 +76,10 @@ def test_settings_load_from_rendered_manifests(tmp_path: Path, monkeypatch: pyte
     assert settings.topic == "fraud-detector-dev-inference-log"
     assert settings.dead_letter_topic == "fraud-detector-dev-inference-log-dlq"
     assert settings.group_id == "fraud-detector-dev-drift-detector"
+    # The kept verdicts go to a rendered, compacted topic of their own (state.py).
+    state_topic = _rendered("kafkatopic-drift-state.yaml")
+    assert settings.state_topic == state_topic["metadata"]["name"] == "fraud-detector-dev-drift-state"
+    assert state_topic["spec"]["config"]["cleanup.policy"] == "compact"
     assert settings.s3_endpoint_url == "http://seaweedfs-s3.storage.svc:8333"
     assert settings.http_port == DRIFT_HTTP_PORT == 8080
     assert str(settings.artifact_dir).startswith("/tmp/")  # the only writable path (emptyDir on /tmp)

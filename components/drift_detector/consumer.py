@@ -3,7 +3,9 @@
 :class:`DriftConsumer` drives a :class:`~drift_detector.windows.WindowProcessor` (the windows and the
 offset bookkeeping, no I/O) with aiokafka: ``getmany`` batches, dead-letter sends (awaited before their
 offsets count as processed), manual commits of what the processor calls committable, the rebalance
-listener, a broker probe for readiness, and reconnection with exponential backoff.
+listener, a broker probe for readiness, and reconnection with exponential backoff. It also keeps the
+window verdicts in the state topic (:mod:`drift_detector.state`): read once before consuming, written
+before every commit.
 """
 
 from __future__ import annotations
@@ -19,11 +21,20 @@ from aiokafka.errors import KafkaError
 
 from .metrics import DriftMetrics
 from .settings import Settings
+from .state import newest
 from .windows import Rejection, WindowProcessor
 
 log = logging.getLogger("drift_detector.consumer")
 
 DLQ_REASON_HEADER = "reason"
+
+
+class _NoStateTopic(Exception):
+    """The state topic is not in the cluster's metadata."""
+
+
+class _StateUnreadable(Exception):
+    """The state topic could not be read to its end (broker away, timeout)."""
 
 
 class Backoff:
@@ -63,6 +74,8 @@ class DriftConsumer:
         self.joined = False
         self.broker_ok = False
         self.dead_letter_ok = True
+        self.state_ok = True
+        self._restored = not settings.state_topic
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -81,6 +94,8 @@ class DriftConsumer:
             return False, "consumer has not joined its group"
         if not self.dead_letter_ok:
             return False, "dead-letter topic does not accept records"
+        if not self.state_ok:
+            return False, "state topic does not accept records"
         return True, "ready"
 
     def stop(self) -> None:
@@ -110,8 +125,12 @@ class DriftConsumer:
         """Consume until :meth:`stop`; reconnect with backoff whenever the broker cannot be reached."""
         while not self.stopping:
             try:
+                # Before the group consumer exists, so nothing is scored (and /readyz is not 200) until
+                # the kept verdicts are shown.
+                if not self._restored:
+                    await self._restore_state()
                 await self._start_clients()
-            except (KafkaError, OSError) as exc:
+            except (KafkaError, OSError, _StateUnreadable) as exc:
                 await self._close_clients()
                 delay = self._backoff.next()
                 log.warning("cannot connect to Kafka at %s (%s); retrying in %.1fs",
@@ -157,20 +176,22 @@ class DriftConsumer:
         self.joined = False
         self.broker_ok = False
         for client in (self._consumer, self._producer):
-            if client is None:
-                continue
-            try:
-                await asyncio.wait_for(client.stop(), self._time_left(self.settings.broker_timeout_seconds))
-            except (TimeoutError, KafkaError, OSError) as exc:
-                log.warning("closing a Kafka client failed (%s)", exc or type(exc).__name__)
-            except asyncio.CancelledError:
-                # aiokafka's consumer.stop() lets the cancellation of its own fetch task escape when the
-                # broker is away; only a cancellation aimed at this task may propagate.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
-                log.warning("closing a Kafka client was interrupted by its own fetch task; continuing")
+            if client is not None:
+                await self._stop_client(client)
         self._consumer = self._producer = None
+
+    async def _stop_client(self, client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(client.stop(), self._time_left(self.settings.broker_timeout_seconds))
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("closing a Kafka client failed (%s)", exc or type(exc).__name__)
+        except asyncio.CancelledError:
+            # aiokafka's consumer.stop() lets the cancellation of its own fetch task escape when the
+            # broker is away; only a cancellation aimed at this task may propagate.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            log.warning("closing a Kafka client was interrupted by its own fetch task; continuing")
 
     async def _probe_broker(self) -> None:
         """Keep :attr:`broker_ok` current, so readiness goes false while the broker is away."""
@@ -187,6 +208,70 @@ class DriftConsumer:
                     log.info("Kafka broker reachable again")
                 self.broker_ok = True
             await asyncio.sleep(self.settings.broker_check_interval_seconds)
+
+    # window verdicts ------------------------------------------------------------------------------
+
+    async def _restore_state(self) -> None:
+        """Read the state topic to its end and show the newest verdict of every watched predictor.
+
+        Raises :class:`_StateUnreadable` when the topic could not be read (:meth:`run` tries again with
+        backoff). A missing topic is logged and not retried: consuming matters more than kept verdicts.
+        """
+        s = self.settings
+        reader = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers, client_id=f"{s.client_id}-state",
+                                  group_id=None, enable_auto_commit=False,
+                                  request_timeout_ms=int(max(s.broker_timeout_seconds * 2, 10) * 1000))
+        records: list[tuple[bytes | None, bytes | None]] = []
+        try:
+            await asyncio.wait_for(self._read_state(reader, records), self._time_left(s.state_restore_timeout_seconds))
+        except _NoStateTopic:
+            log.warning("the state topic %s does not exist: no verdict restored, and none kept until it does",
+                        s.state_topic)
+            self._restored = True
+            return
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise _StateUnreadable(f"reading the state topic {s.state_topic}: {exc or type(exc).__name__}") from exc
+        finally:
+            await self._stop_client(reader)
+        self._restored = True
+        restored = self.processor.restore(newest(records, self.processor.model).values())
+        log.info("restored %d window verdicts from %s (%d records): %s", len(restored), s.state_topic, len(records),
+                 ", ".join(f"{v.predictor} v{v.version} drift={int(v.drift)}" for v in restored) or "none")
+
+    async def _read_state(self, reader: AIOKafkaConsumer, records: list) -> None:
+        topic = self.settings.state_topic
+        await reader.start()
+        if topic not in await reader.topics():
+            raise _NoStateTopic
+        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        reader.assign(partitions)
+        ends = await reader.end_offsets(partitions)
+        await reader.seek_to_beginning(*partitions)
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        while pending:
+            batch = await reader.getmany(*pending, timeout_ms=500)
+            for messages in batch.values():
+                records.extend((m.key, m.value) for m in messages)
+            pending = {tp for tp in pending if await reader.position(tp) < ends[tp]}
+
+    async def _save_state(self) -> bool:
+        """Write the verdicts scored since the last save; False (nothing may be committed) if it failed."""
+        verdicts = self.processor.unsaved()
+        if not verdicts or not self.settings.state_topic or self._producer is None:
+            return True
+        try:
+            futures = [await self._producer.send(self.settings.state_topic, value=v.encode(), key=v.record_key())
+                       for v in verdicts]
+            await asyncio.wait_for(asyncio.gather(*futures), self._time_left(self.settings.broker_timeout_seconds * 2))
+        except (TimeoutError, KafkaError) as exc:
+            if self.state_ok:
+                log.warning("writing window verdicts to the state topic %s failed (%s); their offsets stay "
+                            "uncommitted until it works", self.settings.state_topic, exc or type(exc).__name__)
+            self.state_ok = False
+            return False
+        self.processor.saved(verdicts)
+        self.state_ok = True
+        return True
 
     # consuming -----------------------------------------------------------------------------------
 
@@ -291,6 +376,9 @@ class DriftConsumer:
         if consumer is None:
             return
         if not force and time.monotonic() - self._last_commit < self.settings.commit_interval_seconds:
+            return
+        # A window's verdict is kept before the offsets of its records are: a restart never loses it.
+        if not await self._save_state():
             return
         assigned = consumer.assignment()
         offsets = {tp: offset for tp, offset in self.processor.committable().items()

@@ -85,17 +85,26 @@ class DriftMetrics:
                threshold: float, feature_p_values: Mapping[str, float], seconds: float, timestamp: float) -> None:
         """Export one evaluated window; the caller commits its offsets only after this returns."""
         labels = (self.model, version, predictor)
+        self.last_window(version, predictor, drift=drift, p_value=p_value, statistic=statistic,
+                         threshold=threshold, feature_p_values=feature_p_values, timestamp=timestamp)
+        self.processing_seconds.labels(*labels).observe(seconds)
+        if drift:
+            self.windows_drifted.labels(*labels).inc()
+        self.windows_evaluated.labels(*labels).inc()
+
+    def last_window(self, version: str, predictor: str, *, drift: bool, p_value: float, statistic: float,
+                    threshold: float, feature_p_values: Mapping[str, float], timestamp: float) -> None:
+        """Set the gauges that describe a predictor's last window: on each window, and at start from the
+        verdict a previous instance kept (``state.py``). Counters are left alone: they count this
+        process's windows, and ``increase()`` in the alert already spans restarts."""
+        labels = (self.model, version, predictor)
         self.drift_detected.labels(*labels).set(1 if drift else 0)
         self.p_value.labels(*labels).set(p_value)
         self.test_statistic.labels(*labels).set(statistic)
         self.threshold.labels(*labels).set(threshold)
         for feature, value in feature_p_values.items():
             self.feature_p_value.labels(*labels, feature).set(value)
-        self.processing_seconds.labels(*labels).observe(seconds)
         self.last_window_timestamp.labels(*labels).set(timestamp)
-        if drift:
-            self.windows_drifted.labels(*labels).inc()
-        self.windows_evaluated.labels(*labels).inc()
 
     def lag(self, topic: str, partition: int, records: int) -> None:
         self.consumer_lag.labels(self.model, topic, str(partition)).set(max(0, records))

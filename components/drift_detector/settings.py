@@ -134,6 +134,9 @@ class Settings(ServiceSettings):
     topic: str = Field(min_length=1)
     dead_letter_topic: str = Field(min_length=1)
     group_id: str = Field(min_length=1)
+    state_topic: str = ""
+    """Compacted topic keeping each predictor's last window verdict, restored at start (``state.py``);
+    empty: not kept, and a restart shows no drift until the next window."""
     config_file: Path
     http_port: int = Field(default=8080, ge=1, le=65535)
     s3_endpoint_url: str | None = None
@@ -156,6 +159,9 @@ class Settings(ServiceSettings):
     broker_check_interval_seconds: float = Field(default=2.0, gt=0)
     """How often the broker is probed; readiness goes false while it does not answer."""
     broker_timeout_seconds: float = Field(default=5.0, gt=0)
+    state_restore_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Longest read of the state topic at start; past it nothing is restored (a partial read could show
+    an older verdict than the one a previous instance kept)."""
     shutdown_timeout_seconds: float = Field(default=8.0, gt=0)
     """SIGTERM to exit; below the Deployment's grace period and the 10 s the service promises."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"

@@ -24,6 +24,7 @@ import numpy as np
 
 from .metrics import UNKNOWN, DriftMetrics
 from .settings import DriftConfig
+from .state import WindowVerdict
 
 if TYPE_CHECKING:  # partitions are only dictionary keys here: any hashable with topic and partition
     from aiokafka import TopicPartition
@@ -129,6 +130,9 @@ class WindowProcessor:
         self.next_offsets: dict[TopicPartition, int] = {}
         """Per assigned partition, the offset after the last processed record."""
         self.windows_evaluated = 0
+        self.verdicts: dict[tuple[str, str], WindowVerdict] = {}
+        """The last window's verdict per ``(version, predictor)``: scored here or restored at start."""
+        self._unsaved: dict[tuple[str, str], WindowVerdict] = {}
         for version, predictor in self.detectors:
             metrics.declare_predictor(version, predictor, self.feature_names)
 
@@ -247,15 +251,47 @@ class WindowProcessor:
             window.n = 0
             return
         seconds = time.perf_counter() - started
+        verdict = WindowVerdict(
+            model=self.model, version=version, predictor=predictor, drift=bool(result.drift),
+            p_value=float(result.p_value), statistic=float(result.statistic), threshold=float(result.threshold),
+            feature_p_values=_per_feature(result.feature_p_values, self.feature_names), timestamp=self._clock())
         self.metrics.window(
-            version, predictor, drift=bool(result.drift), p_value=float(result.p_value),
-            statistic=float(result.statistic), threshold=float(result.threshold),
-            feature_p_values=_per_feature(result.feature_p_values, self.feature_names),
-            seconds=seconds, timestamp=self._clock())
+            version, predictor, drift=verdict.drift, p_value=verdict.p_value, statistic=verdict.statistic,
+            threshold=verdict.threshold, feature_p_values=verdict.feature_p_values, seconds=seconds,
+            timestamp=verdict.timestamp)
+        self.verdicts[key] = self._unsaved[key] = verdict
         window.n = 0
         self.windows_evaluated += 1
         if result.drift:
             log.info("drift detected: version %s predictor %s p=%.3g", version, predictor, result.p_value)
+
+    # verdicts ------------------------------------------------------------------------------------
+
+    def unsaved(self) -> list[WindowVerdict]:
+        """Verdicts scored since they were last saved; the consumer saves them before committing."""
+        return list(self._unsaved.values())
+
+    def saved(self, verdicts: Iterable[WindowVerdict]) -> None:
+        """``verdicts`` are stored; a newer verdict of the same predictor stays unsaved."""
+        for verdict in verdicts:
+            if self._unsaved.get(verdict.key) is verdict:
+                del self._unsaved[verdict.key]
+
+    def restore(self, verdicts: Iterable[WindowVerdict]) -> list[WindowVerdict]:
+        """Show the verdicts a previous instance kept, for predictors this config watches and that have
+        not scored a window here yet (a newer verdict wins); return the ones restored."""
+        restored = []
+        for verdict in verdicts:
+            if verdict.model != self.model or verdict.key not in self.detectors or verdict.key in self.verdicts:
+                continue
+            self.metrics.last_window(
+                verdict.version, verdict.predictor, drift=verdict.drift, p_value=verdict.p_value,
+                statistic=verdict.statistic, threshold=verdict.threshold,
+                feature_p_values={f: v for f, v in verdict.feature_p_values.items() if f in self.feature_names},
+                timestamp=verdict.timestamp)
+            self.verdicts[verdict.key] = verdict
+            restored.append(verdict)
+        return restored
 
     def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """Mark a batch's records processed (after its dead-letter sends were acknowledged)."""

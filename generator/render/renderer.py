@@ -71,6 +71,7 @@ MODEL_FILES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("configmap.yaml.j2", "grafana-dashboard-configmap.yaml", {"configmap": "grafana_dashboard"}),
     ("kafkatopic.yaml.j2", "kafkatopic-inference-log.yaml", {"topic": "inference_log"}),
     ("kafkatopic.yaml.j2", "kafkatopic-dead-letter.yaml", {"topic": "dead_letter"}),
+    ("kafkatopic.yaml.j2", "kafkatopic-drift-state.yaml", {"topic": "drift_state"}),
     ("networkpolicy.yaml.j2", "networkpolicy-model-server.yaml", {"policy": "model_server"}),
     ("networkpolicy.yaml.j2", "networkpolicy-drift-detector.yaml", {"policy": "drift_detector"}),
     ("job.yaml.j2", "mlflow-alias-job.yaml", {"job": aliases.JOB_KEY}),

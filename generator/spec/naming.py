@@ -62,6 +62,7 @@ class ModelNames:
     drift_config: str
     topic: str
     dead_letter_topic: str
+    state_topic: str
     consumer_group: str
     application: str
     alerts_configmap: str
@@ -88,6 +89,7 @@ def model_names(model: str, env: str) -> ModelNames:
         drift_config=f"{model}-drift-config",
         topic=topic,
         dead_letter_topic=f"{topic}-dlq",
+        state_topic=f"{model}-{env}-drift-state",
         consumer_group=f"{model}-{env}-drift-detector",
         application=f"model-{model}-{env}",
         alerts_configmap=f"{model}-{env}-grafana-alerts",
