@@ -6,10 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check render validate bench clean help
+.PHONY: demo demo-packages test check render validate bench clean help
 
 help:
-	@echo "make demo   render and validate the example model in dev, staging and prod"
+	@echo "make demo   run the whole loop on this machine (train, serve, drift, alert, retrain, propose, promote, roll back)"
 	@echo "make test   run the test suite (creates .venv, installs what it needs)"
 	@echo "make check  mlops render --check && mlops validate (what CI runs on the tree)"
 	@echo "make bench  run the benchmarks in benchmarks/"
@@ -26,10 +26,20 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/mlops render --verbose
-	$(BIN)/mlops render --check
-	$(BIN)/mlops validate
+# The demo's Debian packages (real Prometheus and Alertmanager; the model server image's Python 3.11),
+# installed the way .ci/run installs promtool: only what is missing, only where apt-get can.
+DEMO_PACKAGES := prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager python3.11:python3.11,python3.11-venv
+
+demo-packages:
+	@missing=""; for pair in $(DEMO_PACKAGES); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $$(echo $${pair#*:} | tr , ' ')"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "make demo needs:$$missing (Debian packages: install them, then run make demo again)"; exit 1; fi; \
+	fi
+
+demo: $(STAMP) demo-packages
+	$(BIN)/python -m demo run
 
 test: $(STAMP)
 	$(BIN)/ruff check generator tests benchmarks components

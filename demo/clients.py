@@ -89,3 +89,23 @@ def predict(url: str, names: list[str], rows: list[list[Any]], timeout: float = 
     answer = call(f"{url}/api/v1.0/predictions", {"data": {"names": names, "ndarray": rows}}, timeout=timeout)
     data = answer["data"]
     return data["ndarray"] if "ndarray" in data else data["tensor"]["values"]
+
+
+def mlflow_versions(tracking_uri: str, model: str) -> list[dict[str, Any]]:
+    """Every registered version of ``model`` with its run's metrics, decision tags and dataset inputs."""
+    query = urllib.parse.urlencode({"filter": f"name='{model}'", "max_results": 100})
+    versions = call(f"{tracking_uri}/api/2.0/mlflow/model-versions/search?{query}").get("model_versions", [])
+    found = []
+    for version in sorted(versions, key=lambda v: int(v["version"])):
+        run = call(f"{tracking_uri}/api/2.0/mlflow/runs/get?run_id={version['run_id']}")["run"]
+        tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+        found.append({
+            "version": int(version["version"]),
+            "version_tags": {t["key"]: t["value"] for t in version.get("tags", [])},
+            "metrics": {m["key"]: round(m["value"], 4) for m in run["data"].get("metrics", [])
+                        if m["key"].startswith(("holdout", "candidate", "live", "test"))},
+            "decision": tags.get("mlops.decision"), "reason": tags.get("mlops.decision_reason"),
+            "datasets": [d["dataset"].get("name") + "@" + d["dataset"].get("digest", "")
+                         for d in (run.get("inputs") or {}).get("dataset_inputs", [])],
+        })
+    return found

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -71,8 +74,6 @@ class Traffic:
 def publish_dataset(demo: Demo, shift: float, seed: int) -> str:
     """A data pipeline's new dataset version (file + sha256) at the deployment's data URI."""
     retrain = demo.image("retrain", demo.output / "images" / "retrain")
-    import subprocess
-
     done = subprocess.run([retrain.python, "-m", "retrain.models.fraud_detector", "--uri", DATA_URI, "--rows",
                            str(demo.settings.dataset_rows), "--seed", str(seed), "--shift", str(shift)],
                           env={**retrain.env, **demo.stack.client_env()}, cwd=retrain.workdir, capture_output=True,
@@ -104,10 +105,53 @@ def new_branch(demo: Demo, before: set[str]) -> str:
 
 
 def drift_value(demo: Demo) -> float | None:
-    value = clients.prometheus_value(demo.stack.prometheus_url, f'max(mlops_drift_detected{{model="{MODEL}"}})')
-    if value is not None:
-        demo.drift_samples.append((time.monotonic() - demo.started, value))
-    return value
+    """The last window's verdict as Prometheus has it (1 drift, 0 none, None before the first scrape)."""
+    return clients.prometheus_value(demo.stack.prometheus_url, f'max(mlops_drift_detected{{model="{MODEL}"}})')
+
+
+def drifted_share(demo: Demo) -> float | None:
+    """What the drift rule measures: the share of the windows scored over its period that drifted."""
+    period = demo.settings.alert_for
+    return clients.prometheus_value(
+        demo.stack.prometheus_url,
+        f'sum(increase(mlops_drift_windows_drifted_total{{model="{MODEL}"}}[{period}])) / '
+        f'sum(increase(mlops_drift_windows_evaluated_total{{model="{MODEL}"}}[{period}]))')
+
+
+def alert_share(demo: Demo) -> float:
+    """The drift rule's share threshold in the workspace's dev (its defaults, else the spec's default)."""
+    import yaml
+
+    from generator.spec.models import Alerts
+
+    spec = yaml.safe_load((demo.workspace / "environments" / ENV / "environment.yaml").read_text())
+    return float(((spec.get("defaults") or {}).get("alerts") or {}).get("drift_min_share", Alerts().drift_min_share))
+
+
+class DriftSampler:
+    """Samples the verdict and the drifted share every second for the report's picture."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo, self._stop = demo, threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drift-sampler", daemon=True)
+
+    def __enter__(self) -> DriftSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                verdict, share = drift_value(self.demo), drifted_share(self.demo)
+            except OSError:
+                continue
+            if verdict is not None:
+                self.demo.drift_samples.append((time.monotonic() - self.demo.started, verdict,
+                                                share if share == share else None))  # NaN: no window yet
 
 
 def first_version(demo: Demo) -> None:
@@ -124,6 +168,34 @@ def first_version(demo: Demo) -> None:
     demo.mark("sync v1", f"{', '.join(changed)}; MLflow alias @{ENV} set")
 
 
+def drift_alerts(demo: Demo) -> list[dict[str, Any]]:
+    """Firing drift alerts of the model (the rule's ``mlops_alert: drift`` label), as Alertmanager holds them.
+
+    The serving alerts (error rate, latency, no traffic) read the Seldon executor's metrics, and the
+    executor is a sidecar Seldon's operator injects in a cluster: locally they have no data, and the
+    no-traffic one fires. The demo and its report name only the drift alert."""
+    return [a for a in clients.firing_alerts(demo.stack.alertmanager_url)
+            if a["labels"].get("mlops_alert") == "drift" and a["labels"].get("model") == MODEL]
+
+
+def change_by_review(demo: Demo, verb: str, *args: str) -> dict[str, Any]:
+    """An ``mlops`` verb that commits on a branch (promote, rollback), pushed to origin and merged by the
+    reviewer: the approval gate between environments. Returns the verb's JSON answer."""
+    answer = json.loads(workspace.mlops(demo.workspace, verb, *args, "--output", "json").stdout)
+    branch = answer["published"]["branch"]
+    workspace.git(demo.workspace, "push", "--quiet", "origin", branch)
+    answer["review"] = workspace.review_and_merge(demo.workspace, branch)
+    return answer
+
+
+def status(demo: Demo) -> dict[str, Any]:
+    """``mlops status`` of the workspace, with MLflow's aliases checked."""
+    done = workspace.mlops(demo.workspace, "status", "--mlflow-uri", demo.stack.mlflow_url, "--output", "json",
+                           env={**demo.stack.client_env(), "PATH": os.environ.get("PATH", "")},
+                           check=False)
+    return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {"output": done.stdout + done.stderr}
+
+
 def run(demo: Demo) -> dict[str, Any]:
     """The scenario; returns the facts the report and the tests read."""
     prefect = clients.Prefect(demo.stack.prefect_api, PREFECT_AUTH)
@@ -132,14 +204,21 @@ def run(demo: Demo) -> dict[str, Any]:
     first_version(demo)
 
     # 2. Normal traffic, then shifted traffic; a new labelled dataset reflecting the shift is published.
+    facts["alert_share"] = alert_share(demo)
     traffic = Traffic(demo)
     traffic.start()
+    sampler = DriftSampler(demo).__enter__()
     try:
-        window_seconds = demo.settings.window / (demo.settings.rows_per_request * demo.settings.requests_per_second)
-        demo.wait(lambda: drift_value(demo) is not None, "the drift detector's first window in Prometheus")
-        time.sleep(max(0.0, window_seconds * (demo.settings.normal_windows - 1)))
-        drift_value(demo)
-        demo.mark("normal traffic", f"{traffic.sent} records served; drift verdict {drift_value(demo):.0f}")
+        evaluated = f'sum(mlops_drift_windows_evaluated_total{{model="{MODEL}"}})'
+        demo.wait(lambda: drift_value(demo) is not None and (clients.prometheus_value(
+            demo.stack.prometheus_url, evaluated) or 0) >= demo.settings.normal_windows,
+                  f"{demo.settings.normal_windows} clean windows scored by the drift detector")
+        facts["clean_drifted_windows"] = clients.prometheus_value(
+            demo.stack.prometheus_url, f'sum(mlops_drift_windows_drifted_total{{model="{MODEL}"}})') or 0.0
+        facts["clean_alerts"] = len(drift_alerts(demo))
+        demo.mark("normal traffic", f"{traffic.sent} records served; {facts['clean_drifted_windows']:.0f} of "
+                                    f"{clients.prometheus_value(demo.stack.prometheus_url, evaluated):.0f} windows "
+                                    f"drifted, {facts['clean_alerts']} drift alerts")
         traffic.shift = demo.settings.shift
         facts["drift_onset"] = time.monotonic() - demo.started
         demo.mark("shift", f"traffic shifted (shift={demo.settings.shift}) on amount, distance_km, merchant_category")
@@ -149,11 +228,11 @@ def run(demo: Demo) -> dict[str, Any]:
         demo.wait(lambda: drift_value(demo) == 1.0, "the detector's drift verdict (mlops_drift_detected=1)")
         facts["drift_detected"] = time.monotonic() - demo.started
         demo.mark("drift detected", "mlops_drift_detected=1 scraped by Prometheus")
-        alert = demo.wait(lambda: (drift_value(demo) is not None and
-                                   clients.firing_alerts(demo.stack.alertmanager_url)), "the drift alert in Alertmanager")
+        alert = demo.wait(lambda: (drift_value(demo) is not None and drift_alerts(demo)), "the drift alert in Alertmanager")
         facts["alert_fired"] = time.monotonic() - demo.started
         facts["alert"] = alert[0]["labels"]
-        demo.mark("alert", f"{alert[0]['labels'].get('alertname')} firing in Alertmanager")
+        demo.mark("alert", f"'{alert[0]['labels'].get('alertname')}' firing in Alertmanager "
+                           f"(predictor {alert[0]['labels'].get('predictor')})")
         before = set(workspace.branches(demo.origin))
         started = demo.wait(lambda: [r for r in prefect.flow_runs(DEPLOYMENT) if r["id"] not in runs_before],
                             "the trigger's flow run")[0]
@@ -173,25 +252,36 @@ def run(demo: Demo) -> dict[str, Any]:
                            if canary else None, "answer": answer}
         demo.mark("canary", f"{canary[0].predictor} serves {canary[0].traffic} % and answers" if canary else "no canary")
     finally:
+        sampler.__exit__()
         traffic.stop()
         facts["traffic"] = {"records": traffic.sent, "errors": traffic.errors}
 
-    # 3. Promote dev → staging, read the status, roll staging back.
-    promote = workspace.mlops(demo.workspace, "promote", MODEL, "--from", ENV, "--to", "staging", "--no-git")
-    facts["promote"] = promote.stdout.strip().splitlines()[-1:] 
-    status = workspace.mlops(demo.workspace, "status", check=False)
-    facts["status"] = status.stdout
-    demo.mark("promote", f"dev → staging: {' '.join(facts['promote'])}")
-    workspace.git(demo.workspace, "add", "-A")
-    workspace.git(demo.workspace, "commit", "--quiet", "-m", "demo: promote fraud-detector to staging")
-    rollback = workspace.mlops(demo.workspace, "rollback", MODEL, "--env", "staging", "--no-git", check=False)
-    facts["rollback"] = {"exit": rollback.returncode, "output": (rollback.stdout + rollback.stderr).strip()}
-    demo.mark("rollback", f"staging: exit {rollback.returncode}: {(rollback.stdout + rollback.stderr).strip().splitlines()[-1:]}")
+    facts["versions"] = clients.mlflow_versions(demo.stack.mlflow_url, MODEL)
+    demo.mark("registry", "; ".join(f"v{v['version']}: {v['decision']} ({', '.join(v['datasets']) or 'no dataset'})"
+                                    for v in facts["versions"]))
+
+    # 3. Promote dev → staging through review, read the status, roll staging back through review.
+    promoted = change_by_review(demo, "promote", MODEL, "--from", ENV, "--to", "staging")
+    facts["promote"] = promoted
+    demo.mark("promote", f"dev → staging: v{promoted['release']['version']} (release {promoted['release']['release_id']}) "
+                         f"on {promoted['published']['branch']}, reviewed and merged")
+    facts["status"] = status(demo)
+    rolled = change_by_review(demo, "rollback", MODEL, "--env", "staging")
+    facts["rollback"] = rolled
+    facts["status_after_rollback"] = status(demo)
+    demo.mark("rollback", f"staging back to release {rolled.get('release', {}).get('release_id')} "
+                          f"on {rolled['published']['branch']}, reviewed and merged")
 
     # 4. The gate: data on which the candidate cannot beat the live version.
     publish_dataset(demo, shift=0.0, seed=99)
     before = set(workspace.branches(demo.origin))
     gated = run_flow(demo, prefect, "gate check")
-    facts["gate"] = {"run": gated["name"], "new_branches": sorted(set(workspace.branches(demo.origin)) - before)}
-    demo.mark("gate", f"flow run {gated['name']}: new branches {facts['gate']['new_branches'] or 'none'}")
+    versions_after = clients.mlflow_versions(demo.stack.mlflow_url, MODEL)
+    rejected = clients.call(f"{demo.stack.prefect_api}/flow_runs/{gated['id']}", auth=PREFECT_AUTH)
+    facts["gate"] = {"run": gated["name"], "new_branches": sorted(set(workspace.branches(demo.origin)) - before),
+                     "versions_before": len(facts["versions"]), "versions_after": len(versions_after),
+                     "state": rejected["state"]["name"], "message": rejected["state"].get("message")}
+    demo.mark("gate", f"flow run {gated['name']} ({rejected['state'].get('message') or rejected['state']['name']}): "
+                      f"{len(versions_after) - len(facts['versions'])} new versions, new branches "
+                      f"{facts['gate']['new_branches'] or 'none'}")
     return facts

@@ -11,8 +11,9 @@ MARKS = (("drift_onset", "drift onset", "tab:orange"), ("alert_fired", "alert", 
          ("flow_started", "flow run", "tab:purple"), ("proposal_pushed", "proposal", "tab:green"))
 
 
-def plot(samples: list[tuple[float, float]], facts: dict[str, Any], path: Path) -> Path | None:
-    """The drift verdict Prometheus scraped, over demo time, with the loop's moments as vertical lines."""
+def plot(samples: list[tuple[float, float, float | None]], facts: dict[str, Any], path: Path) -> Path | None:
+    """The drifted share of windows (what the alert rule measures) and the last window's verdict, over demo
+    time, with the loop's moments as vertical lines."""
     if not samples:
         return None
     import matplotlib
@@ -21,15 +22,23 @@ def plot(samples: list[tuple[float, float]], facts: dict[str, Any], path: Path) 
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(9, 3.2), dpi=110)
-    times, values = zip(*samples, strict=True)
-    axis.step(times, values, where="post", color="tab:blue", label="max(mlops_drift_detected)")
+    times = [sample[0] for sample in samples]
+    axis.step(times, [sample[1] for sample in samples], where="post", color="tab:blue", alpha=0.5,
+              label="last window drifted (mlops_drift_detected)")
+    shares = [(t, share) for t, _, share in samples if share is not None]
+    if shares:
+        axis.plot([t for t, _ in shares], [v for _, v in shares], color="black",
+                  label="share of windows drifted over the rule's period")
+    threshold = facts.get("alert_share")
+    if threshold is not None:
+        axis.axhline(threshold, color="grey", linestyle=":", linewidth=1, label=f"alert share ({threshold})")
     for key, label, colour in MARKS:
         if key in facts:
             axis.axvline(facts[key], color=colour, linestyle="--", linewidth=1.2, label=f"{label} ({facts[key]:.0f} s)")
     axis.set_ylim(-0.1, 1.2)
-    axis.set_yticks([0, 1], ["no drift", "drift"])
+    axis.set_ylabel("share / verdict")
     axis.set_xlabel("seconds since the demo started")
-    axis.set_title("fraud-detector in dev: drift verdict and the retraining loop")
+    axis.set_title("fraud-detector in dev: drift evidence and the retraining loop")
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
@@ -56,8 +65,9 @@ def write(demo: Any, failure: str | None) -> Path:
                        ("rollback", "Rollback"), ("gate", "Gate"), ("traffic", "Traffic"), ("stopped", "Shutdown")):
         if key in facts:
             lines += ["", f"## {title}", "", "```json", json.dumps(facts[key], indent=2, default=str), "```"]
-    if "proposal_diff" in facts:
-        lines += ["", "## Proposal diff", "", "```diff", facts["proposal_diff"], "```"]
+    if "review" in facts:
+        lines += ["", "## Proposal diff (the release spec; rendered files follow from it)", "", "```diff",
+                  facts["review"].get("spec_diff", ""), "```"]
     path = demo.output / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (demo.output / "facts.json").write_text(json.dumps(

@@ -20,6 +20,7 @@ Prometheus operator would add (``namespace``, ``pod``, the pod target labels), w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -54,6 +55,9 @@ class Site:
     """(component, work folder) → the built image; :func:`demo.images.build_image` or a cached wrapper."""
     extra_env: dict[str, str] = field(default_factory=dict)
     """Added to every process (for example ``DO_NOT_TRACK``)."""
+    scratch: Path | None = None
+    """Where ``emptyDir`` volumes go (node-local scratch in a cluster); default: the process's folder. Keep it
+    short: a Unix socket path in it (multiprocessing's, in the model server's /tmp) must stay under 108 bytes."""
 
     def rewrite(self, text: str) -> str:
         """``text`` with every mapped cluster address replaced, in one pass (longest address first)."""
@@ -91,6 +95,8 @@ class LocalProcess:
     traffic: int = 0
     """The predictor's traffic share (SeldonDeployment only): the local gateway splits by it."""
     shadow: bool = False
+    template_hash: str = ""
+    """sha256 of the rendered pod template (or predictor component): what changing rolls a pod in a cluster."""
 
     def url(self, port: str = "http", path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[port]}{path}"
@@ -144,10 +150,16 @@ def _workloads(documents: Iterable[dict[str, Any]]) -> Iterator[tuple[dict, str,
                               **component.get("metadata", {}).get("labels", {})}
                     info = {"predictor": predictor["name"], "traffic": int(predictor.get("traffic", 0)),
                             "shadow": bool(predictor.get("shadow", False))}
+                    info["template_hash"] = _digest(component)
                     yield doc, f"{meta['name']}-{predictor['name']}", component["spec"], labels, info
         elif kind in ("Deployment", "Job"):
             template = doc["spec"]["template"]
-            yield doc, meta["name"], template["spec"], dict(template.get("metadata", {}).get("labels", {})), {}
+            yield (doc, meta["name"], template["spec"], dict(template.get("metadata", {}).get("labels", {})),
+                   {"template_hash": _digest(template)})
+
+
+def _digest(template: dict) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
 
 
 def local_processes(documents: list[dict[str, Any]], site: Site,
@@ -229,7 +241,8 @@ def _process(kind: str, namespace: str, name: str, folder: Path, pod: dict, cont
         local_port = ports.get(port) or by_number.get(port)
         ready_url = f"http://127.0.0.1:{local_port}{probe.get('path', '/')}"
     return LocalProcess(name, kind, namespace, argv, env, cwd, ports, ready_url, labels,
-                        predictor.get("predictor"), predictor.get("traffic", 0), predictor.get("shadow", False))
+                        predictor.get("predictor"), predictor.get("traffic", 0), predictor.get("shadow", False),
+                        predictor["template_hash"])
 
 
 def component_of(image: str, where: str) -> str:
@@ -248,6 +261,8 @@ def _mount_volumes(pod: dict, container: dict, folder: Path, config_maps: dict[t
     for mount in container.get("volumeMounts", []):
         volume = volumes[mount["name"]]
         target = folder / "volumes" / mount["name"]
+        if "emptyDir" in volume and site.scratch is not None:
+            target = site.scratch / hashlib.sha256(str(target).encode()).hexdigest()[:10]
         target.mkdir(parents=True, exist_ok=True)
         if "configMap" in volume:
             data = config_maps.get((namespace, volume["configMap"]["name"]))

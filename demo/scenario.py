@@ -10,9 +10,10 @@ Alertmanager) and the Prefect worker, which a cluster gets from Helm charts, are
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class Settings:
     """The drift alert's ``for`` period (the cluster default is 10m)."""
     rows_per_request: int = 25
     requests_per_second: float = 8.0
-    normal_windows: int = 4
+    normal_windows: int = 10
     """Windows of unshifted traffic before the shift."""
     shift: float = 1.0
     dataset_rows: int = 4000
@@ -72,6 +73,8 @@ class Demo:
     platform_processes: dict[str, runner.LocalProcess] = field(default_factory=dict)
     drift_samples: list[tuple[float, float]] = field(default_factory=list)
     _images: dict[str, images.ImageEnv] = field(default_factory=dict)
+    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mlops-demo-")))
+    """The processes' emptyDir volumes: short paths (Unix sockets live there), removed by :meth:`down`."""
 
     # ---- bookkeeping -----------------------------------------------------------------------------
 
@@ -120,6 +123,7 @@ class Demo:
             workdir=self.output / "run",
             image=self.image,
             extra_env={"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            scratch=self.scratch,
         )
 
     def rendered(self, *parts: str) -> list[dict[str, Any]]:
@@ -156,7 +160,9 @@ class Demo:
                        url=f"http://127.0.0.1:{health}/health", env=worker_env, cwd=retrain.workdir, timeout=180)
         job = runner.local_processes(self.rendered("platform", "retrain-pipeline"), site,
                                      only=lambda doc: doc["kind"] == "Job")[0]
-        job.env.update({"RETRAIN_WORK_POOL": WORK_POOL, "RETRAIN_CODE_DIR": str(job.cwd)})
+        # The Job's settings for a process pool: the same prefect.yaml, deployed where a local worker polls.
+        job.env.update({"RETRAIN_WORK_POOL": WORK_POOL, "RETRAIN_WORK_POOL_TYPE": "process",
+                        "RETRAIN_CODE_DIR": str(job.cwd)})
         self.run_job("retrain-deploy", job)
         self.mark("retrain pipeline", f"deployment {DEPLOYMENT} on work pool {WORK_POOL}; trigger at {trigger.ready_url}")
 
@@ -178,16 +184,18 @@ class Demo:
         self.mark("monitoring", f"Prometheus {self.stack.prometheus_url}, Alertmanager {self.stack.alertmanager_url}")
 
     def down(self) -> list[tuple[str, float, bool]]:
-        stopped = []
-        for name, (process, _) in reversed(list(self.model_processes.items())):
-            stopped.append((name, *self._stop(process)))
-        self.model_processes.clear()
-        return stopped + self.stack.stop()
+        """Stop the model processes, then the platform, last started first: (name, seconds, by SIGTERM)."""
+        stopped = [self._stop_model(name) for name in reversed(list(self.model_processes))]
+        stopped += self.stack.stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return stopped
 
-    @staticmethod
-    def _stop(process: ManagedProcess) -> tuple[float, bool]:
+    def _stop_model(self, name: str) -> tuple[str, float, bool]:
+        process, _ = self.model_processes.pop(name)
+        if process in self.stack.processes:
+            self.stack.processes.remove(process)
         graceful = process.stop()
-        return process.stop_seconds or 0.0, graceful
+        return name, process.stop_seconds or 0.0, graceful
 
     # ---- sync: what Argo CD does -----------------------------------------------------------------
 
@@ -204,10 +212,9 @@ class Demo:
         changed = []
         for name in list(self.model_processes):
             process, spec = self.model_processes[name]
-            if name not in wanted or _identity(wanted[name]) != _identity(spec):
-                self._stop(process)
-                self.stack.processes.remove(process) if process in self.stack.processes else None
-                del self.model_processes[name]
+            # A cluster rolls a pod when its template changes (the drift config's hash annotation included).
+            if name not in wanted or wanted[name].template_hash != spec.template_hash:
+                self._stop_model(name)
                 changed.append(f"stopped {name}")
         for name, spec in wanted.items():
             if name in self.model_processes:
@@ -226,9 +233,3 @@ class Demo:
 
     def predictors(self) -> list[runner.LocalProcess]:
         return [spec for _, spec in self.model_processes.values() if spec.kind == "SeldonDeployment"]
-
-
-def _identity(process: runner.LocalProcess) -> str:
-    """What makes a rollout: the command and every env value except the ports chosen locally."""
-    env = {k: v for k, v in process.env.items() if not k.endswith("_PORT")}
-    return json.dumps([process.argv, env], sort_keys=True)

@@ -205,7 +205,10 @@ class Stack:
         self.start("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_store,
                               "--default-artifact-root", f"s3://{BUCKET}", "--no-serve-artifacts", "--host",
                               LOCALHOST, "--port", str(self.ports.mlflow), "--workers", "1"],
-                   port=self.ports.mlflow, url=f"{self.mlflow_url}/health", env=self.client_env(), timeout=180)
+                   port=self.ports.mlflow, url=f"{self.mlflow_url}/health", timeout=180,
+                   # Server-side jobs (GenAI evaluation) start seven huey processes, ~1.4 GiB: tracking and the
+                   # registry do not use them.
+                   env={**self.client_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         prefect_store = self._database("prefect").replace("postgresql://", "postgresql+asyncpg://", 1) \
             or f"sqlite+aiosqlite:///{data / 'prefect.db'}"
         prefect_home = data / "prefect-server"
