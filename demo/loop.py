@@ -191,7 +191,7 @@ def change_by_review(demo: Demo, verb: str, *args: str) -> dict[str, Any]:
 def status(demo: Demo) -> dict[str, Any]:
     """``mlops status`` of the workspace, with MLflow's aliases checked."""
     done = workspace.mlops(demo.workspace, "status", "--mlflow-uri", demo.stack.mlflow_url, "--output", "json",
-                           env={**demo.stack.client_env(), "PATH": os.environ.get("PATH", "")},
+                           env={**os.environ, **demo.stack.client_env()},
                            check=False)
     return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {"output": done.stdout + done.stderr}
 

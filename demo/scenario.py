@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,9 @@ class Demo:
         worker_env = {**self.stack.client_env(), "PREFECT_HOME": str(self.output / "data" / "prefect-worker"),
                       "PATH": f"{retrain.venv / 'bin'}:{os.environ.get('PATH', '')}", **retrain.env}
         health = free_port()
-        worker_env.update({"PREFECT_WORKER_WEBSERVER_PORT": str(health), "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1"})
+        worker_env.update({"PREFECT_WORKER_WEBSERVER_PORT": str(health), "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+                           # A flow run waits for the worker's next poll: every 2 s here, 10 s by default.
+                           "PREFECT_WORKER_QUERY_SECONDS": "2"})
         self.stack.run("prefect-worker", [str(retrain.venv / "bin" / "prefect"), "worker", "start", "--pool",
                                           WORK_POOL, "--type", "process", "--with-healthcheck"],
                        url=f"http://127.0.0.1:{health}/health", env=worker_env, cwd=retrain.workdir, timeout=180)
@@ -216,12 +219,18 @@ class Demo:
             if name not in wanted or wanted[name].template_hash != spec.template_hash:
                 self._stop_model(name)
                 changed.append(f"stopped {name}")
-        for name, spec in wanted.items():
-            if name in self.model_processes:
-                continue
-            process = self.stack.run(name, spec.argv, url=spec.ready_url, env=spec.env, cwd=spec.cwd, timeout=300)
-            self.model_processes[name] = (process, spec)
-            changed.append(f"started {name}")
+        starting = {name: spec for name, spec in wanted.items() if name not in self.model_processes}
+        # Pods of one sync start side by side, as the cluster schedules them.
+        with ThreadPoolExecutor(max_workers=max(len(starting), 1)) as pool:
+            futures = {name: pool.submit(self.stack.run, name, spec.argv, url=spec.ready_url, env=spec.env,
+                                         cwd=spec.cwd, timeout=300) for name, spec in starting.items()}
+        for name, future in futures.items():
+            if future.exception() is None:
+                self.model_processes[name] = (future.result(), starting[name])
+                changed.append(f"started {name}")
+        failed = [future.exception() for future in futures.values() if future.exception() is not None]
+        if failed:
+            raise failed[0]
         running = [spec for _, spec in self.model_processes.values()]
         rules = [group for doc in documents if doc.get("kind") == "PrometheusRule" for group in doc["spec"]["groups"]]
         self.stack.write_prometheus_config(runner.prometheus_scrape_configs(runner.scrape_targets(documents, running)),

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -202,23 +203,33 @@ class Stack:
         mlflow_store = self._database("mlflow") or f"sqlite:///{data / 'mlflow.db'}"
         if mlflow_store.startswith("postgresql://"):
             mlflow_store = mlflow_store.replace("postgresql://", "postgresql+psycopg2://", 1)
-        self.start("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_store,
-                              "--default-artifact-root", f"s3://{BUCKET}", "--no-serve-artifacts", "--host",
-                              LOCALHOST, "--port", str(self.ports.mlflow), "--workers", "1"],
-                   port=self.ports.mlflow, url=f"{self.mlflow_url}/health", timeout=180,
-                   # Server-side jobs (GenAI evaluation) start seven huey processes, ~1.4 GiB: tracking and the
-                   # registry do not use them.
-                   env={**self.client_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         prefect_store = self._database("prefect").replace("postgresql://", "postgresql+asyncpg://", 1) \
             or f"sqlite+aiosqlite:///{data / 'prefect.db'}"
         prefect_home = data / "prefect-server"
         prefect_home.mkdir(exist_ok=True)
-        self.start("prefect", [program("prefect", "pip install prefect (dev extras)"), "server", "start",
-                               "--host", LOCALHOST, "--port", str(self.ports.prefect), "--analytics-off"],
-                   port=self.ports.prefect, url=f"{self.prefect_api}/health", cwd=prefect_home, timeout=240,
-                   env={"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_store,
-                        "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH, "PREFECT_API_AUTH_STRING": PREFECT_AUTH,
-                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"})
+        # MLflow and Prefect each take 8-15 s to answer (migrations, imports): started side by side.
+        starts = [
+            lambda: self.start("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_store,
+                                          "--default-artifact-root", f"s3://{BUCKET}", "--no-serve-artifacts", "--host",
+                                          LOCALHOST, "--port", str(self.ports.mlflow), "--workers", "1"],
+                               port=self.ports.mlflow, url=f"{self.mlflow_url}/health", timeout=180,
+                               # Server-side jobs (GenAI evaluation) start seven huey processes, ~1.4 GiB:
+                               # tracking and the registry do not use them.
+                               env={**self.client_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+            lambda: self.start("prefect", [program("prefect", "pip install prefect (dev extras)"), "server", "start",
+                                           "--host", LOCALHOST, "--port", str(self.ports.prefect), "--analytics-off"],
+                               port=self.ports.prefect, url=f"{self.prefect_api}/health", cwd=prefect_home, timeout=240,
+                               env={"PREFECT_HOME": str(prefect_home),
+                                    "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_store,
+                                    "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH,
+                                    "PREFECT_API_AUTH_STRING": PREFECT_AUTH,
+                                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}),
+        ]
+        with ThreadPoolExecutor(max_workers=len(starts)) as pool:
+            futures = [pool.submit(start) for start in starts]
+        errors = [future.exception() for future in futures if future.exception() is not None]
+        if errors:
+            raise errors[0]
 
     def start_monitoring(self, scrape_configs: list[dict[str, Any]], rule_groups: list[dict[str, Any]],
                          webhook_url: str, evaluation_interval: str = "5s") -> None:
