@@ -21,7 +21,7 @@ def plot(samples: list[tuple[float, float, float | None]], facts: dict[str, Any]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(9, 3.2), dpi=110)
+    figure, axis = plt.subplots(figsize=(11, 3.4), dpi=110)
     times = [sample[0] for sample in samples]
     axis.step(times, [sample[1] for sample in samples], where="post", color="tab:blue", alpha=0.5,
               label="last window drifted (mlops_drift_detected)")
@@ -39,7 +39,7 @@ def plot(samples: list[tuple[float, float, float | None]], facts: dict[str, Any]
     axis.set_ylabel("share / verdict")
     axis.set_xlabel("seconds since the demo started")
     axis.set_title("fraud-detector in dev: drift evidence and the retraining loop")
-    axis.legend(loc="upper left", fontsize=8)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

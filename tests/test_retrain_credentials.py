@@ -160,8 +160,9 @@ async def _flow_run_job(api_url: str, template: dict, job_variables: dict) -> di
 
 def test_a_real_worker_configuration_builds_a_valid_locked_down_job(prefect_server: PrefectServer):
     job_variables = prefect_file_job_variables()
-    # What the deploy Job's environment fills in (apps/retrain-pipeline); a literal here.
-    job_variables["env"] = {name: "https://example.invalid" if "{{" in str(value) else value
+    # What the deploy Job's environment fills in (apps/retrain-pipeline); literals here.
+    filled = {"RETRAIN_ENVIRONMENT": "dev", "RETRAIN_CODE_DIR": "/app", "PYTHONPATH": "/app"}
+    job_variables["env"] = {name: filled.get(name, "https://example.invalid") if "{{" in str(value) else value
                             for name, value in job_variables["env"].items()}
     job = asyncio.run(_flow_run_job(prefect_server.api_url, our_template(), job_variables))
 

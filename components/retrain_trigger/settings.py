@@ -94,16 +94,18 @@ class Settings(ServiceSettings):
         return self.token.get_secret_value().encode()
 
 
-def load_settings(environ: Mapping[str, str] | None = None, secrets_dir: Path = SECRETS_DIR) -> Settings:
-    """Settings from ``environ`` (default: the process environment) and ``secrets_dir`` (when it exists).
+def load_settings(environ: Mapping[str, str] | None = None, secrets_dir: Path | None = None) -> Settings:
+    """Settings from ``environ`` (default: the process environment) and ``secrets_dir`` (when it exists;
+    default: ``RETRAIN_TRIGGER_CREDENTIALS_DIR``, else /var/run/secrets/retrain-trigger).
 
     Raises:
         ConfigError: naming every invalid or missing variable (values are never echoed).
     """
     # The rendered Deployment names its Secret mount (RETRAIN_TRIGGER_CREDENTIALS_DIR), so a local run of the same
     # manifest (demo/runner.py) points it at the folder it mounted instead.
-    source = os.environ if environ is None else environ
-    secrets_dir = Path(source.get(f"{PREFIX}CREDENTIALS_DIR") or secrets_dir)
+    if secrets_dir is None:
+        source = os.environ if environ is None else environ
+        secrets_dir = Path(source.get(f"{PREFIX}CREDENTIALS_DIR") or SECRETS_DIR)
     try:
         return Settings.load(environ, **({"_secrets_dir": secrets_dir} if Path(secrets_dir).is_dir() else {}))
     except ValidationError as exc:
