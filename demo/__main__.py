@@ -20,6 +20,8 @@ from demo.stack import Ports, Stack, StackError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO / "output" / "demo"
+DEFAULT_CACHE = REPO / "output" / "cache"
+"""Kept between runs (unlike the output folder): the component images' venvs and the chart-render cache."""
 
 
 class Display:
@@ -47,9 +49,10 @@ class Display:
 def make_demo(output: Path, display: Display):
     from demo.scenario import Demo
 
-    # The workspace's checks reuse the checkout's cache of chart renders (keyed by their inputs), as the
-    # component images reuse theirs: a cold cache costs each `mlops validate` ~20 s of Helm renders.
-    os.environ.setdefault("MLOPS_CACHE_DIR", str(REPO / ".cache" / "mlops"))
+    # Nothing outside output/ (and .venv): the image venvs and the workspace checks' chart renders (keyed
+    # by their inputs; a cold cache costs each `mlops validate` ~20 s) are kept in output/cache/.
+    os.environ.setdefault("MLOPS_IMAGE_CACHE", str(DEFAULT_CACHE / "imagebuild"))
+    os.environ.setdefault("MLOPS_CACHE_DIR", str(DEFAULT_CACHE / "mlops"))
     stack = Stack(output, Ports.from_environment(), os.environ.get("MLOPS_DEMO_DATABASE_URL"),
                   progress=lambda name, target, seconds: display.waiting(f"{name} at {target}", seconds))
     return Demo(REPO, output, stack, say=display.say, progress=display.waiting)
