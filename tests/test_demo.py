@@ -20,6 +20,9 @@ import pytest
 from helpers import REPO
 from services import free_port, service_unavailable
 
+SUITE_CACHES = {"MLOPS_IMAGE_CACHE": str(REPO / ".cache" / "imagebuild"), "MLOPS_CACHE_DIR": str(REPO / ".cache" / "mlops")}
+"""The suite's caches (the images the other tests build, their validates' chart renders), not output/cache."""
+
 
 def _processes_under(folder: Path) -> list[str]:
     """Command lines of live processes that mention ``folder`` (everything the demo starts does)."""
@@ -54,10 +57,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
             service_unavailable(f"the demo needs {program}: apt-get install {package} (.ci/run does)")
     output = tmp_path_factory.mktemp("demo") / "out"
     (output.parent / "status-before").write_text(_checkout_status())
-    env = {**os.environ, **{f"MLOPS_DEMO_PORT_{name}": str(free_port())
-                            for name in ("S3", "KAFKA", "MLFLOW", "PREFECT", "PROMETHEUS", "ALERTMANAGER")},
-           # the suite's caches: the images the other tests build, the chart renders of their validates
-           "MLOPS_IMAGE_CACHE": str(REPO / ".cache" / "imagebuild"), "MLOPS_CACHE_DIR": str(REPO / ".cache" / "mlops")}
+    env = {**os.environ, **SUITE_CACHES, **{f"MLOPS_DEMO_PORT_{name}": str(free_port())
+                                            for name in ("S3", "KAFKA", "MLFLOW", "PREFECT", "PROMETHEUS", "ALERTMANAGER")}}
     done = subprocess.run([sys.executable, "-m", "demo", "run", "--output", str(output)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1500)
     return done, output
@@ -148,7 +149,7 @@ def test_a_taken_port_stops_the_demo_with_one_line_and_leaves_nothing_running(tm
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "MLOPS_DEMO_PORT_KAFKA": str(port),
+        env = {**os.environ, **SUITE_CACHES, "MLOPS_DEMO_PORT_KAFKA": str(port),
                **{f"MLOPS_DEMO_PORT_{name}": str(free_port()) for name in ("S3", "MLFLOW", "PREFECT", "PROMETHEUS",
                                                                           "ALERTMANAGER")}}
         done = subprocess.run([sys.executable, "-m", "demo", "run", "--output", str(output)], cwd=REPO, env=env,
