@@ -62,17 +62,30 @@ def memory_of_tree(root: int) -> tuple[int, int, dict[str, int]]:
     return sum(each.values()), sum(pss.get(pid, 0) for pid in tree), each
 
 
+def command_of(pid: str) -> str:
+    """The first words of a process's command line (program and module), for the peak's composition."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(Path(w.decode(errors="replace")).name if i == 0 else w.decode(errors="replace")
+                    for i, w in enumerate(words[:4]) if w)[:80]
+
+
 def one_run(label: str, cache: str | None) -> dict:
     output = Path(tempfile.mkdtemp(prefix=f"loop-{label}-"))
     env = {**os.environ, **{f"MLOPS_DEMO_PORT_{name}": str(free_port()) for name in PORTS}}
     if cache:
         env["MLOPS_IMAGE_CACHE"] = cache
     peak, peak_pss, per_process_peak, stop = 0, 0, {}, threading.Event()
+    at_peak: list[tuple[int, str]] = []
 
     def sample(root: int) -> None:
-        nonlocal peak, peak_pss
+        nonlocal peak, peak_pss, at_peak
         while not stop.is_set():
             total, total_pss, each = memory_of_tree(root)
+            if total > peak:
+                at_peak = sorted(((rss, command_of(pid)) for pid, rss in each.items()), reverse=True)[:8]
             peak, peak_pss = max(peak, total), max(peak_pss, total_pss)
             for pid, rss in each.items():
                 per_process_peak[pid] = max(per_process_peak.get(pid, 0), rss)
@@ -95,6 +108,7 @@ def one_run(label: str, cache: str | None) -> dict:
     return {"run": label, "exit": process.returncode, "wall_s": round(wall, 1), "since_onset_s": since,
             "clean_windows_drifted": facts.get("clean_drifted_windows"), "clean_drift_alerts": facts.get("clean_alerts"),
             "peak_rss_sum_mib": round(peak / 2**20), "peak_pss_sum_mib": round(peak_pss / 2**20), "sum_of_peaks_mib": round(sum(per_process_peak.values()) / 2**20),
+            "largest_at_peak_mib": [f"{round(rss / 2**20)} {command}" for rss, command in at_peak],
             "failure": facts.get("failure")}
 
 

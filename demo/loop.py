@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from demo import clients, workspace
@@ -20,15 +19,31 @@ FEATURES = ["amount", "hour", "distance_km", "merchant_category", "card_present"
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
-def synthetic_rows(rows: int, seed: int, shift: float) -> list[list[Any]]:
-    """Feature rows of the example model's synthetic world (components/retrain/models/fraud_detector.py)."""
-    components = str(Path(__file__).resolve().parents[1] / "components")
-    if components not in sys.path:
-        sys.path.insert(0, components)
-    from retrain.models.fraud_detector import synthetic_dataset
+def synthetic_rows(demo: Demo, rows: int, seed: int, shift: float) -> list[list[Any]]:
+    """Feature rows of the example model's synthetic world, written by its own CLI from the retrain image
+    (components/retrain/models/fraud_detector.py) so this process stays free of pandas and scikit-learn."""
+    path = demo.output / "traffic" / f"rows-{seed}-{shift}.csv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        retrain = demo.image("retrain", demo.output / "images" / "retrain")
+        done = subprocess.run([retrain.python, "-m", "retrain.models.fraud_detector", "--uri", path.as_uri(),
+                               "--rows", str(rows), "--seed", str(seed), "--shift", str(shift)],
+                              env={**retrain.env, **demo.stack.client_env()}, cwd=retrain.workdir,
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise workspace.WorkspaceError(f"generating traffic rows failed:\n{done.stdout}{done.stderr}")
+    with path.open(newline="") as handle:
+        return [[_typed(record[name]) for name in FEATURES] for record in csv.DictReader(handle)]
 
-    frame = synthetic_dataset(rows=rows, seed=seed, shift=shift)
-    return frame[FEATURES].astype(object).values.tolist()
+
+def _typed(text: str) -> int | float | str:
+    """A CSV cell as the model's input takes it: an int, else a float, else the category's text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 class Traffic:
@@ -40,6 +55,8 @@ class Traffic:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        # One pool of rows per world, generated before the first request and cycled.
+        self.pools = {shift: synthetic_rows(self.demo, 20000, 1000, shift) for shift in (0.0, self.demo.settings.shift)}
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
         self._thread.start()
@@ -50,19 +67,17 @@ class Traffic:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        settings, seed = self.demo.settings, 1000
-        pool: list[list[Any]] = []
-        pool_shift = None
+        settings, pools = self.demo.settings, self.pools
+        position = 0
         while not self._stop.is_set():
-            if pool_shift != self.shift or not pool:
-                seed += 1
-                pool, pool_shift = synthetic_rows(2000, seed, self.shift), self.shift
             predictors = [p for p in self.demo.predictors() if not p.shadow]
             if not predictors:
                 time.sleep(0.5)
                 continue
             chosen = random.choices(predictors, weights=[max(p.traffic, 1) for p in predictors])[0]
-            batch, pool = pool[:settings.rows_per_request], pool[settings.rows_per_request:]
+            pool = pools[self.shift]
+            batch = [pool[(position + i) % len(pool)] for i in range(settings.rows_per_request)]
+            position += settings.rows_per_request
             try:
                 clients.predict(chosen.url(), FEATURES, batch)
                 self.sent += len(batch)
@@ -247,7 +262,7 @@ def run(demo: Demo) -> dict[str, Any]:
         changed = demo.sync()
         demo.mark("sync v2", f"{', '.join(changed)}")
         canary = [p for p in demo.predictors() if p.predictor != "main"]
-        answer = clients.predict(canary[0].url(), FEATURES, synthetic_rows(3, 5, 1.0)) if canary else None
+        answer = clients.predict(canary[0].url(), FEATURES, synthetic_rows(demo, 3, 5, 1.0)[:3]) if canary else None
         facts["canary"] = {"predictor": canary[0].predictor if canary else None, "traffic": canary[0].traffic
                            if canary else None, "answer": answer}
         demo.mark("canary", f"{canary[0].predictor} serves {canary[0].traffic} % and answers" if canary else "no canary")
