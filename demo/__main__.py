@@ -78,9 +78,19 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-@click.group(help=__doc__)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    pass
+    """The whole MLOps loop on this machine, from the rendered manifests (make demo runs `run`).
+
+    \b
+    run   start everything, walk the scenario, write the report, stop everything
+          (exit 0 when every stage passed; the report is in the output folder)
+    up    start everything and serve the first version; keep running until Ctrl-C or `down`
+    down  stop a running `up` (from another terminal)
+
+    Settings: MLOPS_DEMO_PORT_<S3|KAFKA|MLFLOW|PREFECT|PROMETHEUS|ALERTMANAGER>, MLOPS_DEMO_DATABASE_URL
+    (PostgreSQL instead of SQLite), MLOPS_IMAGE_CACHE; see demo/README.md.
+    """
 
 
 @cli.command(help="Start everything, walk the scenario, write the report, stop everything.")
@@ -113,7 +123,8 @@ def run(output: Path) -> None:
 
 
 @cli.command(help="Start everything and serve the first version; keep running until Ctrl-C or `down`.")
-@click.option("--output", type=click.Path(path_type=Path), default=DEFAULT_OUTPUT, show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), default=DEFAULT_OUTPUT, show_default=True,
+              help="Folder for the workspace, logs and data (emptied first).")
 def up(output: Path) -> None:
     from demo import loop
 
@@ -141,7 +152,8 @@ def up(output: Path) -> None:
 
 
 @cli.command(help="Stop a running `up` (SIGTERM to it; it stops everything it started).")
-@click.option("--output", type=click.Path(path_type=Path), default=DEFAULT_OUTPUT, show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), default=DEFAULT_OUTPUT, show_default=True,
+              help="The output folder of the `up` to stop.")
 def down(output: Path) -> None:
     pid_file = output / "demo.pid"
     if not pid_file.exists():
