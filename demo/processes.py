@@ -44,8 +44,12 @@ def free_port(host: str = LOCALHOST) -> int:
 
 
 def port_taken(port: int, host: str = LOCALHOST) -> bool:
-    """Whether something already listens on ``host:port``."""
+    """Whether something already listens on ``host:port``.
+
+    SO_REUSEADDR as the servers set it: connections of a previous run left in TIME_WAIT do not count, a
+    listening socket does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -100,3 +100,24 @@ def test_the_rendered_trigger_runs_from_its_image_and_answers(tmp_path: Path) ->
         with pytest.raises(urllib.error.HTTPError) as refused:  # no token: the mounted one is enforced
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 401
+
+
+def test_a_port_is_taken_only_while_something_listens_not_while_old_connections_wait() -> None:
+    """A previous run's server closed its connections first, leaving them in TIME_WAIT: the next run may
+    start on that port (the servers set SO_REUSEADDR), so the check must not call it taken."""
+    import socket
+
+    from demo.processes import port_taken
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    assert port_taken(port)
+    accepted.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+    client.close()
+    server.close()
+    assert not port_taken(port)
