@@ -62,9 +62,6 @@ class Prefect:
         body = {"deployments": {"id": {"any_": [found["id"]]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 50}
         return self._call("/flow_runs/filter", body)
 
-    def result_artifacts(self, run_id: str) -> list[dict[str, Any]]:
-        return self._call("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
-
 
 def prometheus_query(base: str, expression: str) -> list[dict[str, Any]]:
     """An instant query's result vector."""

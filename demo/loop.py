@@ -225,9 +225,8 @@ def run(demo: Demo) -> dict[str, Any]:
     sampler = DriftSampler(demo).__enter__()
     try:
         evaluated = f'sum(mlops_drift_windows_evaluated_total{{model="{MODEL}"}})'
-        demo.wait(lambda: drift_value(demo) is not None and (clients.prometheus_value(
-            demo.stack.prometheus_url, evaluated) or 0) >= demo.settings.normal_windows,
-                  f"{demo.settings.normal_windows} clean windows scored by the drift detector")
+        demo.wait(lambda: (clients.prometheus_value(demo.stack.prometheus_url, evaluated) or 0)
+                  >= demo.settings.normal_windows, f"{demo.settings.normal_windows} clean windows scored by the drift detector")
         facts["clean_drifted_windows"] = clients.prometheus_value(
             demo.stack.prometheus_url, f'sum(mlops_drift_windows_drifted_total{{model="{MODEL}"}})') or 0.0
         facts["clean_alerts"] = len(drift_alerts(demo))
@@ -243,7 +242,7 @@ def run(demo: Demo) -> dict[str, Any]:
         demo.wait(lambda: drift_value(demo) == 1.0, "the detector's drift verdict (mlops_drift_detected=1)")
         facts["drift_detected"] = time.monotonic() - demo.started
         demo.mark("drift detected", "mlops_drift_detected=1 scraped by Prometheus")
-        alert = demo.wait(lambda: (drift_value(demo) is not None and drift_alerts(demo)), "the drift alert in Alertmanager")
+        alert = demo.wait(lambda: drift_alerts(demo), "the drift alert in Alertmanager")
         facts["alert_fired"] = time.monotonic() - demo.started
         facts["alert"] = alert[0]["labels"]
         demo.mark("alert", f"'{alert[0]['labels'].get('alertname')}' firing in Alertmanager "
@@ -254,8 +253,7 @@ def run(demo: Demo) -> dict[str, Any]:
         facts["flow_started"] = time.monotonic() - demo.started
         demo.mark("trigger", f"flow run {started['name']} created by the retrain trigger")
         finished = wait_for_run(demo, prefect, started["id"])
-        branch = demo.wait(lambda: sorted(set(workspace.branches(demo.origin)) - before - {"main"}),
-                           "the proposal branch", timeout=60)[-1]
+        branch = new_branch(demo, before)
         facts["proposal_pushed"] = time.monotonic() - demo.started
         demo.mark("proposal", f"flow run {finished['name']} COMPLETED; branch {branch} pushed")
         facts["review"] = workspace.review_and_merge(demo.workspace, branch)
@@ -292,11 +290,10 @@ def run(demo: Demo) -> dict[str, Any]:
     before = set(workspace.branches(demo.origin))
     gated = run_flow(demo, prefect, "gate check")
     versions_after = clients.mlflow_versions(demo.stack.mlflow_url, MODEL)
-    rejected = clients.call(f"{demo.stack.prefect_api}/flow_runs/{gated['id']}", auth=PREFECT_AUTH)
     facts["gate"] = {"run": gated["name"], "new_branches": sorted(set(workspace.branches(demo.origin)) - before),
                      "versions_before": len(facts["versions"]), "versions_after": len(versions_after),
-                     "state": rejected["state"]["name"], "message": rejected["state"].get("message")}
-    demo.mark("gate", f"flow run {gated['name']} ({rejected['state'].get('message') or rejected['state']['name']}): "
+                     "state": gated["state"]["name"], "message": gated["state"].get("message")}
+    demo.mark("gate", f"flow run {gated['name']} ({gated['state'].get('message') or gated['state']['name']}): "
                       f"{len(versions_after) - len(facts['versions'])} new versions, new branches "
                       f"{facts['gate']['new_branches'] or 'none'}")
     return facts

@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,17 @@ class Site:
     """Where ``emptyDir`` volumes go (node-local scratch in a cluster); default: the process's folder. Keep it
     short: a Unix socket path in it (multiprocessing's, in the model server's /tmp) must stay under 108 bytes."""
 
+    @cached_property
+    def _addresses(self) -> re.Pattern[str] | None:
+        """One alternation of the mapped addresses, longest first (built once; ``rewrites`` is fixed)."""
+        ordered = sorted(self.rewrites, key=len, reverse=True)
+        return re.compile("|".join(re.escape(address) for address in ordered)) if ordered else None
+
     def rewrite(self, text: str) -> str:
         """``text`` with every mapped cluster address replaced, in one pass (longest address first)."""
-        if not self.rewrites:
+        if self._addresses is None:
             return text
-        pattern = "|".join(re.escape(address) for address in sorted(self.rewrites, key=len, reverse=True))
-        return re.sub(pattern, lambda match: self.rewrites[match.group(0)], text)
+        return self._addresses.sub(lambda match: self.rewrites[match.group(0)], text)
 
     def secret(self, name: str, key: str, where: str) -> str:
         try:
@@ -330,7 +336,3 @@ def prometheus_scrape_configs(targets: list[ScrapeTarget], interval: str = "5s")
              "static_configs": [{"targets": [target.address], "labels": target.labels}]}
             for target in targets]
 
-
-def describe(process: LocalProcess) -> str:
-    """One line for logs: name, ports, command."""
-    return f"{process.namespace}/{process.name} ports={json.dumps(process.ports)} argv={' '.join(process.argv[:4])}"

