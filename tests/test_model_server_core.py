@@ -153,3 +153,23 @@ def test_the_fast_encoder_writes_the_same_bytes_as_the_validating_one() -> None:
         fields = ("m", "7", "main", "req-1", 1767225600.123, features, prediction)
         keys = ("model", "version", "predictor", "request_id", "timestamp", "features", "prediction")
         assert encode_fields(*fields) == encode(dict(zip(keys, fields, strict=True)))
+
+
+def test_the_entry_point_hands_the_multiprocess_directory_on_under_the_old_name_without_prometheus() -> None:
+    """prometheus-client 0.8 (seldon-core 1.17.1's) reads only ``prometheus_multiproc_dir``, and only when
+    first imported: the value comes from the settings, and reading it must not import prometheus-client."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from model_server.settings import legacy_prometheus_variables
+
+    assert legacy_prometheus_variables({"PROMETHEUS_MULTIPROC_DIR": "/tmp/prom"}) == {
+        "prometheus_multiproc_dir": "/tmp/prom"}
+    assert legacy_prometheus_variables({"PROMETHEUS_MULTIPROC_DIR": ""}) == {}
+    assert legacy_prometheus_variables({}) == {}
+    probe = ("import sys, model_server.__main__ as entry; "
+             "print(entry.legacy_prometheus_variables(), 'prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
+                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "components"), "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom-entry"})
+    assert done.stdout.split() == ["{'prometheus_multiproc_dir':", "'/tmp/prom-entry'}", "False"]

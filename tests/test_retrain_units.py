@@ -22,6 +22,7 @@ from retrain.evaluation import binary_metrics, decide
 from retrain.models import FeatureInfo, ModelModuleError, load_model_module, read_csv_dataset
 from retrain.propose import auth_header, branch_name
 
+from generator.spec.errors import GitHostError
 from helpers import REPO
 from imagebuild import build_image
 from services import PrefectServer, free_port, run_service
@@ -257,6 +258,40 @@ def test_settings_read_the_retrain_variables_and_the_other_tools_ones() -> None:
     assert settings.mlflow_tracking_uri == "http://mlflow:5000" and settings.prefect_api_url == "http://prefect/api"
     assert settings.s3_endpoint_url == "http://s3:8333"  # an empty AWS_ENDPOINT_URL_S3 falls through
     assert load_settings({}).s3_endpoint_url is None
+
+
+def test_the_git_host_and_its_token_come_from_the_settings_with_githubs_names_as_fallbacks() -> None:
+    from retrain.propose import git_host
+    from retrain.settings import load_settings
+
+    settings = load_settings({"MLOPS_GIT_TOKEN": "mlops-token", "GITHUB_TOKEN": "actions-token",
+                              "MLOPS_GIT_REPO": "acme/gitops", "GITHUB_REPOSITORY": "other/repo",
+                              "MLOPS_GIT_API_URL": "https://git.example/api/v3"})
+    assert settings.git_token == "mlops-token"
+    assert "mlops-token" not in repr(settings) and "actions-token" not in repr(settings)
+    host = git_host(settings)
+    assert (host.repo, host.api_url, host._token) == ("acme/gitops", "https://git.example/api/v3", "mlops-token")
+
+    actions = git_host(load_settings({"GITHUB_TOKEN": "actions-token", "GITHUB_REPOSITORY": "other/repo"}))
+    assert (actions.repo, actions.api_url, actions._token) == ("other/repo", "https://api.github.com", "actions-token")
+    # An empty MLOPS_GIT_TOKEN (the Secret key present but blank) falls through like an unset one.
+    assert load_settings({"MLOPS_GIT_TOKEN": "", "GITHUB_TOKEN": "t"}).git_token == "t"
+    # No token: the branch is pushed without a pull request; a token without a repository likewise.
+    assert git_host(load_settings({"MLOPS_GIT_REPO": "acme/gitops"})) is None
+    assert git_host(load_settings({"MLOPS_GIT_TOKEN": "t"})) is None
+    with pytest.raises(GitHostError, match="not supported"):
+        git_host(load_settings({"MLOPS_GIT_TOKEN": "t", "MLOPS_GIT_REPO": "acme/gitops", "MLOPS_GIT_HOST": "gitea"}))
+
+
+def test_the_retrain_package_reads_the_git_host_only_through_its_settings(monkeypatch) -> None:
+    """The process environment alone no longer reaches the proposal: the settings the flow loaded decide."""
+    from retrain.propose import git_host
+    from retrain.settings import load_settings
+
+    monkeypatch.setenv("MLOPS_GIT_TOKEN", "from-the-process")
+    monkeypatch.setenv("MLOPS_GIT_REPO", "acme/gitops")
+    assert git_host(load_settings({})) is None
+    assert git_host(load_settings())._token == "from-the-process"
 
 
 def test_the_deploy_step_exits_with_the_config_code_on_bad_arguments(capsys) -> None:

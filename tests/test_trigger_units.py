@@ -117,6 +117,21 @@ def test_settings_read_the_token_from_the_secrets_directory(tmp_path, monkeypatc
     assert "at least 16 characters" in str(error.value) and "short" not in str(error.value)
 
 
+def test_the_secrets_directory_is_named_by_its_variable_and_an_explicit_one_wins(tmp_path):
+    named, explicit = tmp_path / "named", tmp_path / "explicit"
+    for folder, token in ((named, "named-token-0123456789"), (explicit, "explicit-token-0123456789")):
+        folder.mkdir()
+        (folder / TOKEN_FILE_NAME).write_text(token)
+    environ = {"RETRAIN_TRIGGER_PREFECT_API_URL": "http://prefect:4200/api",
+               "RETRAIN_TRIGGER_CREDENTIALS_DIR": str(named)}
+    assert load_settings(environ).secret == b"named-token-0123456789"
+    assert load_settings(environ, secrets_dir=explicit).secret == b"explicit-token-0123456789"
+    # Unset or empty: the rendered Deployment's mount, which this machine lacks, so no token is found.
+    for unset in ({}, {"RETRAIN_TRIGGER_CREDENTIALS_DIR": ""}):
+        with pytest.raises(ConfigError, match="RETRAIN_TRIGGER_TOKEN: Field required"):
+            load_settings({"RETRAIN_TRIGGER_PREFECT_API_URL": "http://prefect:4200/api", **unset})
+
+
 @pytest.mark.parametrize("name", ["retrain", "retrain/{model}/x", "{model}", "retrain/{model}-{env}",
                                   "retrain/fixed"])
 def test_the_deployment_name_needs_one_model_placeholder(name):

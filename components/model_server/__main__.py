@@ -6,7 +6,9 @@ prometheus-client that seldon-core 1.17.1 allows (< 0.9) reads its multiprocess 
 the lower-case ``prometheus_multiproc_dir``, and only when it is first imported. Without that name the
 gunicorn workers would count in memory and our ``/metrics`` would add up nothing. The rendered
 SeldonDeployment and the image set ``PROMETHEUS_MULTIPROC_DIR`` (what newer prometheus-client reads), so
-it is copied to the old name here, before Seldon imports prometheus-client.
+it is copied to the old name here, before Seldon imports prometheus-client. The value is read through
+the settings (:func:`model_server.settings.legacy_prometheus_variables`); writing it into ``os.environ``
+is a hand-off to that library, which reads nothing else.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from __future__ import annotations
 import os
 import sys
 
+from model_server.settings import legacy_prometheus_variables  # imports no prometheus-client
+
 SERVER_CLASS = "model_server.server.ModelServer"
 
 
 def main(argv: list[str]) -> None:
     """Run Seldon's microservice with our class; ``argv`` are further ``seldon-core-microservice`` options."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:  # an empty or missing value is refused by the settings, with the fix named
-        os.environ["prometheus_multiproc_dir"] = directory
+    os.environ.update(legacy_prometheus_variables())
     from seldon_core.microservice import main as microservice
 
     sys.argv = ["seldon-core-microservice", SERVER_CLASS, *argv]

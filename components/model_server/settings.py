@@ -5,7 +5,9 @@ Prefix ``MODEL_SERVER_`` (:class:`Settings`), plus two variables other parts own
 * ``PREDICTOR_ID``: set by Seldon's operator to the predictor name (``main``, ``candidate``...); the
   inference log carries it so the drift detector can tell a canary's records from main's;
 * ``PROMETHEUS_MULTIPROC_DIR``: prometheus-client's multiprocess directory. It must be set before the
-  process starts (prometheus-client reads it at import), so it is checked here, not set.
+  process starts (prometheus-client reads it at import), so it is checked here, not set. The entry point
+  hands it on under the old lower-case name that seldon-core 1.17.1's prometheus-client reads
+  (:func:`legacy_prometheus_variables`).
 
 Reading settings touches nothing on the network; nothing else in the server reads the environment.
 """
@@ -128,6 +130,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return Settings.load(environ)
     except ValidationError as exc:
         raise ConfigError("invalid model server configuration:\n  " + "\n  ".join(problems(exc, _variable))) from None
+
+
+class _MultiprocessDir(ServiceSettings):
+    """``PROMETHEUS_MULTIPROC_DIR`` alone: the entry point needs it before Seldon imports prometheus-client,
+    while the whole :class:`Settings` are checked later, in the main process, when ``ModelServer`` is built."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    prometheus_multiproc_dir: str = Field(default="", validation_alias="PROMETHEUS_MULTIPROC_DIR")
+
+
+def legacy_prometheus_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{"prometheus_multiproc_dir": <PROMETHEUS_MULTIPROC_DIR>}``: the only name prometheus-client 0.8
+    (what seldon-core 1.17.1 allows) reads, and only from the process environment when first imported.
+    Empty when the directory is unset or empty (:class:`Settings` then refuse to start, naming the fix)."""
+    directory = _MultiprocessDir.load(environ).prometheus_multiproc_dir
+    return {"prometheus_multiproc_dir": directory} if directory else {}
 
 
 PREFIX = "MODEL_SERVER_"

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from generator.external import gitrepo
 from generator.spec.errors import GitError
-from retrain.propose import auth_header, git_token
+from retrain.propose import auth_header
 from retrain.settings import ExitCode, RetrainSettings, child_environment, load_settings
 
 DEFAULT_PREFECT_FILE = "components/retrain/prefect.yaml"
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> ExitCode:
     try:
         with tempfile.TemporaryDirectory(prefix="retrain-deploy-") as scratch:
             checkout = Path(scratch) / "repo"
-            sha = fetch_revision(args.repo_url, args.revision, checkout, git_token())
+            sha = fetch_revision(args.repo_url, args.revision, checkout, settings.git_token)
             prefect_file = checkout / args.prefect_file
             if not prefect_file.is_file():
                 raise DeployError(f"{args.prefect_file} does not exist at {sha} of {args.repo_url}")

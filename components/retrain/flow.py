@@ -49,7 +49,7 @@ from generator.external.registry import ARTIFACT_DIGEST_TAG
 from retrain import data as datasets
 from retrain.evaluation import Decision, binary_metrics, decide
 from retrain.models import FeatureInfo, ModelModule, load_model_module
-from retrain.propose import Proposal, Target, clone, git_token, propose, read_target
+from retrain.propose import Proposal, Target, clone, git_host, propose, read_target
 from retrain.records import mark_training_started, record_proposal
 from retrain.settings import RetrainSettings, load_settings
 
@@ -106,7 +106,7 @@ class Registered:
 def checkout_repository(git_url: str, branch: str, directory: Path, settings: RetrainSettings) -> Path:
     """Clone the GitOps repository (the base branch of the proposal)."""
     return clone(git_url, branch, directory, author_name=settings.git_author_name,
-                 author_email=settings.git_author_email, token=git_token())
+                 author_email=settings.git_author_email, token=settings.git_token)
 
 
 @task(cache_policy=NO_CACHE)
@@ -253,16 +253,16 @@ def register_candidate(plugin: ModelModule, candidate: Candidate, target: Target
 
 
 @task(cache_policy=NO_CACHE)
-def propose_release(target: Target, registered: Registered, *, mlflow_uri: str, strategy: str, traffic: int | None,
-                    server_image: str | None, drift_image: str | None, title: str, body: str,
-                    remote: str) -> tuple[Proposal, str | None]:
+def propose_release(target: Target, registered: Registered, settings: RetrainSettings, *, mlflow_uri: str,
+                    strategy: str, traffic: int | None, server_image: str | None, drift_image: str | None,
+                    title: str, body: str, remote: str) -> tuple[Proposal, str | None]:
     """Branch, ``generate-model``, commit, push, and a pull request against the cloned branch when a Git host
     is configured; the proposal is recorded in the run either way. Returns it and its artifact's key."""
     proposal = propose(target, version=registered.version, detector_uri=registered.detector_uri,
                        detector_sha256=registered.detector_sha256, artifact_sha256=registered.artifact_sha256,
                        mlflow_uri=mlflow_uri, strategy=strategy,
                        traffic=traffic, server_image=server_image, drift_image=drift_image,
-                       title=title, body=body)
+                       title=title, body=body, host=git_host(settings))
     logger = get_run_logger()
     logger.info("pushed %s (%s): %s", proposal.branch, proposal.commit[:12], ", ".join(proposal.files))
     if proposal.pull_request:
@@ -380,9 +380,9 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
             traffic = policy.canary_traffic if strategy == "canary" else None
             title, body = _pull_request_text(model, env, strategy, traffic, registered, why, reason, dataset,
                                              tracking_uri, experiment_id, run_id)
-            proposal, artifact = propose_release(target, registered, mlflow_uri=tracking_uri, strategy=strategy,
-                                                 traffic=traffic, server_image=server_image, drift_image=drift_image,
-                                                 title=title, body=body, remote=repository)
+            proposal, artifact = propose_release(target, registered, settings, mlflow_uri=tracking_uri,
+                                                 strategy=strategy, traffic=traffic, server_image=server_image,
+                                                 drift_image=drift_image, title=title, body=body, remote=repository)
             client.set_tag(run_id, "mlops.proposal_branch", proposal.branch)
             client.set_terminated(run_id, "FINISHED")
         except BaseException:

@@ -5,15 +5,14 @@ beat), and after registration prepares the same change ``mlops generate-model`` 
 (:func:`generator.commands.generate.prepare_generate`) in that clone and publishes it the way ``mlops
 promote --git`` does (:func:`generator.changes.publish.publish`): a new branch with exactly the change's
 files, pushed, with a pull request when a Git host token is configured (otherwise the flow records the
-proposal in Prefect, see :mod:`retrain.records`). Nothing here talks to Kubernetes: Argo CD applies
+proposal in Prefect, see :mod:`retrain.records`). The token and the Git host come from
+:class:`~retrain.settings.RetrainSettings` (:func:`git_host`), never from the environment directly. Nothing here talks to Kubernetes: Argo CD applies
 the change after a person merges it.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,10 +22,11 @@ from generator.changes.publish import publish
 from generator.commands.generate import GenerateRequest, ReleaseOptions, prepare_generate
 from generator.commands.history import change_trailer
 from generator.external import gitrepo
-from generator.external.githost import PullRequest, host_from_env
+from generator.external.githost import GitHost, PullRequest, host_from_env
 from generator.spec.layout import RepoLayout
 from generator.spec.loader import load_environment_file, load_one_model
 from generator.spec.models import Environment, ModelSpec
+from retrain.settings import RetrainSettings
 
 REMOTE = "origin"
 CANDIDATE_NAME = "candidate"
@@ -75,10 +75,14 @@ class Proposal:
         return f"{self.base}...{self.branch}"
 
 
-def git_token(environ: Mapping[str, str] | None = None) -> str | None:
-    """The Git host token (``MLOPS_GIT_TOKEN``, else ``GITHUB_TOKEN``), as :func:`host_from_env` reads it."""
-    environ = os.environ if environ is None else environ
-    return environ.get("MLOPS_GIT_TOKEN") or environ.get("GITHUB_TOKEN") or None
+def git_host(settings: RetrainSettings) -> GitHost | None:
+    """The Git host that opens the proposal's pull request, from the settings' Git host variables; ``None``
+    without a token or a repository (then the branch is pushed and the proposal recorded in Prefect).
+
+    Raises:
+        GitHostError: an unknown ``MLOPS_GIT_HOST``, or a repository that is not ``owner/name``.
+    """
+    return host_from_env(settings.git_host_variables()) if settings.git_token else None
 
 
 def clone(url: str, branch: str, directory: Path, *, author_name: str, author_email: str,
@@ -153,9 +157,10 @@ class RetrainChange:
 def propose(target: Target, *, version: int, detector_uri: str, detector_sha256: str, mlflow_uri: str,
             artifact_sha256: str | None = None,
             strategy: str, traffic: int | None, server_image: str | None, drift_image: str | None,
-            title: str, body: str, environ: Mapping[str, str] | None = None) -> Proposal:
+            title: str, body: str, host: GitHost | None = None) -> Proposal:
     """Put ``version`` into the target spec as the candidate, commit spec and rendered files on a new
-    branch, push it, and open a pull request against the checked-out branch when a token is configured.
+    branch, push it, and open a pull request against the checked-out branch on ``host`` (:func:`git_host`;
+    ``None``: no pull request).
 
     ``artifact_sha256`` pins the model artifact (``None``: the version's ``mlops.artifact_sha256`` tag, read
     through MLflow). Images not given are the live release's, so the candidate differs only in model and detector.
@@ -164,7 +169,7 @@ def propose(target: Target, *, version: int, detector_uri: str, detector_sha256:
 
     Raises:
         GitError: branch, commit or push failed.
-        GitHostError: a token is configured but the pull request could not be opened (the branch is pushed).
+        GitHostError: ``host`` could not open the pull request (the branch is pushed).
         RegistryError, SpecError, ValidationError: ``generate-model`` refused the change; nothing is committed.
     """
     spec = target.spec
@@ -179,8 +184,6 @@ def propose(target: Target, *, version: int, detector_uri: str, detector_sha256:
     )
     layout = RepoLayout(target.checkout)
     change = prepare_generate(layout, request).change
-    environ = os.environ if environ is None else environ
-    host = host_from_env(environ) if git_token(environ) else None
     published = publish(layout, RetrainChange(change, branch_name(spec.model, version), title, body),
                         remote=REMOTE, host=host, push=True)
     files = tuple(sorted([*change.plan.writes, *change.plan.deletes]))

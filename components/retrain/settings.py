@@ -2,8 +2,11 @@
 
 ``RETRAIN_*`` variables (:class:`RetrainSettings`), plus the variables other tools own that the flow
 and the deploy step read too: ``MLFLOW_TRACKING_URI``, the S3 endpoint (``AWS_ENDPOINT_URL_S3``, else
-``MLFLOW_S3_ENDPOINT_URL``), ``PREFECT_API_URL``, and the Git host's ``MLOPS_GIT_REPO`` and
-``MLOPS_GIT_API_URL`` (which the deploy step passes on to flow runs). Nothing else in the package reads the environment.
+``MLFLOW_S3_ENDPOINT_URL``), ``PREFECT_API_URL``, and the Git host's (``MLOPS_GIT_TOKEN``, else
+``GITHUB_TOKEN``; ``MLOPS_GIT_REPO``, else ``GITHUB_REPOSITORY``; ``MLOPS_GIT_API_URL``, else
+``GITHUB_API_URL``; ``MLOPS_GIT_HOST``), the names :func:`generator.external.githost.host_from_env` reads.
+Nothing else in the package reads the environment. :func:`child_environment` hands it on, unread, to a
+command the deploy step runs.
 
 Per-run choices (the dataset, the margin, images, a different environment) are flow parameters; the
 release policy (metric, margin, canary or shadow, canary traffic) is the model spec's ``retrain``
@@ -18,7 +21,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 from service_kit.settings import ServiceSettings
 
@@ -74,6 +77,12 @@ class RetrainSettings(ServiceSettings):
     prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
     mlops_git_repo: str | None = Field(default=None, validation_alias="MLOPS_GIT_REPO")
     mlops_git_api_url: str | None = Field(default=None, validation_alias="MLOPS_GIT_API_URL")
+    mlops_git_host: str | None = Field(default=None, validation_alias="MLOPS_GIT_HOST")
+    mlops_git_token: SecretStr | None = Field(default=None, validation_alias="MLOPS_GIT_TOKEN")
+    """Pushes over https and opens the pull request (in the cluster from Secret ``retrain-credentials``)."""
+    github_token: SecretStr | None = Field(default=None, validation_alias="GITHUB_TOKEN")
+    github_repository: str | None = Field(default=None, validation_alias="GITHUB_REPOSITORY")
+    github_api_url: str | None = Field(default=None, validation_alias="GITHUB_API_URL")
 
     @field_validator("code_dir")
     @classmethod
@@ -88,6 +97,22 @@ class RetrainSettings(ServiceSettings):
         """The S3 endpoint for datasets (MinIO, SeaweedFS), or ``None`` for AWS's."""
         return self.aws_endpoint_url_s3 or self.mlflow_s3_endpoint_url or None
 
+    @property
+    def git_token(self) -> str | None:
+        """The Git host token: ``MLOPS_GIT_TOKEN``, else ``GITHUB_TOKEN``; ``None`` when neither is set."""
+        for secret in (self.mlops_git_token, self.github_token):
+            if secret is not None and secret.get_secret_value():
+                return secret.get_secret_value()
+        return None
+
+    def git_host_variables(self) -> dict[str, str]:
+        """The Git host's variables that are set, by name, for
+        :func:`generator.external.githost.host_from_env` (which applies the fallbacks)."""
+        values = {"MLOPS_GIT_HOST": self.mlops_git_host, "MLOPS_GIT_REPO": self.mlops_git_repo,
+                  "GITHUB_REPOSITORY": self.github_repository, "MLOPS_GIT_API_URL": self.mlops_git_api_url,
+                  "GITHUB_API_URL": self.github_api_url, "MLOPS_GIT_TOKEN": self.git_token}
+        return {name: value for name, value in values.items() if value}
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> RetrainSettings:
     """The settings from ``environ`` (default: the process environment)."""
@@ -95,5 +120,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> RetrainSettings:
 
 
 def child_environment(**extra: str) -> dict[str, str]:
-    """The process environment plus ``extra``, for a command the deploy step runs (``prefect deploy``)."""
+    """The process environment plus ``extra``, for a command the deploy step runs (``prefect deploy``).
+
+    A hand-off, not a read: the child gets every variable this process has (``prefect.yaml``'s
+    ``{{ $VARIABLE }}`` placeholders name any of them), and nothing here looks at their values."""
     return {**os.environ, **extra}

@@ -10,7 +10,6 @@ touches the network.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -94,6 +93,15 @@ class Settings(ServiceSettings):
         return self.token.get_secret_value().encode()
 
 
+class _CredentialsDir(ServiceSettings):
+    """``RETRAIN_TRIGGER_CREDENTIALS_DIR`` alone: where :class:`Settings` read their secret files from, so it
+    is known before they load."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+
+    credentials_dir: str = ""
+
+
 def load_settings(environ: Mapping[str, str] | None = None, secrets_dir: Path | None = None) -> Settings:
     """Settings from ``environ`` (default: the process environment) and ``secrets_dir`` (when it exists;
     default: ``RETRAIN_TRIGGER_CREDENTIALS_DIR``, else /var/run/secrets/retrain-trigger).
@@ -104,8 +112,7 @@ def load_settings(environ: Mapping[str, str] | None = None, secrets_dir: Path | 
     # The rendered Deployment names its Secret mount (RETRAIN_TRIGGER_CREDENTIALS_DIR), so a local run of the same
     # manifest (demo/runner.py) points it at the folder it mounted instead.
     if secrets_dir is None:
-        source = os.environ if environ is None else environ
-        secrets_dir = Path(source.get(f"{PREFIX}CREDENTIALS_DIR") or SECRETS_DIR)
+        secrets_dir = Path(_CredentialsDir.load(environ).credentials_dir or SECRETS_DIR)
     try:
         return Settings.load(environ, **({"_secrets_dir": secrets_dir} if Path(secrets_dir).is_dir() else {}))
     except ValidationError as exc:
