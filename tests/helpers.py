@@ -102,7 +102,7 @@ def copy_example_repo(root: Path) -> Path:
     """A copy of this checkout's specs, templates, schemas, components, vendored charts and committed rendered output."""
     for folder in ("environments", "templates", "schemas", "apps", "bootstrap", "vendor"):
         shutil.copytree(REPO / folder, root / folder)
-    # The retrain-pipeline component renders from the committed prefect.yaml (generator/retrain_pipeline.py).
+    # The retrain-pipeline component renders from the committed prefect.yaml (generator/render/retrain_pipeline.py).
     (root / "components" / "retrain").mkdir(parents=True)
     shutil.copy2(REPO / "components" / "retrain" / "prefect.yaml", root / "components" / "retrain" / "prefect.yaml")
     return root

@@ -1,7 +1,7 @@
 """The rendered Grafana alert rules really fire: ``promtool test rules`` for every model of every environment.
 
 Each model's rules are rendered in memory from the real specs and templates, translated by
-:mod:`generator.promrules` into the Prometheus rules Grafana's query -> reduce -> threshold pipeline is
+:mod:`generator.render.promrules` into the Prometheus rules Grafana's query -> reduce -> threshold pipeline is
 equivalent to, and unit-tested with promtool on synthetic series shaped like the real ones:
 
 * drift detector series are taken from the detector's own metrics class

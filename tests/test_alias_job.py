@@ -1,4 +1,4 @@
-"""The generic Job template (templates/job.yaml.j2 through generator.jobs) and the MLflow alias Job.
+"""The generic Job template (templates/job.yaml.j2 through generator.render.jobs) and the MLflow alias Job.
 
 The alias Job's script is run exactly as rendered (its command, arguments and environment taken from
 the rendered manifest) against a real MLflow server.

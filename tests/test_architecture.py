@@ -8,6 +8,8 @@ of outside systems (``external``: git, the Git host's API, MLflow) just above sp
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,54 @@ def test_repository_paths_come_from_layout(root):
     layout = PACKAGE / "spec" / "layout.py"
     built = [hit for path in sorted(root.rglob("*.py")) if path != layout for hit in path_literals(path)]
     assert built == [], "build these paths with generator.spec.layout"
+
+
+NAMED_PATH = re.compile(r"(?<![\w/.-])generator/[\w/]+\.py\b")
+NAMED_MODULE = re.compile(r"(?<![\w.])generator(?:\.\w+)+")
+TEXT_FILE = re.compile(r"\.(md|py|j2|ya?ml|toml|txt)$|(^|/)(Makefile|Dockerfile)$")
+
+
+def stale_names(relative: str, text: str, root: Path = REPO) -> list[str]:
+    """The ``generator/...py`` paths and ``generator.x.y`` modules ``text`` names that do not exist under
+    ``root`` (a dotted name may end in attributes of an existing module; a package's next part must be a
+    module of it or a name its ``__init__`` defines)."""
+    found = [f"{relative}: {m.group(0)}" for m in NAMED_PATH.finditer(text) if not (root / m.group(0)).is_file()]
+    for match in NAMED_MODULE.finditer(text):
+        parts, here, depth = match.group(0).split("."), root / "generator", 0
+        for part in parts[1:]:
+            if not ((here / f"{part}.py").is_file() or (here / part / "__init__.py").is_file()):
+                break
+            here, depth = here / part, depth + 1
+        rest = [part for part in parts[1 + depth:] if not part.startswith("__")]
+        if depth == 0 and rest:
+            found.append(f"{relative}: {match.group(0)}")
+        elif here.is_dir() and rest and not re.search(rf"\b{rest[0]}\b", (here / "__init__.py").read_text()):
+            found.append(f"{relative}: {match.group(0)}")
+    return found
+
+
+def test_every_generator_path_and_module_the_repository_names_exists():
+    """Docs, templates, comments and messages name the modules where they are (``generator/spec/naming.py``,
+    ``generator.render.jobs``), so a move of a module updates what points to it. Test modules are read for
+    their docstring only (their code has local variables named ``generator``)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    stale = []
+    for relative in sorted(set(listed)):
+        path = REPO / relative
+        if (relative.startswith(("tests/golden/", "vendor/")) or relative == "tests/test_architecture.py"
+                or not TEXT_FILE.search(relative) or not path.is_file()):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if relative.startswith("tests/") and relative.endswith(".py"):
+            text = ast.get_docstring(ast.parse(text)) or ""
+        stale += stale_names(relative, text)
+    assert stale == [], "name the module where it is now"
+
+
+def test_the_name_check_catches_a_moved_module():
+    text = ("see generator/validate.py and generator/check/validate.py; generator.jobs.job_context, "
+            "generator.render.jobs.job_context, generator.render.nothing, generator.spec.errors.GitError, "
+            "generator.__version__")
+    assert stale_names("doc.md", text) == ["doc.md: generator/validate.py", "doc.md: generator.jobs.job_context",
+                                           "doc.md: generator.render.nothing"]

@@ -1,4 +1,4 @@
-"""generator.githost against a local HTTP server that answers like GitHub's pull-request API.
+"""generator.external.githost against a local HTTP server that answers like GitHub's pull-request API.
 
 GitHub itself is unreachable from tests; the server (tests/fakegithub.py) records every request, so
 the tests assert the exact method, path, headers and JSON body, and play back GitHub's documented

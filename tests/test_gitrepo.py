@@ -1,4 +1,4 @@
-"""generator.gitrepo against real git repositories in tmp_path (and a bare repository as the remote)."""
+"""generator.external.gitrepo against real git repositories in tmp_path (and a bare repository as the remote)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""generator.registry against a real MLflow server (PostgreSQL backend, s3:// artifacts on moto).
+"""generator.external.registry against a real MLflow server (PostgreSQL backend, s3:// artifacts on moto).
 
 Also drives ``mlops generate-model --registry-version`` end to end: the version is resolved through
 the server and its storage URI lands in the spec and in the rendered SeldonDeployment.

@@ -1,4 +1,4 @@
-"""Tests for generator.validate: every check catches its case, and a realistic good set passes."""
+"""Tests for generator.check.validate: every check catches its case, and a realistic good set passes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Prometheus series of the drift detector, declared once.
 
-The names are the ones the rendered Grafana alerts and dashboard query (``generator/naming.py``
+The names are the ones the rendered Grafana alerts and dashboard query (``generator/spec/naming.py``
 ``METRICS``); change them together. Every series carries ``model``; per-window series carry
 ``version`` and ``predictor`` (the SeldonDeployment predictor the records came from), per-feature
 series add ``feature``, rejections add ``reason``. A record that cannot be decoded has no known

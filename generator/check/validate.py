@@ -120,7 +120,7 @@ class Validator:
                     doc.problem(
                         (),
                         f"internal validator error: {exc!r}",
-                        "report this as a bug in generator/validate.py",
+                        "report this as a bug in generator/check/validate.py",
                     )
                 )
         return problems, claims
@@ -169,7 +169,7 @@ class Validator:
                 ("apiVersion",),
                 f"no schema for apiVersion {api} kind {kind}",
                 "add its schema to schemas/ with provenance in schemas/SOURCES.md and "
-                "register it in CRD_SCHEMAS in generator/validate.py",
+                "register it in CRD_SCHEMAS in generator/check/validate.py",
             )
 
     def _builtin(self, api: str, kind: str) -> jsonschema.Draft202012Validator | None:

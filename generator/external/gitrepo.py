@@ -3,7 +3,7 @@
 Promotion, rollback and the retrain flow change a few files and commit exactly those, so these helpers
 never stage anything else: other changes in the working tree or the index stay where they are. Each
 call runs ``git`` as a subprocess (no library, no shell) in the repository given, and every failure is
-a :class:`~generator.errors.GitError` naming the command and git's own message.
+a :class:`~generator.spec.errors.GitError` naming the command and git's own message.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def _alerting_rule(rule: dict, group: dict, where: str, source: str) -> dict:
     for key in REFUSED_RULE_KEYS:
         if key in rule:
             raise _Untranslatable(f"{key} has no faithful Prometheus translation", f"{where}.{key}",
-                                  "remove it, or extend generator/promrules.py with a tested translation")
+                                  "remove it, or extend generator/render/promrules.py with a tested translation")
     if rule.get("isPaused"):
         raise _Untranslatable("a paused rule never fires", f"{where}.isPaused", "unpause it")
     queries = {entry["refId"]: (i, entry) for i, entry in enumerate(rule.get("data") or [])}

@@ -44,7 +44,7 @@ FLOW_RUN_POLICY_NAME = "retrain-flow-runs"
 FLOW_RUN_SELECTOR = {f"{naming.LABEL_PREFIX}/workload": "retrain-flow-run"}
 """The pod label apps/prefect-worker/values.yaml's base job template puts on every flow run."""
 GITHUB_API = "https://api.github.com"
-"""Where the flow opens pull requests (generator.githost's default; the flow runs set no other)."""
+"""Where the flow opens pull requests (generator.external.githost's default; the flow runs set no other)."""
 JOB_NAME = "retrain-prefect-deploy"
 CODE_DIR = "/app"
 """Where the retrain image keeps the flow code (components/retrain/Dockerfile)."""

@@ -1,8 +1,8 @@
 """The two input specs, as strict pydantic models: ``environment.yaml`` and ``models/<model>.yaml``.
 
 Shape and types are checked by pydantic (``extra="forbid"`` everywhere); rules that span fields or
-files (traffic sums, shadows, digests, derived name lengths) live in :mod:`generator.rules` so each
-problem can name its exact field. Loading never stops at the first problem: :mod:`generator.loader`
+files (traffic sums, shadows, digests, derived name lengths) live in :mod:`generator.spec.rules` so each
+problem can name its exact field. Loading never stops at the first problem: :mod:`generator.spec.loader`
 collects them all with file, line, field and fix.
 """
 

@@ -1,6 +1,6 @@
 """Rules that span fields or files, checked after the specs have the right shape.
 
-Each rule returns :class:`~generator.errors.Problem` objects with the exact field path, so the loader
+Each rule returns :class:`~generator.spec.errors.Problem` objects with the exact field path, so the loader
 can add the file and line. They mirror Seldon's admission webhook (traffic, shadows) and the platform's
 policies (digest-pinned images in staging and prod) so mistakes surface before a pull request.
 """
