@@ -64,3 +64,18 @@ def test_selecting_the_alibi_backend_names_its_licence(caplog: pytest.LogCapture
         alibi_adapter.import_alibi()
     named = [r.getMessage() for r in caplog.records if "Business Source License 1.1" in r.getMessage()]
     assert len(named) == 1 and "alibi-detect 0.13" in named[0] and "'builtin' backend is Apache-2.0" in named[0]
+
+
+def test_selecting_the_alibi_backend_where_it_is_not_installed_names_its_licence_and_the_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drift detector image has no alibi-detect: choosing it there fails with how to add it, and what it costs."""
+    import sys
+
+    from drift_detector.methods import alibi_adapter
+
+    monkeypatch.setitem(sys.modules, "alibi_detect", None)  # as in the image: the import fails
+    with pytest.raises(RuntimeError) as refused:
+        alibi_adapter.import_alibi()
+    message = str(refused.value)
+    assert "pip install 'alibi-detect>=0.13,<0.14'" in message and "BSL 1.1" in message
+    assert "'builtin' backend needs no extra package" in message
