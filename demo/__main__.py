@@ -78,6 +78,15 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _start(output: Path):
+    """What `run` and `up` both do first: an emptied output folder owned by this process, SIGTERM as
+    Ctrl-C, and the demo (nothing started yet)."""
+    display = Display()
+    prepare_output(output)
+    _stop_on_signals()
+    return display, make_demo(output, display)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """The whole MLOps loop on this machine, from the rendered manifests (make demo runs `run`).
@@ -99,10 +108,7 @@ def cli() -> None:
 def run(output: Path) -> None:
     from demo import loop, report
 
-    display = Display()
-    prepare_output(output)
-    _stop_on_signals()
-    demo = make_demo(output, display)
+    display, demo = _start(output)
     failure = None
     try:
         demo.up()
@@ -128,10 +134,7 @@ def run(output: Path) -> None:
 def up(output: Path) -> None:
     from demo import loop
 
-    display = Display()
-    prepare_output(output)
-    _stop_on_signals()
-    demo = make_demo(output, display)
+    display, demo = _start(output)
     try:
         demo.up()
         loop.first_version(demo)
