@@ -5,15 +5,19 @@ silently ignored, and warnings before a likely mistake."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from generator.cli import cli
 from generator.spec.errors import ExitCode
-from helpers import copy_example_repo, digest, make_repo, model_spec, snapshot
+from helpers import REPO, copy_example_repo, digest, make_repo, model_spec, snapshot
 
 RELEASE = ["--registry-version", "11", "--artifact-uri", "s3://mlflow-artifacts/1/run11/artifacts/model"]
 
@@ -39,6 +43,11 @@ def example(tmp_path_factory) -> Path:
     (["status", "--env", "prdo"], "did you mean prod?"),
     (["render", "--env", "stagin", "--check"], "did you mean staging?"),
     (["promote", "fraud-detector", "--from", "dev", "--to", "stagin", "--dry-run"], "did you mean staging?"),
+    (["promote", "fraud-detector", "--from", "dve", "--to", "staging", "--dry-run"], "did you mean dev?"),
+    (["render", "--env", "Dev", "--check"], "did you mean dev?"),
+    (["status", "--model", "fraud"], "did you mean fraud-detector?"),
+    (["generate-model", "fraud-detector", "--env", "prdo", "--traffic", "20"], "did you mean prod?"),
+    (["charts", "pull", "mlfow", "--version", "1.0.0"], "did you mean mlflow?"),
 ])
 def test_a_typo_gets_a_suggestion_and_nothing_changes(example, args, hint):
     before = snapshot(example)
@@ -52,6 +61,13 @@ def test_generate_model_suggests_the_model_instead_of_steering_to_create_the_typ
     result = run(example, "generate-model", "fraud-detectr", "--env", "dev", "--traffic", "20")
     assert result.exit_code == ExitCode.USAGE
     assert "fraud-detectr.yaml does not exist yet; did you mean fraud-detector?" in result.output
+
+
+def test_generate_model_outside_dev_suggests_the_model_instead_of_steering_to_create_the_typo(example):
+    result = run(example, "generate-model", "fraud-detectr", "--env", "prod", "--traffic", "20")
+    assert result.exit_code == ExitCode.USAGE
+    assert "environments/prod/models/fraud-detectr.yaml does not exist; did you mean fraud-detector?" in result.output
+    assert "mlops generate-model fraud-detectr" not in result.output and "promote fraud-detectr" not in result.output
 
 
 def test_generate_model_warns_before_creating_a_model_close_to_an_existing_one(tmp_path):
@@ -131,6 +147,29 @@ def test_every_command_can_answer_with_one_json_object(example, args, fields):
     assert fields <= set(report)
 
 
+def leaf_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += leaf_commands(command, (*prefix, name))
+        else:
+            found.append(((*prefix, name), command))
+    return found
+
+
+@pytest.mark.parametrize("path, command", leaf_commands(cli), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_command_takes_output_json(path, command):
+    [option] = [p for p in command.params if p.name == "output"]
+    assert "json" in option.type.choices, f"mlops {' '.join(path)} has no --output json"
+
+
+def test_charts_sources_answers_in_json(example):
+    result = run(example, "charts", "sources", "--output", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"schema": 1, "command": "charts sources", "ok": True,
+                                         "writes": ["vendor/charts/SOURCES.md"]}
+
+
 def test_a_failure_in_json_is_one_object_with_the_exit_code_and_problems(tmp_path):
     root = make_repo(tmp_path, models={"dev": {"churn": model_spec(owner="Team_Growth")}})
     result = run(root, "render", "--output", "json")
@@ -142,6 +181,38 @@ def test_a_failure_in_json_is_one_object_with_the_exit_code_and_problems(tmp_pat
 
 
 # --- options that used to be ignored --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "replace", "--traffic", "30"], "--traffic does not apply to --strategy replace"),
+    (["--promote-candidate", "--traffic", "30"], "--traffic does not apply with --promote-candidate"),
+    (["--promote-candidate", "--strategy", "ab"], "--promote-candidate and --strategy ab are two changes"),
+    (["--promote-candidate", *RELEASE], "--registry-version, --artifact-uri would be ignored: --promote-candidate"),
+    (["--candidate-name", "exp", "--traffic", "30"], "there is no live candidate named 'exp'"),
+])
+def test_an_option_the_change_would_drop_is_refused_not_ignored(example, args, message):
+    before = snapshot(example)
+    result = run(example, "generate-model", "fraud-detector", "--env", "dev", *args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.output
+    assert snapshot(example) == before
+
+
+def test_a_new_spec_with_traffic_is_refused(tmp_path):
+    root = make_repo(tmp_path)
+    result = run(root, "generate-model", "churn", "--env", "dev", "--owner", "team-growth", *RELEASE, "--traffic",
+                 "20", "--server-image", "ghcr.io/acme/model-server:1", "--drift-image", "ghcr.io/acme/drift:1",
+                 "--detector-uri", "s3://b/d.npz", "--detector-sha256", digest("d"), "--feature", "x:numeric")
+    assert result.exit_code == ExitCode.USAGE
+    assert "a new spec starts with strategy replace (main takes all traffic)" in result.output
+    assert not (root / "environments/dev/models/churn.yaml").exists()
+
+
+def test_a_run_that_changes_nothing_says_so(example):
+    result = run(example, "generate-model", "fraud-detector", "--env", "dev", "--owner", "team-risk", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "nothing to change in environments/dev/models/fraud-detector.yaml" in result.output
+    assert "dev: 0 would be written" in result.output
 
 
 def test_a_shadow_with_traffic_is_refused(example):
@@ -180,3 +251,34 @@ def test_categorical_features_with_their_categories_from_the_cli(tmp_path):
     assert "basic" in config["data"]["config.yaml"] and "pro" in config["data"]["config.yaml"]
     bad = run(root, "generate-model", "other", "--env", "dev", "--feature", "x:numeric:a,b")
     assert bad.exit_code == ExitCode.USAGE and "NAME:categorical:CATEGORY,CATEGORY" in bad.output
+
+
+# --- pipes ----------------------------------------------------------------------------------------
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly(example):
+    """``mlops ... | head``: no 'internal error', no traceback; 141 as for a program stopped by SIGPIPE."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-c", "from generator.cli import main; main()", "promote",
+                                "fraud-detector", "--from", "staging", "--to", "prod", "--dry-run",
+                                "--repo-root", str(example)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the first line
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=120) == ExitCode.PIPE == 141
+    assert error == ""
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+def test_validate_lists_a_secret_that_nothing_committed_provides(tmp_path, monkeypatch):
+    """A sealed credential deleted after rendering (the rendered output is unchanged): ``validate`` names the
+    Secret, who needs it and the sealing command, as ``render`` does."""
+    monkeypatch.setenv("MLOPS_CACHE_DIR", str(REPO / ".cache" / "mlops"))  # the suite's chart-render cache
+    root = copy_example_repo(tmp_path)
+    (root / "environments/prod/secrets/models-prod-s3-credentials.yaml").unlink()
+    result = run(root, "validate", "--env", "prod")
+    assert result.exit_code == ExitCode.VALIDATION, result.output
+    assert ("environments/prod/environment.yaml: platform.secrets: Secret models-prod/s3-credentials is needed by "
+            "model servers (s3.credentials_secret) but nothing in sealed-secrets provides it") in result.output
+    assert "> environments/prod/secrets/models-prod-s3-credentials.yaml" in result.output

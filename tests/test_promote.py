@@ -289,6 +289,12 @@ def test_dry_run_writes_nothing_and_shows_the_commit_message(tmp_path: Path) -> 
     assert tree(root) == before
     assert f"would write {spec_path('staging')}" in result.output
     assert f"release id: {release_id(root, 'dev')}" in result.output
+    # the diff of the spec and of each rendered file, as `git diff` would show it after the write
+    assert f"--- a/{spec_path('staging')}\n+++ b/{spec_path('staging')}" in result.output
+    assert "\n-  registry: {name: churn, version: 2}\n" in result.output
+    assert "\n+  registry: {name: churn, version: 3}\n" in result.output
+    assert "+++ b/environments/staging/rendered/models/churn/seldondeployment.yaml" in result.output
+    assert "would promote churn" in result.output and "committed" not in result.output
     assert VERSIONS["dev"] == 3
 
 

@@ -7,7 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+from retrain.propose import RetrainChange, branch_name
+
 from fakegithub import FakeGitHub
+from generator.changes.publish import publish
+from generator.commands.generate import GenerateRequest, ReleaseOptions, prepare_generate
+from generator.spec.layout import RepoLayout
 from gitfixtures import (
     build_repo,
     canary_block,
@@ -16,6 +21,7 @@ from gitfixtures import (
     git,
     mlops,
     release_id_of,
+    release_values,
     rendered_model_files,
     spec_path,
     spec_text,
@@ -177,6 +183,10 @@ def test_dry_run_drops_the_default_git_and_refuses_an_explicit_one(tmp_path: Pat
     assert dry.exit_code == 0, dry.output
     assert f"would roll back churn in prod from release {release_id_of(2)}" in dry.output
     assert "would write environments/prod/models/churn.yaml" in dry.output
+    assert "--- a/environments/prod/models/churn.yaml" in dry.output
+    assert "\n-  registry: {name: churn, version: 2}\n" in dry.output
+    assert "\n+  registry: {name: churn, version: 1}\n" in dry.output
+    assert "+++ b/environments/prod/rendered/models/churn/seldondeployment.yaml" in dry.output
 
     both = mlops(root, "rollback", "churn", "--env", "prod", "--dry-run", "--git")
     assert both.exit_code == 2
@@ -224,3 +234,22 @@ def test_history_says_how_each_release_came(tmp_path: Path) -> None:
     assert [(c["how"], c["version"], c["running"]) for c in changes] == [("promote", 3, True),
                                                                         ("generate", 2, False)]
     assert "Mlops-Change: promote" in git(root, "log", "-1", "--format=%B", branch)
+
+
+def test_history_says_a_retrain_proposal_came_by_retrain(tmp_path: Path) -> None:
+    """The retrain flow's proposal, committed by its own publish step (message with the trailer) and merged."""
+    root = build_repo(tmp_path / "repo")
+    values = release_values(4)
+    request = GenerateRequest(model="churn", env="dev", strategy="canary", traffic=10, release=ReleaseOptions(
+        registry_version=4, artifact_uri=values["artifact_uri"], artifact_sha256=values["artifact_sha256"],
+        detector_uri=values["detector_uri"], detector_sha256=values["detector_sha256"]))
+    layout = RepoLayout(root)
+    change = prepare_generate(layout, request).change
+    proposal = RetrainChange(change, branch_name("churn", 4), "Retrain churn: version 4 as canary in dev", "Drift.")
+    published = publish(layout, proposal, remote="origin", host=None, push=False)
+    git(root, "merge", "--quiet", "--no-ff", "-m", "Merge pull request #2", published.branch)
+
+    result = mlops(root, "history", "churn", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    newest = result.output.splitlines()[1].split()
+    assert newest[3:5] == ["retrain", release_id_of(3)] and "candidate" in newest and newest[-1] == "running"

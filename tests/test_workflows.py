@@ -140,6 +140,7 @@ def test_validate_runs_tests_render_check_validate_and_summarises_the_diff() -> 
     assert job["env"]["CI"] == "true"
     assert job["services"]["postgres"]["ports"] == ["5432:5432"]
     assert "git diff --stat" in runs[order[-1]]
+    assert "mlops status --output markdown" in runs[order[-1]]  # the promotion board, in the run's summary
 
 
 def test_promote_is_dispatched_and_gated_by_the_target_environment() -> None:
@@ -294,6 +295,10 @@ def test_promote_step_opens_the_pull_request_and_fails_when_promote_refuses(tmp_
     assert git(root, "log", "-1", "--format=%an <%ae>", branch).strip() == (
         "github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>")
     assert "pull request #1" in summary.read_text()
+    # the promotion board follows in the run's summary: where the release is, and what awaits approval
+    board = summary.read_text().split("pull request #1", 1)[1]
+    assert "## churn" in board and "```mermaid\nflowchart LR" in board
+    assert f'(["promote {release_id_of(3)}: awaiting approval"]) -.-> staging' in board
 
     # A refusal fails the step although its output goes through tee.
     done = run_promote_step(root, github, summary, MODEL="churn", FROM_ENV="dev", TO_ENV="staging",

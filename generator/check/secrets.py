@@ -11,10 +11,10 @@ import yaml
 
 from generator.check.manifest import Manifest
 from generator.spec import naming, yamlio
-from generator.spec.components import LoadedComponent, enabled_components
+from generator.spec.components import LoadedComponent, enabled_components, load_components
 from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import RepoLayout, sealed_secret_path
-from generator.spec.loader import LoadedEnvironment
+from generator.spec.loader import LoadedEnvironment, load_environment
 
 
 def secret_manifests(layout: RepoLayout, loaded: LoadedEnvironment) -> tuple[list[Manifest], list[Problem]]:
@@ -72,4 +72,23 @@ def secret_problems(layout: RepoLayout, loaded: LoadedEnvironment, components: l
                    f"> {sealed_secret_path(env.name, namespace, name)}")
         problems.append(Problem(display, f"Secret {namespace}/{name} is needed by {needed_by} but nothing in "
                                 f"{env.platform.secrets.backend} provides it", field="platform.secrets", fix=fix))
+    return problems
+
+
+def committed_secret_problems(layout: RepoLayout, envs: list[str]) -> list[Problem]:
+    """For ``mlops validate``: every Secret each of ``envs`` needs that nothing committed provides (the
+    sealed files are inputs, not rendered output: one deleted after rendering leaves the output as it was)."""
+    try:
+        components = load_components(layout)
+    except SpecError as exc:
+        return exc.problems
+    problems = []
+    for name in envs:
+        try:
+            loaded = load_environment(layout, name)
+        except SpecError as exc:
+            problems += exc.problems
+            continue
+        sealed, found = secret_manifests(layout, loaded)
+        problems += found + secret_problems(layout, loaded, components, sealed)
     return problems

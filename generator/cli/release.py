@@ -116,6 +116,8 @@ def generate_model_command(name: str, env: str, owner: str | None, registered_na
             echo_diff(unified_diff(layout, change))
     verb = ("would create" if result.created else "would update") if dry_run else (
         "created" if result.created else "updated")
+    if not (result.created or change.writes or change.deletes):
+        verb = "nothing to change in"
     written = "would be written" if dry_run else "written"
     print_report(output, envelope("generate-model", dry_run=dry_run, created=result.created,
                                   warnings=list(result.warnings), **change_report(result.change)),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -52,12 +53,25 @@ class _MapsErrors:
             raise CommandFailed(exc) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # `mlops ... | head`: the reader has all it wanted
+            _silence_stdout()
+            ctx.exit(ExitCode.PIPE)
         except Exception as exc:  # a bug: one line and a hint, not a traceback, unless asked for
             if os.environ.get("MLOPS_DEBUG"):
                 raise
             click.echo(f"Error: internal error, {type(exc).__name__}: {exc} (this is a bug in mlops-gitops; "
                        "rerun with MLOPS_DEBUG=1 for the traceback and report it)", err=True)
             ctx.exit(ExitCode.INTERNAL)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the output still buffered is not written to the closed pipe at exit
+    (Python would print a BrokenPipeError there)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's captured output)
+        pass
 
 
 class MlopsGroup(_MapsErrors, click.Group):
@@ -72,7 +86,8 @@ OUTPUT_KEY, COMMAND_KEY = "mlops.output", "mlops.command"
 
 
 def _remember_output(ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    ctx.meta[OUTPUT_KEY], ctx.meta[COMMAND_KEY] = value, ctx.info_name
+    # the command as typed after the program's name: "render", "charts pull" (or "generate-model" on its own)
+    ctx.meta[OUTPUT_KEY], ctx.meta[COMMAND_KEY] = value, " ".join(ctx.command_path.split()[1:]) or ctx.info_name
     return value
 
 

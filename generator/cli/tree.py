@@ -128,9 +128,10 @@ def charts_group() -> None:
               help="Offline: a checkout of the chart at its release tag, packaged with Helm (give --published).")
 @click.option("--published", help="Offline: where the version is published (release tag and commit, or index entry).")
 @click.option("--license", "license_", help="SPDX licence of the chart (default: the current entry's).")
+@output_option()
 @repo_root_option
 def charts_pull_command(component: str, version: str | None, archive: Path | None, chart_dir: Path | None,
-                        published: str | None, license_: str | None, repo_root: Path | None) -> None:
+                        published: str | None, license_: str | None, output: str, repo_root: Path | None) -> None:
     """Vendor COMPONENT's chart and update its pin, lock entry and SOURCES.md together.
 
     Reads the chart repository's index.yaml (network), takes --version or the newest, downloads the
@@ -145,21 +146,25 @@ def charts_pull_command(component: str, version: str | None, archive: Path | Non
           --version 1.2.0 --published "release tag 1.2.0 of github.com/strimzi/strimzi-kafka-operator (6c7b43c4)"
     """
     result = pull(layout_of(repo_root), component, version, archive, chart_dir, published, license_)
-    for path in result.written:
-        click.echo(f"wrote {path}")
-    click.echo(f"{result.component}: {result.chart} {result.previous} -> {result.version}; now run "
-               "`mlops render` and `mlops validate`")
+    print_report(output, envelope("charts pull", component=result.component, chart=result.chart,
+                                  previous=result.previous, version=result.version,
+                                  app_version=result.app_version, archive=result.archive, writes=result.written),
+                 [*(f"wrote {path}" for path in result.written),
+                  f"{result.component}: {result.chart} {result.previous} -> {result.version}; now run "
+                  "`mlops render` and `mlops validate`"])
 
 
 @charts_group.command("sources")
+@output_option()
 @repo_root_option
-def charts_sources_command(repo_root: Path | None) -> None:
+def charts_sources_command(output: str, repo_root: Path | None) -> None:
     """Rewrite vendor/charts/SOURCES.md from vendor/charts/charts.yaml (after correcting provenance by hand).
 
     \b
     Example:
       mlops charts sources
     """
-    click.echo(f"wrote {write_sources(layout_of(repo_root))}")
+    written = write_sources(layout_of(repo_root))
+    print_report(output, envelope("charts sources", writes=[written]), [f"wrote {written}"])
 
 

@@ -34,7 +34,7 @@ from generator.spec.charts import (
     sources_markdown,
 )
 from generator.spec.components import load_components
-from generator.spec.errors import RepositoryError, UsageError
+from generator.spec.errors import RepositoryError, UsageError, did_you_mean
 from generator.spec.layout import RepoLayout, chart_archive_path
 
 DOWNLOAD_TIMEOUT_SECONDS = 60
@@ -64,7 +64,8 @@ def pull(layout: RepoLayout, component: str, version: str | None = None, archive
     by_name = {c.name: c for c in load_components(layout)}
     if component not in by_name or by_name[component].spec.source.kind != "helm":
         helm = sorted(n for n, c in by_name.items() if c.spec.source.kind == "helm")
-        raise UsageError(f"{component!r} is not a Helm component; use one of: {', '.join(helm)}")
+        raise UsageError(f"{component!r} is not a Helm component{did_you_mean(component, helm)} (use one of: "
+                         f"{', '.join(helm)})")
     if archive and chart_dir:
         raise UsageError("give --archive or --chart-dir, not both")
     spec = by_name[component].spec

@@ -121,6 +121,7 @@ def prepare_generate(layout: RepoLayout, request: GenerateRequest) -> GenerateRe
     env = load_environment_file(layout, request.env)
     spec_path = layout.model_spec(request.env, request.model)
     existing = layout.read_text(spec_path) if spec_path.is_file() else None
+    refuse_ignored_options(request)
     refuse_release_outside_entry(layout, request, existing is not None)
     options = _resolve_artifact(request, env.mlflow.tracking_uri, existing)
     others = [m for m in layout.known_models() if m != request.model]
@@ -181,6 +182,33 @@ RELEASE_FLAGS = {"registered_name": "--registered-name", "registry_version": "--
                  "artifact_sha256": "--artifact-sha256"}
 
 
+def refuse_ignored_options(request: GenerateRequest) -> None:
+    """Options the requested change would silently drop are refused, with what to do instead.
+
+    Raises:
+        UsageError: --traffic for a shadow, with --strategy replace or with --promote-candidate; release
+            options or --strategy together with --promote-candidate.
+    """
+    if request.strategy == "shadow" and request.traffic is not None:
+        raise UsageError("--traffic does not apply to a shadow: it receives a copy of every request and answers "
+                         "none; drop --traffic, or use --strategy canary or ab to give it a share")
+    if request.strategy == "replace" and request.traffic is not None:
+        raise UsageError("--traffic does not apply to --strategy replace: main takes all traffic and the rollout "
+                         "ends; drop --traffic")
+    if not request.promote_candidate:
+        return
+    if request.strategy is not None:
+        raise UsageError(f"--promote-candidate and --strategy {request.strategy} are two changes: "
+                         "--promote-candidate makes the candidate main and ends the rollout; run them one after "
+                         "the other")
+    if request.traffic is not None:
+        raise UsageError("--traffic does not apply with --promote-candidate: the candidate becomes main and takes "
+                         "all traffic; drop --traffic")
+    if given := [flag for key, flag in RELEASE_FLAGS.items() if getattr(request.release, key) is not None]:
+        raise UsageError(f"{', '.join(given)} would be ignored: --promote-candidate makes the candidate's release "
+                         "main as it is; run generate-model with them before or after promoting the candidate")
+
+
 def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, exists: bool) -> None:
     """Releases enter at the first environment of the promotion order (dev) and reach the others only
     through ``promote`` (and ``rollback``); there ``generate-model`` changes environment-local settings only.
@@ -194,6 +222,9 @@ def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, e
         return
     entry, before = order[0], order[order.index(request.env) - 1]
     promote = f"mlops promote {request.model} --from {before} --to {request.env}"
+    if not exists and (close := did_you_mean(request.model, layout.models(request.env))):
+        raise UsageError(f"{model_spec_path(request.env, request.model)} does not exist{close} ({request.model} "
+                         f"does not run in {request.env}; models there: {', '.join(layout.models(request.env))})")
     if not exists:
         raise UsageError(f"{request.model} does not run in {request.env} yet, and releases reach {request.env} only "
                          f"by promotion: create it in {entry} (mlops generate-model {request.model} --env {entry} "
@@ -237,10 +268,14 @@ def new_spec(request: GenerateRequest, options: ReleaseOptions, hint: str = "") 
         "--feature": request.features or None,
     }
     if missing := [flag for flag, value in release_fields.items() if value is None]:
-        raise UsageError(f"{model_spec_path(request.env, request.model)} does not exist yet{hint}; creating it "
-                         f"needs {', '.join(missing)}")
-    if request.strategy not in (None, "replace") or request.promote_candidate:
-        raise UsageError("a new spec starts with strategy replace; add candidates in a second generate-model run")
+        path = model_spec_path(request.env, request.model)
+        if hint:  # most likely a typo: the suggestion first, creating the typo only as the other way out
+            raise UsageError(f"{path} does not exist yet{hint} (a new model {request.model} would need "
+                             f"{', '.join(missing)})")
+        raise UsageError(f"{path} does not exist yet; creating it needs {', '.join(missing)}")
+    if request.strategy not in (None, "replace") or request.promote_candidate or request.traffic is not None:
+        raise UsageError("a new spec starts with strategy replace (main takes all traffic); add a candidate and "
+                         "its --traffic in a second generate-model run")
 
     doc = CommentedMap()
     doc["model"] = request.model
@@ -291,9 +326,6 @@ def update_spec(existing: str, request: GenerateRequest, options: ReleaseOptions
         raise UsageError("--feature only applies when creating a spec; edit drift.features in the file instead")
 
     strategy = request.strategy
-    if strategy == "shadow" and request.traffic is not None:
-        raise UsageError("--traffic does not apply to a shadow: it receives a copy of every request and answers "
-                         "none; drop --traffic, or use --strategy canary or ab to give it a share")
     if request.promote_candidate:
         _promote_candidate(doc, request)
     elif strategy in ("canary", "ab", "shadow"):
@@ -397,6 +429,9 @@ def _set_traffic(doc: CommentedMap, request: GenerateRequest) -> None:
     if len(live) != 1:
         raise UsageError("--traffic without --strategy changes the one live candidate's share, but the spec has "
                          f"{len(live)}; pass --strategy canary or ab")
+    if request.candidate_name not in ("candidate", live[0].get("name")):
+        raise UsageError(f"there is no live candidate named {request.candidate_name!r} in "
+                         f"{model_spec_path(request.env, request.model)} (the live one is {live[0].get('name')!r})")
     live[0]["traffic"] = request.traffic
     rollout["main_traffic"] = 100 - request.traffic
 

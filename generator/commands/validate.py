@@ -8,6 +8,7 @@ from generator.check.appgraph import graph_problems, kustomize_problems
 from generator.check.charts import chart_problems
 from generator.check.manifest import load_rendered_tree
 from generator.check.network import network_problems
+from generator.check.secrets import committed_secret_problems
 from generator.check.validate import Validator
 from generator.spec.errors import ValidationError
 from generator.spec.layout import RepoLayout
@@ -23,7 +24,8 @@ def validate_environments(layout: RepoLayout, envs: Iterable[str],
     Checks: schemas (built-in kinds strict, vendored CRDs made strict), Grafana's provisioning format,
     Seldon's admission rules, platform policies, and the graph from each root app (projects,
     destinations, pinned charts, prod sync policy), plus the offline kustomize build of bootstrap/argocd,
-    and every platform Application rendered with its vendored chart (:mod:`generator.check.charts`).
+    every platform Application rendered with its vendored chart (:mod:`generator.check.charts`), and every
+    Secret an environment needs provided by what is committed (:mod:`generator.check.secrets`).
 
     Raises:
         ValidationError: with every problem found.
@@ -33,6 +35,7 @@ def validate_environments(layout: RepoLayout, envs: Iterable[str],
     problems += Validator(layout.schemas_dir, kubernetes_version).validate(manifests)
     problems += network_problems(manifests)
     problems += graph_problems(layout, envs)
+    problems += committed_secret_problems(layout, envs)
     problems += chart_problems(layout, manifests, envs, kubernetes_version)
     if (layout.bootstrap_dir / "argocd").is_dir():
         problems += kustomize_problems(layout)

@@ -42,12 +42,48 @@ class ExitCode(IntEnum):
     """The tree could not be written (permissions, disk full); nothing was changed."""
     INTERNAL = 70
     """A bug in mlops-gitops: an unexpected exception (``MLOPS_DEBUG=1`` shows the traceback)."""
+    PIPE = 141
+    """The reader of the output went away (``mlops ... | head``): the output stops there, quietly, as a
+    program stopped by SIGPIPE would (128 + 13)."""
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """``"; did you mean X?"`` when ``name`` is close to one of ``known`` (a typo), else ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]}?" if close else ""
+    """``"; did you mean X?"`` when ``name`` is close to one of ``known`` (a typo), else ``""``.
+
+    Close means: the same name in another case (``Dev``), one edit away for short names and two for longer
+    ones, counting a swap of neighbours as one (``prdo``, ``dve``, ``fraud-detectr``), the start of exactly
+    one known name (``fraud`` for ``fraud-detector``), or similar by :mod:`difflib`'s measure.
+    """
+    known = [k for k in dict.fromkeys(known) if k != name]
+    if not name or not known:
+        return ""
+    lowered = name.lower()
+    candidates = [k for k in known if k.lower() == lowered]
+    if not candidates:
+        limit = 1 if len(name) <= 5 else 2
+        scored = sorted((edit_distance(lowered, k.lower()), k) for k in known)
+        candidates = [k for distance, k in scored if distance <= limit and distance == scored[0][0]]
+    if not candidates and len(name) >= 3:
+        starts = [k for k in known if k.lower().startswith(lowered)]
+        candidates = starts if len(starts) == 1 else []
+    candidates = candidates or difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return f"; did you mean {candidates[0]}?" if candidates else ""
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours that turn ``a`` into ``b`` (optimal
+    string alignment)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
 
 
 class MlopsError(Exception):
