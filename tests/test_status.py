@@ -4,12 +4,22 @@ against a real MLflow server."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 
-from gitfixtures import build_repo, canary_block, mlops, release_id_of, release_values, spec_path, spec_text
+from gitfixtures import (
+    build_repo,
+    canary_block,
+    commit_all,
+    mlops,
+    release_id_of,
+    release_values,
+    spec_path,
+    spec_text,
+)
 from services import MlflowServer, free_port
 
 
@@ -37,9 +47,11 @@ def test_json_reports_release_version_rollout_and_lag(tmp_path: Path) -> None:
                         "shadow": False}],
         "rendered_release_id": release_id_of(3), "baseline": None, "mlflow": None,
         "rendered_current": True, "behind_dev": None}
-    assert staging["baseline"] == {"environment": "dev", "release_id": release_id_of(3), "version": 3, "state": "same"}
+    assert staging["baseline"] == {"environment": "dev", "release_id": release_id_of(3), "version": 3, "state": "same",
+                                   "releases_behind": 0}
     assert staging["behind_dev"] is False and staging["strategy"] == "replace" and staging["main_traffic"] == 100
     assert prod["baseline"]["state"] == "behind" and prod["behind_dev"] is True
+    assert prod["baseline"]["releases_behind"] == 1  # dev's history holds one release newer than 1: 3
     assert prod["version"] == 1 and prod["release_id"] == release_id_of(1)
 
 
@@ -115,17 +127,28 @@ def test_unreachable_mlflow_is_a_registry_error(tmp_path: Path) -> None:
     assert "cannot reach MLflow" in result.output
 
 
-def test_check_fails_when_an_environment_lags_dev_by_more_than_allowed(tmp_path: Path) -> None:
-    """dev runs 3, staging 2, prod 1: prod lags by 2."""
-    root = build_repo(tmp_path / "repo")
+def test_check_fails_when_an_environment_lags_dev_by_more_releases_than_allowed(tmp_path: Path) -> None:
+    """dev ran 3, then 7 (4 to 6 never ran there); staging runs 3, prod 1: prod lags by 2 releases, not 6."""
+    root = build_repo(tmp_path / "repo", {"dev": spec_text("dev", 3), "staging": spec_text("staging", 3),
+                                          "prod": spec_text("prod", 1)})
+    (root / spec_path("dev")).write_text(spec_text("dev", 7))
+    assert mlops(root, "render", "--env", "dev").exit_code == 0
+    commit_all(root, "churn v7 in dev")
+
     strict = mlops(root, "status", "--check")
     assert strict.exit_code == 1
-    assert "churn in prod: runs version 1" in strict.output and "behind by 2 (allowed: 0)" in strict.output
+    assert "churn in prod: runs version 1" in strict.output and "behind by 2 releases (allowed: 0)" in strict.output
+    assert "churn in staging: runs version 3" in strict.output and "behind by 1 release (allowed: 0)" in strict.output
     assert mlops(root, "status", "--check", "--max-behind", "2").exit_code == 0
     lenient = mlops(root, "status", "--check", "--max-behind", "1", "--output", "json")
     assert lenient.exit_code == 1
     report = json.loads(lenient.output)
     assert report["ok"] is False and len(report["findings"]) == 1 and "churn in prod" in report["findings"][0]
+    assert by_env(report["models"])["prod"]["baseline"]["releases_behind"] == 2
+
+    # Outside Git there is no history to read: the difference of the version numbers.
+    shutil.rmtree(root / ".git")
+    assert "behind by 6 releases (allowed: 2)" in mlops(root, "status", "--check", "--max-behind", "2").output
 
 
 def test_check_fails_on_a_spec_whose_output_was_not_rendered(tmp_path: Path) -> None:

@@ -258,9 +258,10 @@ def history_command(model: str, env: str, output: str, repo_root: Path | None) -
 @click.option("--mlflow-uri", help="MLflow URL: also check that the aliases dev/staging/prod match Git.")
 @click.option("--check", is_flag=True,
               help="Exit 1 when a spec's rendered output is stale or an environment lags dev by more than "
-                   "--max-behind versions (and, with --mlflow-uri, when an alias disagrees with Git).")
+                   "--max-behind releases (and, with --mlflow-uri, when an alias disagrees with Git).")
 @click.option("--max-behind", type=click.IntRange(min=0), default=0, show_default=True,
-              help="With --check: how many model versions an environment may lag dev.")
+              help="With --check: how many of dev's releases (newer versions it ran, from its spec's Git "
+                   "history) an environment may lag.")
 @output_option("markdown", "html")
 @repo_root_option
 def status_command(envs: tuple[str, ...], models: tuple[str, ...], mlflow_uri: str | None, check: bool,
@@ -280,7 +281,7 @@ def status_command(envs: tuple[str, ...], models: tuple[str, ...], mlflow_uri: s
     Examples:
       mlops status
       mlops status --env prod --output json
-      mlops status --check --max-behind 2          # CI: fail when prod is more than 2 versions behind dev
+      mlops status --check --max-behind 2          # CI: fail when prod is more than 2 releases behind dev
       mlops status --mlflow-uri http://localhost:5000
       mlops status --output html > board.html       # the promotion board, one self-contained page
     """

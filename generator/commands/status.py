@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from generator.changes.prepare import rendered_release_id
+from generator.commands.history import deployment_history, ran_releases
 from generator.external import registry
 from generator.render.aliases import alias_for
+from generator.spec.errors import GitError
 from generator.spec.layout import RepoLayout
 from generator.spec.loader import load_environment
 from generator.spec.models import ModelSpec, Release
@@ -41,6 +43,9 @@ class Comparison:
     version: int
     state: str
     """``same``, ``behind`` (older version), ``ahead`` (newer), or ``differs`` (same version or another model)."""
+    releases_behind: int = 0
+    """When ``behind``: how many releases the baseline ran that are newer than this environment's version
+    (:func:`releases_since`)."""
 
 
 @dataclass(frozen=True)
@@ -118,13 +123,29 @@ def _status(layout: RepoLayout, env: str, spec: ModelSpec, baseline_env: str | N
     release = spec.release
     comparison = None
     if baseline is not None and baseline_env is not None:
+        state = compare(release, baseline.release)
+        lag = releases_since(layout, baseline_env, baseline, release.registry.version) if state == "behind" else 0
         comparison = Comparison(baseline_env, baseline.release.release_id, baseline.release.registry.version,
-                                compare(release, baseline.release))
+                                state, lag)
     candidates = [CandidateStatus(c.name, c.release.release_id, c.release.registry.version, c.traffic, c.shadow)
                   for c in spec.rollout.candidates]
     return ModelStatus(env, spec.model, release.release_id, release.registry.name, release.registry.version,
                        spec.rollout.strategy, spec.rollout.effective_main_traffic, candidates,
                        rendered_release_id(layout, env, spec.model), comparison, alias)
+
+
+def releases_since(layout: RepoLayout, env: str, spec: ModelSpec, version: int) -> int:
+    """How many releases of ``spec``'s model ``env`` ran as main that are newer than ``version``: the versions
+    in the spec's Git history that it went through (not those it was rolled back from) and the one it runs
+    now. Registry versions that never ran there (a candidate the gate rejected) do not count; outside Git,
+    the difference of the version numbers."""
+    current = spec.release.registry.version
+    try:
+        ran = ran_releases(deployment_history(layout, env, spec.model))
+    except GitError:
+        return current - version
+    versions = {d.release.registry.version for d in ran if d.release.registry.name == spec.release.registry.name}
+    return len({v for v in versions | {current} if version < v <= current})
 
 
 def status_report(statuses: list[ModelStatus]) -> dict[str, Any]:
@@ -140,7 +161,7 @@ def status_report(statuses: list[ModelStatus]) -> dict[str, Any]:
 
 def check_statuses(statuses: list[ModelStatus], max_behind: int = 0) -> list[str]:
     """What ``status --check`` fails on: stale rendered output, an environment more than ``max_behind``
-    versions behind dev (or running another release of dev's version), an MLflow alias that disagrees."""
+    releases behind dev (or running another release of dev's version), an MLflow alias that disagrees."""
     findings = []
     for s in statuses:
         where = f"{s.model} in {s.environment}"
@@ -148,11 +169,12 @@ def check_statuses(statuses: list[ModelStatus], max_behind: int = 0) -> list[str
             findings.append(f"{where}: the spec names release {s.release_id} but the rendered output deploys "
                             f"{s.rendered_release_id or 'none'}; run mlops render --env {s.environment}")
         if s.baseline is not None and s.baseline.state in ("behind", "differs"):
-            lag = s.baseline.version - s.version
+            lag = s.baseline.releases_behind
             if s.baseline.state == "differs" or lag > max_behind:
                 findings.append(f"{where}: runs version {s.version} ({s.release_id}), {s.baseline.environment} runs "
                                 f"{s.baseline.version} ({s.baseline.release_id}): {s.baseline.state}"
-                                + (f" by {lag} (allowed: {max_behind})" if s.baseline.state == "behind" else ""))
+                                + (f" by {lag} release{'s' * (lag != 1)} (allowed: {max_behind})"
+                                   if s.baseline.state == "behind" else ""))
         if s.mlflow is not None and not s.mlflow.matches:
             findings.append(f"{where}: MLflow alias @{s.mlflow.alias} points at "
                             f"{'nothing' if s.mlflow.version is None else f'version {s.mlflow.version}'}, Git "
