@@ -198,6 +198,34 @@ def test_an_option_the_change_would_drop_is_refused_not_ignored(example, args, m
     assert snapshot(example) == before
 
 
+@pytest.mark.parametrize("args", [["--strategy", "canary", "--traffic", "20"], ["--strategy", "shadow"],
+                                  ["--traffic", "20"], ["--promote-candidate"]])
+def test_a_candidate_reaches_staging_only_by_promotion(example, args):
+    """Staging runs no rollout: a candidate option names promote --with-rollout, not release options that
+    staging refuses."""
+    before = snapshot(example)
+    result = run(example, "generate-model", "fraud-detector", "--env", "staging", *args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert ("environments/staging/models/fraud-detector.yaml has no candidate 'candidate', and candidates reach "
+            "staging only by promotion") in result.output
+    assert "then mlops promote fraud-detector --from dev --to staging --with-rollout" in result.output
+    assert snapshot(example) == before
+
+
+def test_a_rollout_that_came_by_promotion_is_tuned_and_finished_in_staging(tmp_path):
+    root = copy_example_repo(tmp_path)  # dev runs version 8 as a 10% canary next to 7
+    assert run(root, "promote", "fraud-detector", "--from", "dev", "--to", "staging", "--with-rollout",
+               "--no-git").exit_code == 0
+    spec = root / "environments/staging/models/fraud-detector.yaml"
+    traffic = run(root, "generate-model", "fraud-detector", "--env", "staging", "--traffic", "30")
+    assert traffic.exit_code == 0, traffic.output
+    assert yaml.safe_load(spec.read_text())["rollout"]["main_traffic"] == 70
+    finished = run(root, "generate-model", "fraud-detector", "--env", "staging", "--promote-candidate")
+    assert finished.exit_code == 0, finished.output
+    data = yaml.safe_load(spec.read_text())
+    assert "rollout" not in data and data["release"]["registry"]["version"] == 8
+
+
 def test_a_new_spec_with_traffic_is_refused(tmp_path):
     root = make_repo(tmp_path)
     result = run(root, "generate-model", "churn", "--env", "dev", "--owner", "team-growth", *RELEASE, "--traffic",

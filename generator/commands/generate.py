@@ -27,6 +27,7 @@ from generator.changes.edit import (
 )
 from generator.changes.prepare import ModelChange, prepare_model_change
 from generator.external import registry
+from generator.spec import yamlio
 from generator.spec.errors import SpecError, UsageError, did_you_mean
 from generator.spec.layout import RepoLayout, model_spec_path
 from generator.spec.loader import load_environment_file, load_one_model
@@ -122,7 +123,7 @@ def prepare_generate(layout: RepoLayout, request: GenerateRequest) -> GenerateRe
     spec_path = layout.model_spec(request.env, request.model)
     existing = layout.read_text(spec_path) if spec_path.is_file() else None
     refuse_ignored_options(request)
-    refuse_release_outside_entry(layout, request, existing is not None)
+    refuse_release_outside_entry(layout, request, existing)
     options = _resolve_artifact(request, env.mlflow.tracking_uri, existing)
     others = [m for m in layout.known_models() if m != request.model]
     if existing is None:
@@ -209,14 +210,16 @@ def refuse_ignored_options(request: GenerateRequest) -> None:
                          "main as it is; run generate-model with them before or after promoting the candidate")
 
 
-def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, exists: bool) -> None:
+def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, existing: str | None) -> None:
     """Releases enter at the first environment of the promotion order (dev) and reach the others only
-    through ``promote`` (and ``rollback``); there ``generate-model`` changes environment-local settings only.
+    through ``promote`` (and ``rollback``); there ``generate-model`` changes environment-local settings only,
+    of a rollout that came by promotion.
 
     Raises:
-        UsageError: a new spec, or release options, outside the first environment; the message names the
-            command to use instead.
+        UsageError: a new spec, release options, or a candidate the spec does not have (``existing``: its
+            text), outside the first environment; the message names the command to use instead.
     """
+    exists = existing is not None
     order = layout.existing_environments()
     if not order or request.env == order[0] or request.env not in order:
         return
@@ -234,6 +237,24 @@ def refuse_release_outside_entry(layout: RepoLayout, request: GenerateRequest, e
                          f"{request.env} only by promotion: release it in {entry} (mlops generate-model "
                          f"{request.model} --env {entry} {given[0]} ...), then {promote}; to return to an earlier "
                          f"release, mlops rollback {request.model} --env {request.env}")
+    names = _candidate_names(existing)
+    if request.promote_candidate or request.strategy in ("canary", "ab", "shadow"):
+        missing = request.candidate_name not in names
+    else:  # --traffic alone changes the one candidate there is
+        missing = request.traffic is not None and not names
+    if missing:
+        raise UsageError(f"{model_spec_path(request.env, request.model)} has no candidate "
+                         f"{request.candidate_name!r}, and candidates reach {request.env} only by promotion: run the "
+                         f"rollout in {entry} (mlops generate-model {request.model} --env {entry} --strategy canary "
+                         f"...), then {promote} --with-rollout")
+
+
+def _candidate_names(text: str | None) -> list[str]:
+    try:
+        rollout = (yamlio.load(text or "") or {}).get("rollout") or {}
+        return [c.get("name") for c in rollout.get("candidates") or [] if isinstance(c, dict)]
+    except Exception:  # a broken spec is reported by validation later, with its line
+        return []
 
 
 def _resolve_artifact(request: GenerateRequest, env_mlflow: str, existing: str | None) -> ReleaseOptions:
