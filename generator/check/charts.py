@@ -37,7 +37,8 @@ from generator.spec.errors import Problem, SpecError
 from generator.spec.layout import RepoLayout, env_file_path
 
 RENDER_THREADS = 4
-"""Helm renders outside the GIL; a few threads keep both cores busy while Python compares outputs."""
+"""Threads that hand renders to Helm's worker processes (one per CPU, :mod:`generator.render.helm_pool`): more
+threads than workers, so a worker never waits while this process compares or parses an output."""
 
 
 def chart_problems(layout: RepoLayout, manifests: list[Manifest], envs: list[str], kubernetes_version: str,
@@ -168,7 +169,9 @@ def _unstable_templates(renderer: ChartRenderer, app: ChartApp) -> frozenset[str
     cached = renderer.cache_get(key)
     if cached is not None:
         return frozenset(cached["unstable"])
-    one = renderer.render_uncached(app.vendored, app.values, app.release, app.namespace).files
+    # The render the checks use is one of the two (same inputs; from the cache or not, it is a render).
+    one = app.rendered.files if app.rendered is not None else \
+        renderer.render_uncached(app.vendored, app.values, app.release, app.namespace).files
     two = renderer.render_uncached(app.vendored, app.values, app.release, app.namespace).files
     # Parsed, not text: a template that prints a random value inside a YAML comment changes nothing applied.
     unstable = sorted(p for p in set(one) | set(two) if one.get(p) != two.get(p)

@@ -6,7 +6,8 @@ PyPI package ``helm-python-sdk`` binds the same Helm (v4) library: :class:`Chart
 vendored archive once and renders it with those inputs, with no binary, cluster or network.
 
 Renders are cached on disk (``.cache/mlops/charts``, git-ignored) by the hash of archive, values and
-render options, so an unchanged repository re-validates without calling Helm again.
+render options, so an unchanged repository re-validates without calling Helm again. Renders that do reach
+Helm run in worker processes (:mod:`generator.render.helm_pool`), one per CPU, started only when needed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +24,16 @@ from typing import Any
 
 import yaml
 
+from generator.render import helm_pool
+from generator.render.helm_pool import HelmPool, HelmRenderError, render_files
+from generator.render.helm_pool import digest as _digest
 from generator.spec.charts import VendoredChart
 from generator.spec.errors import RepositoryError
 
 CACHE_FORMAT = 2
 """Bumped when what a cache entry holds changes, so old entries are ignored rather than misread."""
+CAPABILITIES = re.compile(r"Capabilities(?!\.(?:KubeVersion|HelmVersion)\b)")
+"""A template reference to ``.Capabilities`` that may reach its API versions (anything but these two)."""
 NOT_INSTALLED = ("the chart checks need helm-python-sdk (Helm's Go SDK for Python): "
                  "pip install 'mlops-gitops[charts]' (make test and make demo install it)")
 
@@ -76,18 +84,17 @@ class Rendered:
         return found
 
 
-def _digest(files: dict[str, str], skip: frozenset[str] = frozenset()) -> str:
-    payload = json.dumps({k: v for k, v in files.items() if k not in skip}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
 class ChartRenderer:
     """Loads each vendored archive once and renders it; thread-safe (Helm releases the GIL while rendering)."""
 
-    def __init__(self, cache_dir: Path | None, kube_version: str, api_versions: frozenset[str] = frozenset()) -> None:
+    def __init__(self, cache_dir: Path | None, kube_version: str, api_versions: frozenset[str] = frozenset(),
+                 pool: HelmPool | None | bool = True) -> None:
         """``kube_version``: ``major.minor`` of the target cluster; ``api_versions``: the CRD group/versions
-        the platform installs (added to Helm's built-in set, as Argo CD passes the cluster's)."""
+        the platform installs (added to Helm's built-in set, as Argo CD passes the cluster's); ``pool``: the
+        worker processes that render (``True``: the process's shared pool; ``None``/``False``: in this
+        process)."""
         self.cache_dir = cache_dir
+        self.pool = helm_pool.shared_pool() if pool is True else (pool or None)
         self.kube_version = f"v{kube_version}.0" if kube_version.count(".") == 1 else f"v{kube_version}"
         self.api_versions = api_versions
         self._charts: dict[Path, Any] = {}
@@ -97,7 +104,7 @@ class ChartRenderer:
 
     def with_api_versions(self, api_versions: frozenset[str]) -> ChartRenderer:
         """A renderer sharing loaded charts but telling charts that these APIs exist."""
-        other = ChartRenderer(self.cache_dir, self.kube_version.removeprefix("v"), api_versions)
+        other = ChartRenderer(self.cache_dir, self.kube_version.removeprefix("v"), api_versions, self.pool)
         other._charts, other._memo, other._lock, other._calls = self._charts, self._memo, self._lock, self._calls
         return other
 
@@ -119,7 +126,7 @@ class ChartRenderer:
         Raises:
             ChartRenderError: Helm refused the values or a template failed.
         """
-        options = self._options(release, namespace)
+        options = self._options(vendored, values, release, namespace)
         key = self._key("render", vendored, values, options)
         cached = self.cache_get(key)
         if cached is not None:
@@ -132,14 +139,18 @@ class ChartRenderer:
                      unstable: frozenset[str]) -> str | None:
         """:func:`output_digest` of a render, or ``None`` when Helm refuses the values. Only the digest is
         cached: the value-consumption check renders hundreds of variants and compares nothing else."""
-        options = self._options(release, namespace)
+        options = self._options(vendored, values, release, namespace)
         key = self._key("probe", vendored, values, options, sorted(unstable))
         cached = self.cache_get(key)
         if cached is not None:
             return cached["digest"]
         try:
-            digest: str | None = _digest(self._render_uncached(vendored, values, options), unstable)
-        except ChartRenderError:
+            if self.pool is not None:
+                self._count()
+                digest: str | None = self.pool.render(str(vendored.path), values, options, sorted(unstable))
+            else:
+                digest = _digest(self._render_uncached(vendored, values, options), unstable)
+        except (ChartRenderError, HelmRenderError):
             digest = None
         self.cache_put(key, {"digest": digest})
         return digest
@@ -154,9 +165,28 @@ class ChartRenderer:
             self.cache_put(key, cached)
         return [(path, doc) for path, doc in cached["documents"]]
 
-    def _options(self, release: str, namespace: str) -> dict:
+    def _options(self, vendored: VendoredChart, values: dict, release: str, namespace: str) -> dict:
+        # A chart that never reads the API versions renders the same with or without them: leaving them out
+        # lets the render that finds the platform's APIs and the one that uses them share one cache entry.
+        api_versions = sorted(self.api_versions) if self.api_versions and (
+            self.reads_api_versions(vendored) or CAPABILITIES.search(json.dumps(values))) else []
         return {"name": release, "namespace": namespace, "kube_version": self.kube_version,
-                "api_versions": sorted(self.api_versions)}
+                "api_versions": api_versions}
+
+    def reads_api_versions(self, vendored: VendoredChart) -> bool:
+        """Whether any file of the archive (templates, helpers, values that ``tpl`` may evaluate, files
+        ``.Files.Get`` reads) names ``.Capabilities`` other than its KubeVersion and HelmVersion: only then
+        can the API versions change the output. Read once per archive (and cached)."""
+        key = hashlib.sha256(json.dumps([CACHE_FORMAT, "reads-api-versions", vendored.entry.sha256]).encode()
+                             ).hexdigest()
+        cached = self.cache_get(key)
+        if cached is None:
+            with tarfile.open(vendored.path, mode="r:gz") as archive:
+                reads = any(CAPABILITIES.search(archive.extractfile(member).read().decode("utf-8", "replace"))
+                            for member in archive.getmembers() if member.isfile())
+            cached = {"reads": reads}
+            self.cache_put(key, cached)
+        return bool(cached["reads"])
 
     @staticmethod
     def _key(kind: str, vendored: VendoredChart, values: dict, options: dict, *extra: Any) -> str:
@@ -165,21 +195,26 @@ class ChartRenderer:
 
     def render_uncached(self, vendored: VendoredChart, values: dict, release: str, namespace: str) -> Rendered:
         """A fresh render, never from the cache: what the determinism check compares."""
-        return Rendered(self._render_uncached(vendored, values, self._options(release, namespace)))
+        return Rendered(self._render_uncached(vendored, values, self._options(vendored, values, release, namespace)))
 
-    def _render_uncached(self, vendored: VendoredChart, values: dict, options: dict) -> dict[str, str]:
-        helm = _helm()
-        chart = self.chart(vendored)
+    def _count(self) -> None:
         with self._lock:
             self._calls[0] += 1
+
+    def _render_uncached(self, vendored: VendoredChart, values: dict, options: dict) -> dict[str, str]:
+        self._count()
+        if self.pool is not None:
+            try:
+                return self.pool.render(str(vendored.path), values, options)
+            except HelmRenderError as exc:
+                raise ChartRenderError(str(exc)) from exc
+        helm = _helm()
+        chart = self.chart(vendored)
         try:
-            # The package's Chart.render has no kube_version/api_versions keywords; its native call takes
-            # them (the options of `helm template`), and tests/test_charts.py fails if that ever changes.
-            files = json.loads(helm._native.call_string("helm_render", chart._raw(), json.dumps(values),
-                                                         json.dumps(options)))
+            # tests/test_charts.py fails if the native call stops taking `helm template`'s capability options.
+            return render_files(helm, chart, values, options)
         except helm.HelmError as exc:
             raise ChartRenderError(" ".join(str(exc).split())) from exc
-        return {path: text for path, text in files.items() if text.strip() and not path.endswith("/NOTES.txt")}
 
     def crds(self, vendored: VendoredChart) -> list[dict]:
         """The CRDs in the chart's (and its subcharts') ``crds/`` folders, which Argo CD applies too
