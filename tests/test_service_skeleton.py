@@ -68,6 +68,20 @@ def test_the_environment_check_catches_a_read_and_keeps_hand_offs_to_writes(tmp_
         "model_server/__main__.py:4: os.getenv", "model_server/__main__.py:6: os.environ"]
 
 
+def test_every_settings_class_loads_the_one_way() -> None:
+    """pydantic-settings only through ``service_kit.settings.ServiceSettings`` (its ``load``): no service
+    subclasses ``BaseSettings`` itself."""
+    direct = [f"{path.relative_to(COMPONENTS)}:{node.lineno} {node.name}"
+              for path in sorted(COMPONENTS.rglob("*.py")) if path.parent.name != "service_kit"
+              for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+              if isinstance(node, ast.ClassDef)
+              and any(getattr(base, "id", getattr(base, "attr", "")) == "BaseSettings" for base in node.bases)]
+    services = [path.parent.name for path in sorted(COMPONENTS.glob("*/settings.py"))]
+    assert direct == [] and set(services) >= {"drift_detector", "model_server", "retrain", "retrain_trigger"}
+    for service in ("drift_detector", "model_server", "retrain", "retrain_trigger"):
+        assert "ServiceSettings" in (COMPONENTS / service / "settings.py").read_text(encoding="utf-8")
+
+
 def declared_exit_codes(path: Path) -> dict[int, str]:
     """number → name of the ``ExitCode`` members declared in ``path`` (read, not imported)."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
