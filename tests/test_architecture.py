@@ -192,3 +192,11 @@ def test_the_name_check_catches_a_moved_module():
             "generator.__version__")
     assert stale_names("doc.md", text) == ["doc.md: generator/validate.py", "doc.md: generator.jobs.job_context",
                                            "doc.md: generator.render.nothing"]
+
+
+def test_the_generator_readme_lists_every_module():
+    """generator/README.md's table is the newcomer's map: a module added without its row is missing from it."""
+    readme = (PACKAGE / "README.md").read_text(encoding="utf-8")
+    modules = [path.relative_to(PACKAGE).as_posix() for path in sorted(PACKAGE.rglob("*.py"))
+               if path.name != "__init__.py"]
+    assert len(modules) > 30 and [m for m in modules if f"`{m}`" not in readme] == []
