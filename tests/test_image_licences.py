@@ -68,7 +68,7 @@ def test_selecting_the_alibi_backend_names_its_licence(caplog: pytest.LogCapture
 
 def test_selecting_the_alibi_backend_where_it_is_not_installed_names_its_licence_and_the_default(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The drift detector image has no alibi-detect: choosing it there fails with how to add it, and what it costs."""
+    """The drift detector image has no alibi-detect: choosing it there fails with how to add it and its licence."""
     import sys
 
     from drift_detector.methods import alibi_adapter

@@ -170,6 +170,7 @@ def test_the_entry_point_hands_the_multiprocess_directory_on_under_the_old_name_
     assert legacy_prometheus_variables({}) == {}
     probe = ("import sys, model_server.__main__ as entry; "
              "print(entry.legacy_prometheus_variables(), 'prometheus_client' in sys.modules)")
+    components = Path(__file__).resolve().parents[1] / "components"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
-                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "components"), "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom-entry"})
+                          env={"PYTHONPATH": str(components), "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom-entry"})
     assert done.stdout.split() == ["{'prometheus_multiproc_dir':", "'/tmp/prom-entry'}", "False"]

@@ -380,9 +380,9 @@ def retrain(model: str, reason: str = "manual", data_uri: str | None = None, dat
             traffic = policy.canary_traffic if strategy == "canary" else None
             title, body = _pull_request_text(model, env, strategy, traffic, registered, why, reason, dataset,
                                              tracking_uri, experiment_id, run_id)
-            proposal, artifact = propose_release(target, registered, settings, mlflow_uri=tracking_uri,
-                                                 strategy=strategy, traffic=traffic, server_image=server_image,
-                                                 drift_image=drift_image, title=title, body=body, remote=repository)
+            proposal, artifact = propose_release(
+                target, registered, settings, mlflow_uri=tracking_uri, strategy=strategy, traffic=traffic,
+                server_image=server_image, drift_image=drift_image, title=title, body=body, remote=repository)
             client.set_tag(run_id, "mlops.proposal_branch", proposal.branch)
             client.set_terminated(run_id, "FINISHED")
         except BaseException:

@@ -6,8 +6,8 @@ beat), and after registration prepares the same change ``mlops generate-model`` 
 promote --git`` does (:func:`generator.changes.publish.publish`): a new branch with exactly the change's
 files, pushed, with a pull request when a Git host token is configured (otherwise the flow records the
 proposal in Prefect, see :mod:`retrain.records`). The token and the Git host come from
-:class:`~retrain.settings.RetrainSettings` (:func:`git_host`), never from the environment directly. Nothing here talks to Kubernetes: Argo CD applies
-the change after a person merges it.
+:class:`~retrain.settings.RetrainSettings` (:func:`git_host`), never from the environment directly.
+Nothing here talks to Kubernetes: Argo CD applies the change after a person merges it.
 """
 
 from __future__ import annotations
