@@ -79,13 +79,15 @@ def one_run(label: str, cache: str | None) -> dict:
         env["MLOPS_IMAGE_CACHE"] = cache
     peak, peak_pss, per_process_peak, stop = 0, 0, {}, threading.Event()
     at_peak: list[tuple[int, str]] = []
+    peak_at = 0.0
 
     def sample(root: int) -> None:
-        nonlocal peak, peak_pss, at_peak
+        nonlocal peak, peak_pss, at_peak, peak_at
         while not stop.is_set():
             total, total_pss, each = memory_of_tree(root)
             if total > peak:
-                at_peak = sorted(((rss, command_of(pid)) for pid, rss in each.items()), reverse=True)[:8]
+                at_peak = sorted(((rss, command_of(pid)) for pid, rss in each.items()), reverse=True)
+                peak_at = time.monotonic() - started
             peak, peak_pss = max(peak, total), max(peak_pss, total_pss)
             for pid, rss in each.items():
                 per_process_peak[pid] = max(per_process_peak.get(pid, 0), rss)
@@ -105,10 +107,16 @@ def one_run(label: str, cache: str | None) -> dict:
     since = {key: round(facts[key] - onset, 1) for key in ("drift_detected", "alert_fired", "flow_started",
                                                              "proposal_pushed") if onset and key in facts}
     (output / "demo.log").write_text(log)
+    (output / "peak.txt").write_text("".join(f"{round(rss / 2**20)} {command}\n" for rss, command in at_peak))
+    # The stage the peak fell in: the last one marked before it (the demo's clock starts a little after ours).
+    peak_stage = next((event["stage"] for event in reversed(facts.get("timeline", []))
+                       if event["seconds"] <= peak_at), "start")
     return {"run": label, "exit": process.returncode, "wall_s": round(wall, 1), "since_onset_s": since,
             "clean_windows_drifted": facts.get("clean_drifted_windows"), "clean_drift_alerts": facts.get("clean_alerts"),
             "peak_rss_sum_mib": round(peak / 2**20), "peak_pss_sum_mib": round(peak_pss / 2**20), "sum_of_peaks_mib": round(sum(per_process_peak.values()) / 2**20),
-            "largest_at_peak_mib": [f"{round(rss / 2**20)} {command}" for rss, command in at_peak],
+            "peak_at_s": round(peak_at, 1), "peak_after_stage": peak_stage,
+            "largest_at_peak_mib": [f"{round(rss / 2**20)} {command}" for rss, command in at_peak[:8]],
+            "processes_at_peak": len(at_peak), "composition": str(output / "peak.txt"),
             "failure": facts.get("failure")}
 
 

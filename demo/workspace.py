@@ -40,10 +40,16 @@ def mlops(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool 
 
 
 def create(checkout: Path, output: Path) -> tuple[Path, Path]:
-    """Bare ``origin.git`` from the checkout's HEAD and a ``workspace`` clone of it; returns both."""
+    """Bare ``origin.git`` whose ``main`` is the checkout's HEAD commit, and a ``workspace`` clone of it;
+    returns both.
+
+    Only that commit's history is taken, as ``main`` (the branch the demo's reviews merge into and the
+    retrain flow clones), whatever the checkout has checked out: a feature branch or a detached HEAD (a CI
+    checkout, a worktree) demos what is committed there, and the checkout's other branches stay out."""
     origin, workspace = output / "origin.git", output / "workspace"
-    git(output, "clone", "--quiet", "--bare", "--no-local", str(checkout), str(origin))
-    git(output, "clone", "--quiet", str(origin), str(workspace))
+    git(output, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
+    git(origin, "fetch", "--quiet", "--no-tags", str(checkout.resolve()), "+HEAD:refs/heads/main")
+    git(output, "clone", "--quiet", "--branch", "main", str(origin), str(workspace))
     git(workspace, "config", "user.name", "Demo Operator")
     git(workspace, "config", "user.email", "operator@demo.invalid")
     return origin, workspace

@@ -74,8 +74,8 @@ def facts(demo_run: tuple[subprocess.CompletedProcess, Path]) -> dict:
 def test_every_stage_ran_in_order(facts: dict) -> None:
     stages = [event["stage"] for event in facts["timeline"]]
     expected = ["workspace", "platform", "retrain pipeline", "monitoring", "dataset v1", "first version", "sync v1",
-                "normal traffic", "shift", "dataset v2", "drift detected", "alert", "trigger", "proposal", "sync v2",
-                "canary", "registry", "promote", "rollback", "gate"]
+                "gate", "normal traffic", "shift", "dataset v2", "drift detected", "alert", "trigger", "proposal",
+                "sync v2", "canary", "registry", "promote", "rollback"]
     assert stages == expected
     assert facts["failure"] is None
 
@@ -128,7 +128,8 @@ def test_clean_traffic_raised_no_drift_alert(facts: dict) -> None:
 
 def test_the_gate_rejects_a_candidate_that_does_not_beat_the_live_version(facts: dict) -> None:
     gate = facts["gate"]
-    assert gate["new_branches"] == [] and gate["versions_after"] == gate["versions_before"]
+    assert gate["versions_before"] == 1 and gate["versions_after"] == 1 and gate["new_branches"] == []
+    assert gate["state"] == "Completed" and "rejected" in (gate["message"] or ""), gate
 
 
 def test_nothing_is_left_running_and_the_checkout_is_untouched(facts: dict,

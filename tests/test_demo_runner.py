@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from demo import runner
+from demo import runner, workspace
 from demo.processes import run_service
 from helpers import REPO
 from imagebuild import build_image
@@ -121,3 +121,25 @@ def test_a_port_is_taken_only_while_something_listens_not_while_old_connections_
     client.close()
     server.close()
     assert not port_taken(port)
+
+
+def test_the_workspace_demos_the_checkouts_head_as_main_even_when_detached(tmp_path: Path) -> None:
+    """A worktree or CI checkout on a detached HEAD (or a feature branch) is demoed as it is committed: origin's
+    only branch is ``main`` at that commit, so the reviews' pushes to ``main`` land (they failed on a detached
+    checkout, where the old bare clone had no branch to push to)."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for args in (["init", "--quiet", "--initial-branch=main"], ["commit", "--quiet", "--allow-empty", "-m", "one"],
+                 ["checkout", "--quiet", "-b", "feature"], ["commit", "--quiet", "--allow-empty", "-m", "two"],
+                 ["checkout", "--quiet", "--detach", "HEAD"], ["commit", "--quiet", "--allow-empty", "-m", "three"]):
+        workspace.git(checkout, *args)
+    head = workspace.git(checkout, "rev-parse", "HEAD")
+    output = tmp_path / "output"
+    output.mkdir()
+    origin, clone = workspace.create(checkout, output)
+    assert workspace.branches(origin) == ["main"]
+    assert workspace.git(origin, "rev-parse", "main") == head
+    assert workspace.git(clone, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    workspace.git(clone, "commit", "--quiet", "--allow-empty", "-m", "reviewed change")
+    workspace.git(clone, "push", "--quiet", "origin", "HEAD")
+    assert workspace.git(origin, "rev-parse", "main") == workspace.git(clone, "rev-parse", "HEAD")

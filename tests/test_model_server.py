@@ -508,6 +508,10 @@ def test_the_server_runs_from_its_image_alone_on_apache_licensed_seldon_core(
         assert str(image.venv) in mapped and str(REPO / ".venv") not in mapped
         loaded = "\n".join(Path(f"/proc/{pid}/cmdline").read_text() for pid in _process_tree(server.process.pid))
         assert "model_server" in loaded
+        # Seldon forks its metrics server and manager from the main process: pandas and aiokafka are the
+        # workers' imports, so those forks do not hold them again.
+        main = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "/pandas/" not in main and "/aiokafka/" not in main
     assert image.command() == [str(image.venv / "bin" / "python"), "-m", "model_server"]
 
 

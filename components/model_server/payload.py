@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from model_server.settings import FeatureSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # MLflow signature column types that need integers / booleans; everything else numeric is float.
 _INTEGER_TYPES = {"long", "integer"}
@@ -74,6 +76,8 @@ class FeatureContract:
             values = [raw[i] for i in order] if order is not None else list(raw)
             rows.append([self._convert(column, value, number) for column, value in enumerate(values)])
         columns = zip(*rows, strict=True)
+        import pandas as pd  # a worker's import (see model_server.server): the main process stays small
+
         frame = pd.DataFrame({name: np.array(values, dtype=converter.dtype or object)
                               for name, converter, values in zip(self.names, self._converters, columns, strict=True)},
                              copy=False)

@@ -12,6 +12,12 @@ Life cycle under Seldon's gunicorn server:
    message and ``ExitCode.ARTIFACT``, and gunicorn stops the server with it (3 is also gunicorn's "worker
    failed to boot"): a half-loaded model is never served. Until a worker has
    loaded, nothing answers ``/health/status`` (the readiness probe) or ``/health/ping``.
+
+The main process imports neither pandas nor aiokafka (payload parsing and the shipper import them in
+the workers): Seldon forks its metrics server (two processes) and its metrics manager from the main
+process, so everything the main process holds is held again, in resident memory, by three more
+processes. That keeps each of the four about 45 MiB smaller (measured in the image: Seldon alone
+73 MiB, with this module's old imports 120 MiB).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import tempfile
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from service_kit.artifact_digest import artifact_sha256
@@ -32,7 +38,9 @@ from model_server.buffer import InferenceBuffer, LoggedRequest
 from model_server.metrics import ServerMetrics, reset_multiprocess_dir, serve_metrics
 from model_server.payload import FeatureContract, PayloadError
 from model_server.settings import ConfigError, Settings, load_settings
-from model_server.shipper import InferenceLogShipper
+
+if TYPE_CHECKING:
+    from model_server.shipper import InferenceLogShipper
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,8 @@ class ModelServer:
             # Ids for requests that arrive without Seldon's puid: a random prefix per worker (drawn
             # after the fork) and a counter; as unique as a uuid4 each, without a system call per request.
             self._id_prefix = uuid.uuid4().hex[:20]
+            from model_server.shipper import InferenceLogShipper
+
             self.buffer = InferenceBuffer(s.buffer_records)
             self.shipper = InferenceLogShipper(s, self.buffer, self.series)
             self.shipper.start()
