@@ -56,8 +56,8 @@ def create(checkout: Path, output: Path) -> tuple[Path, Path]:
 
 
 def apply_local_profile(workspace: Path, window: int, alert_for: str) -> None:
-    """Make dev the environment this machine runs: alerts go through Prometheus with short timings and
-    drift windows are small, so the loop turns in minutes. The model spec stays: its release names
+    """Make dev the environment this machine runs: alerts go through Prometheus with short timings, drift
+    windows are small, so the loop turns in minutes, and Kafka is the local broker without authentication. The model spec stays: its release names
     versions a fresh MLflow does not have, which the retrain flow treats as "no live version yet" and
     answers with a first version. Renders, validates and commits the result, and pushes it to ``origin``."""
     yaml = YAML()
@@ -65,6 +65,11 @@ def apply_local_profile(workspace: Path, window: int, alert_for: str) -> None:
     env_file = workspace / "environments" / ENV / "environment.yaml"
     spec = yaml.load(env_file.read_text())
     spec.setdefault("alerting", {})["prometheus_rule"] = True
+    # The local broker (tansu 0.6) can authenticate no one: its storage keeps no SCRAM users and it serves no
+    # TLS. Dev on this machine is PLAINTEXT, so no KafkaUsers are rendered and the services keep their
+    # default settings; a cluster's dev stays SASL_SSL (README, "Kafka").
+    spec["kafka"]["security_protocol"] = "PLAINTEXT"
+    spec["kafka"]["bootstrap_servers"] = "mlops-kafka-bootstrap.kafka.svc:9092"
     defaults = spec.setdefault("defaults", {})
     defaults.setdefault("drift", {})["window"] = window
     alerts = defaults.setdefault("alerts", {})
@@ -78,7 +83,8 @@ def apply_local_profile(workspace: Path, window: int, alert_for: str) -> None:
     mlops(workspace, "render")
     mlops(workspace, "validate", "--env", ENV)
     git(workspace, "add", "-A")
-    git(workspace, "commit", "--quiet", "-m", "demo: dev runs on this machine (Prometheus alerting, short alert timings, small drift windows)")
+    git(workspace, "commit", "--quiet", "-m", "demo: dev runs on this machine (Prometheus alerting, short alert timings, small drift windows, "
+                          "Kafka without authentication)")
     git(workspace, "push", "--quiet", "origin", "HEAD")
 
 

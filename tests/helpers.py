@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from generator.spec import naming
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,7 +41,7 @@ def environment(name: str, **overrides) -> dict:
         "namespaces": {"models": f"models-{name}"},
         "argocd": {"project": f"models-{name}", "repo_url": "https://git.example.com/acme/gitops.git",
                    "sync": {"automated": name != "prod"}},
-        "kafka": {"bootstrap_servers": "kafka-bootstrap.kafka.svc:9092", "cluster": "mlops"},
+        "kafka": {"bootstrap_servers": "mlops-kafka-bootstrap.kafka.svc:9093", "cluster": "mlops"},
         "mlflow": {"tracking_uri": "http://mlflow.mlflow.svc:5000"},
         "s3": {"endpoint": "http://s3.storage.svc:8333", "credentials_secret": "s3-credentials"},
         "images": {"registry": "ghcr.io/acme", "require_digest": name in ("staging", "prod")},
@@ -76,6 +78,11 @@ def write_yaml(path: Path, document: dict) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
 
+SEALED_KAFKA_MODELS = ("churn", "fraud-detector", "upsell", "attrition", "other")
+"""Models whose Kafka credentials :func:`make_repo` seals in every environment up front, as an operator
+seals them before a model's first render (README, "Kafka"): the names the tests create models under."""
+
+
 def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str, dict[str, dict]] | None = None) -> Path:
     """A repository in ``root`` with this checkout's templates and schemas and the given specs.
 
@@ -92,10 +99,36 @@ def make_repo(root: Path, envs: dict[str, dict] | None = None, models: dict[str,
         for secret in ("s3-credentials", "s3-credentials-drift-detector"):  # model servers', drift detectors'
             write_yaml(root / "environments" / env / "secrets" / f"{doc['namespaces']['models']}-{secret}.yaml",
                        sealed_secret(secret, doc["namespaces"]["models"]))
+        for name in SEALED_KAFKA_MODELS:
+            seal_kafka_credentials(root, doc, name)
     for env, specs in (models or {}).items():
         for name, spec in specs.items():
             write_yaml(root / "environments" / env / "models" / f"{name}.yaml", spec)
+            seal_kafka_credentials(root, envs[env], name)
     return root
+
+
+def kafka_secrets(env: dict, model: str) -> list[tuple[str, str]]:
+    """(namespace, name) of every Secret ``model``'s Kafka identities need in environment ``env`` (none on
+    PLAINTEXT): each KafkaUser's password in the Kafka namespace and in the model namespace, and the cluster
+    CA in the model namespace."""
+    if env.get("kafka", {}).get("security_protocol", "SASL_SSL") != "SASL_SSL":
+        return []
+    models_ns = env["namespaces"]["models"]
+    kafka_ns = env["namespaces"].get("kafka", "kafka")
+    names = naming.model_names(model, env["name"])
+    out = [(models_ns, naming.KAFKA_CA_SECRET)]
+    for user in (names.kafka_user_model_server, names.kafka_user_drift_detector):
+        out += [(kafka_ns, naming.kafka_password_secret(user)), (models_ns, naming.kafka_password_secret(user))]
+    return out
+
+
+def seal_kafka_credentials(root: Path, env: dict, model: str) -> None:
+    """Commit placeholder SealedSecrets for ``model``'s Kafka credentials in ``env`` (what an operator seals
+    before the model's first render, README "Kafka")."""
+    for namespace, name in kafka_secrets(env, model):
+        write_yaml(root / "environments" / env["name"] / "secrets" / f"{namespace}-{name}.yaml",
+                   sealed_secret(name, namespace))
 
 
 def copy_example_repo(root: Path) -> Path:

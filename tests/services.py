@@ -495,6 +495,10 @@ class KafkaBroker:
     env: dict[str, str]
     log_dir: Path
     binary: str
+    authentication: bool = False
+    """``--authentication``: every client must complete SASL before any other request (tansu 0.6's SCRAM)."""
+    advertised_port: int | None = None
+    """Port advertised in metadata instead of ``port`` (a TLS terminator in front of the broker)."""
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
     process: ManagedProcess | None = field(default=None, repr=False)
     starts: int = 0
@@ -508,8 +512,9 @@ class KafkaBroker:
         return f"tcp://{LOCALHOST}:{self.port}"
 
     def command(self) -> list[str]:
-        return [self.binary, "broker", "--listener-url", self.url, "--advertised-listener-url", self.url,
-                "--storage-engine", self.storage]
+        advertised = f"tcp://{LOCALHOST}:{self.advertised_port}" if self.advertised_port else self.url
+        return [self.binary, "broker", "--listener-url", self.url, "--advertised-listener-url", advertised,
+                "--storage-engine", self.storage, *(["--authentication"] if self.authentication else [])]
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the broker (again) and wait until it accepts connections."""
@@ -553,11 +558,13 @@ class KafkaBroker:
 
 @contextlib.contextmanager
 def run_kafka_broker(storage: str = "memory://tansu/", env: Mapping[str, str] | None = None,
-                     log_dir: Path | None = None) -> Iterator[KafkaBroker]:
-    """A tansu broker on a free port with ``storage``; always stopped afterwards."""
+                     log_dir: Path | None = None, authentication: bool = False,
+                     advertised_port: int | None = None) -> Iterator[KafkaBroker]:
+    """A tansu broker on a free port with ``storage``; always stopped afterwards. ``authentication``: it
+    refuses every client that does not authenticate (SASL) first."""
     binary = tansu_binary()
     directory = log_dir or Path(tempfile.mkdtemp(prefix="tansu-"))
-    broker = KafkaBroker(free_port(), storage, dict(env or {}), directory, binary)
+    broker = KafkaBroker(free_port(), storage, dict(env or {}), directory, binary, authentication, advertised_port)
     broker.start()
     try:
         yield broker

@@ -15,8 +15,17 @@ import yaml
 from click.testing import CliRunner
 
 from generator.cli import cli, generate_model_command
-from generator.render.renderer import MODEL_FILES
-from helpers import copy_example_repo, digest, make_repo, model_spec, release, snapshot
+from generator.render.renderer import KAFKA_USER_FILES, MODEL_FILES
+from helpers import (
+    copy_example_repo,
+    digest,
+    environment,
+    make_repo,
+    model_spec,
+    release,
+    seal_kafka_credentials,
+    snapshot,
+)
 
 DEV_SPEC = "environments/dev/models/fraud-detector.yaml"
 DEV_RENDERED = "environments/dev/rendered/models/fraud-detector"
@@ -47,7 +56,8 @@ def test_every_generated_file_starts_with_the_header(tmp_path):
     assert run(root, "render").exit_code == 0
     rendered = root / "environments/dev/rendered"
     model_files = [*(rendered / "models").rglob("*.yaml"), rendered / "apps/model-churn.yaml"]
-    assert len(model_files) == len(MODEL_FILES) + 1  # + the model's Argo CD Application
+    # + its two KafkaUsers (kafka.security_protocol SASL_SSL) and the model's Argo CD Application
+    assert len(model_files) == len(MODEL_FILES) + len(KAFKA_USER_FILES) + 1
     for path in sorted(rendered.rglob("*.yaml")):
         first = path.read_text().splitlines()[0]
         source = "models/churn.yaml" if path in model_files else "environment.yaml"
@@ -176,6 +186,7 @@ def test_generate_model_outside_dev_still_changes_environment_local_settings(tmp
 def test_generate_model_creates_a_spec_and_renders_it(tmp_path):
     root = make_repo(tmp_path)
     assert run(root, "render").exit_code == 0
+    seal_kafka_credentials(root, environment("dev"), "churn")  # a new model's Kafka identities, sealed first
     result = run(root, "generate-model", "churn", "--env", "dev", "--owner", "team-growth",
                  "--registry-version", "1", "--artifact-uri", "s3://b/1/r/artifacts/model",
                  "--server-image", "ghcr.io/acme/model-server:0.1.0", "--drift-image", "ghcr.io/acme/drift:0.1.0",
@@ -255,7 +266,7 @@ def test_generate_model_script_is_the_same_command(tmp_path):
 
 def test_parallel_render_matches_sequential_and_sees_duplicates_across_workers(tmp_path):
     from generator.commands.render import render_all
-    from generator.render.renderer import MODEL_FILES
+    from generator.render.renderer import KAFKA_USER_FILES, MODEL_FILES
     from generator.spec.errors import ValidationError
     from generator.spec.layout import RepoLayout
 
@@ -265,7 +276,7 @@ def test_parallel_render_matches_sequential_and_sees_duplicates_across_workers(t
     sequential = [(f.path, f.text) for f in render_all(layout, ["dev", "prod"], jobs=1)]
     parallel = [(f.path, f.text) for f in render_all(layout, ["dev", "prod"], jobs=2)]
     assert parallel == sequential
-    assert len([path for path, _ in sequential if "/rendered/models/" in path]) == 2 * 6 * len(MODEL_FILES)
+    assert len([path for path, _ in sequential if "/rendered/models/" in path]) == 2 * 6 * (len(MODEL_FILES) + len(KAFKA_USER_FILES))
 
     template = root / "templates" / "service.yaml.j2"
     template.write_text(template.read_text().replace("{{ names.drift_detector | tojson }}", "shared-name", 1))

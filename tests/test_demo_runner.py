@@ -17,14 +17,18 @@ RENDERED = REPO / "environments" / "dev" / "rendered"
 SECRETS = {"s3-credentials": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"},
            "s3-credentials-drift-detector": {"credentials": "[default]\naws_access_key_id = id\n"},
            "retrain-trigger-token": {"token": "local-token-0123456789abcdef"},
-           "prefect-api-auth": {"auth-string": "user:password"}}
+           "prefect-api-auth": {"auth-string": "user:password"},
+           # dev as committed is SASL_SSL: each Kafka identity's password and the cluster CA are mounted files.
+           "fraud-detector-dev-model-server-scram": {"password": "server-password"},
+           "fraud-detector-dev-drift-detector-scram": {"password": "detector-password"},
+           "kafka-cluster-ca": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}}
 
 
 def site(tmp_path: Path, built: dict[str, Path] | None = None) -> runner.Site:
     def image(component: str, work: Path):
         return build_image(component, work) if built is not None else _fake_image(component, tmp_path)
 
-    return runner.Site(rewrites={"mlops-kafka-bootstrap.kafka.svc:9092": "127.0.0.1:19092",
+    return runner.Site(rewrites={"mlops-kafka-bootstrap.kafka.svc:9093": "127.0.0.1:19093",
                                  "http://mlflow.mlflow.svc:5000": "http://127.0.0.1:15000",
                                  "http://seaweedfs-s3.storage.svc:8333": "http://127.0.0.1:18333",
                                  "http://prefect-server.prefect.svc.cluster.local:4200/api": "http://127.0.0.1:14200/api"},
@@ -50,7 +54,13 @@ def test_a_predictor_gets_the_operator_environment_local_addresses_ports_and_sec
     assert main.env["PREDICTOR_ID"] == "main"
     assert main.env["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"] == str(main.ports["http"]) != "9000"
     assert main.env["MODEL_SERVER_APP_METRICS_PORT"] == str(main.ports["app-metrics"])
-    assert main.env["MODEL_SERVER_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+    assert main.env["MODEL_SERVER_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19093"
+    # The cluster path's Kafka credentials become files in the process's folder, named as in the pod.
+    assert main.env["MODEL_SERVER_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert main.env["MODEL_SERVER_KAFKA_USERNAME"] == "fraud-detector-dev-model-server"
+    assert Path(main.env["MODEL_SERVER_KAFKA_PASSWORD_FILE"]).read_text() == "server-password"
+    assert Path(main.env["MODEL_SERVER_KAFKA_CA_FILE"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert main.env["MODEL_SERVER_KAFKA_PASSWORD_FILE"].startswith(str(tmp_path / "run"))
     assert main.env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
     assert main.env["AWS_SECRET_ACCESS_KEY"] == "key"
     # The emptyDir at /tmp is the process's own folder.
@@ -60,6 +70,8 @@ def test_a_predictor_gets_the_operator_environment_local_addresses_ports_and_sec
     config = Path(detector.env["DRIFT_CONFIG_FILE"])
     assert config.is_file() and "fraud-detector" in config.read_text()
     assert Path(detector.env["AWS_SHARED_CREDENTIALS_FILE"]).read_text().startswith("[default]")
+    assert Path(detector.env["DRIFT_KAFKA_PASSWORD_FILE"]).read_text() == "detector-password"
+    assert detector.env["DRIFT_KAFKA_USERNAME"] == "fraud-detector-dev-drift-detector"
     # Monitors select the processes by their pod labels, with the labels the operator adds.
     targets = runner.scrape_targets(documents, processes)
     model_targets = [t for t in targets if t.labels.get("mlops_gitops_io_predictor")]

@@ -51,7 +51,9 @@ def test_settings_load_from_rendered_manifests(tmp_path: Path, monkeypatch: pyte
     drift_env = {name for name in env if name.startswith("DRIFT_")}
     assert drift_env == {"DRIFT_MODEL", "DRIFT_ENVIRONMENT", "DRIFT_KAFKA_BOOTSTRAP_SERVERS", "DRIFT_TOPIC",
                          "DRIFT_DEAD_LETTER_TOPIC", "DRIFT_GROUP_ID", "DRIFT_STATE_TOPIC", "DRIFT_CONFIG_FILE",
-                         "DRIFT_HTTP_PORT", "DRIFT_S3_ENDPOINT_URL"}
+                         "DRIFT_HTTP_PORT", "DRIFT_S3_ENDPOINT_URL", "DRIFT_KAFKA_SECURITY_PROTOCOL",
+                         "DRIFT_KAFKA_SASL_MECHANISM", "DRIFT_KAFKA_USERNAME", "DRIFT_KAFKA_PASSWORD_FILE",
+                         "DRIFT_KAFKA_CA_FILE"}
     assert drift_env <= {f"DRIFT_{name.upper()}" for name in Settings.model_fields}
 
     # The config file is the ConfigMap's config.yaml, mounted where DRIFT_CONFIG_FILE points.
@@ -62,6 +64,15 @@ def test_settings_load_from_rendered_manifests(tmp_path: Path, monkeypatch: pyte
     config_file = tmp_path / key
     config_file.write_text(configmap["data"][key])
     env["DRIFT_CONFIG_FILE"] = str(config_file)
+    # The Kafka password and CA are files of the projected Secret volume mounted where the variables point.
+    kafka_mount = next(m for m in container["volumeMounts"] if m["name"] == "kafka-credentials")
+    kafka_volume = next(v for v in pod["volumes"] if v["name"] == "kafka-credentials")
+    projected = {item["path"] for source in kafka_volume["projected"]["sources"] for item in source["secret"]["items"]}
+    for variable in ("DRIFT_KAFKA_PASSWORD_FILE", "DRIFT_KAFKA_CA_FILE"):
+        folder, _, name = env[variable].rpartition("/")
+        assert folder == kafka_mount["mountPath"] and name in projected
+        (tmp_path / name).write_text("mounted")
+        env[variable] = str(tmp_path / name)
 
     # Exactly what the process sees: the real environment, read by pydantic-settings.
     for name in list(os.environ):
@@ -72,7 +83,9 @@ def test_settings_load_from_rendered_manifests(tmp_path: Path, monkeypatch: pyte
     settings = Settings()
     assert settings == load_settings(env)
     assert settings.model == "fraud-detector" and settings.environment == "dev"
-    assert settings.kafka_bootstrap_servers == "mlops-kafka-bootstrap.kafka.svc:9092"
+    assert settings.kafka_bootstrap_servers == "mlops-kafka-bootstrap.kafka.svc:9093"
+    assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism, settings.kafka_username) == \
+        ("SASL_SSL", "SCRAM-SHA-512", "fraud-detector-dev-drift-detector")
     assert settings.topic == "fraud-detector-dev-inference-log"
     assert settings.dead_letter_topic == "fraud-detector-dev-inference-log-dlq"
     assert settings.group_id == "fraud-detector-dev-drift-detector"

@@ -165,7 +165,7 @@ def test_a_write_killed_midway_is_reported_and_completed(repo, tmp_path):
     # another Kafka address rewrites several files of the model (server, detector, policies)
     env_file = repo / "environments/dev/environment.yaml"
     env = yaml.safe_load(env_file.read_text())
-    env["kafka"]["bootstrap_servers"] = "kafka-bootstrap.kafka.svc:9093"
+    env["kafka"]["bootstrap_servers"] = "kafka-bootstrap.kafka.svc:9094"
     env_file.write_text(yaml.safe_dump(env))
     planned = run(repo, "render", "--check")
     assert planned.exit_code == ExitCode.CHECK_FAILED and planned.output.count("+++ b/") >= 3

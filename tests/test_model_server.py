@@ -140,7 +140,11 @@ def render_containers(root: Path, versions: dict[str, Registered]) -> dict[str, 
                       rollout={"strategy": "canary", "candidates": [
                           {"name": "candidate", "traffic": 20, "release": pinned(versions["candidate"])}]},
                       drift={"method": "tabular", "features": FEATURES})
-    make_repo(root, envs={"dev": environment("dev")}, models={"dev": {MODEL: spec}})
+    # dev as make demo runs it: the local broker (tansu) authenticates no one, so Kafka is PLAINTEXT and the
+    # server keeps its default Kafka settings (test_kafka_auth.py covers SASL_SSL and the refusals).
+    local_kafka = {"bootstrap_servers": "mlops-kafka-bootstrap.kafka.svc:9092", "cluster": "mlops",
+                   "security_protocol": "PLAINTEXT"}
+    make_repo(root, envs={"dev": environment("dev", kafka=local_kafka)}, models={"dev": {MODEL: spec}})
     result = CliRunner().invoke(cli, ["render", "--repo-root", str(root)])
     assert result.exit_code == 0, result.output
     folder = root / "environments/dev/rendered/models" / MODEL

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from generator.cli import cli
-from helpers import environment, make_repo, model_spec, sealed_secret, write_yaml
+from helpers import environment, kafka_secrets, make_repo, model_spec, sealed_secret, write_yaml
 
 HELM = {"name": "demo", "description": "Demo chart", "namespace": "demo", "wave": -5, "license": "Apache-2.0",
         "secrets": ["demo-db"], "source": {"kind": "helm", "repo_url": "https://charts.example.com", "chart": "demo",
@@ -116,7 +116,10 @@ def test_external_secrets_backend_renders_external_secrets(tmp_path):
     secrets = {"backend": "external-secrets", "store": {"name": "vault"}, "items": [
         {"name": "demo-db", "namespace": "demo", "keys": ["username", "password"]},
         {"name": "s3-credentials", "namespace": "models-dev", "keys": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]},
-        {"name": "s3-credentials-drift-detector", "namespace": "models-dev", "keys": ["credentials"]}]}
+        {"name": "s3-credentials-drift-detector", "namespace": "models-dev", "keys": ["credentials"]},
+        # The model's Kafka identities: each password in both namespaces, and the cluster CA.
+        *({"name": name, "namespace": namespace, "keys": ["ca.crt" if name == "kafka-cluster-ca" else "password"]}
+          for namespace, name in kafka_secrets(environment("dev"), "churn"))]}
     root = repo(tmp_path, {"platform": {"secrets": secrets}})
     result = render(root)
     assert result.exit_code == 0, result.output

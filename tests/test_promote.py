@@ -38,9 +38,9 @@ def model_paths(env: str) -> set[str]:
 
 
 def _model_file_names() -> list[str]:
-    from generator.render.renderer import MODEL_FILES
+    from generator.render.renderer import KAFKA_USER_FILES, MODEL_FILES
 
-    return [name for _, name, _ in MODEL_FILES]
+    return [name for _, name, _ in (*MODEL_FILES, *KAFKA_USER_FILES)]
 
 
 def release_id(root: Path, env: str) -> str:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from generator.check.manifest import Manifest
 from generator.check.validate import Validator
-from generator.render.renderer import MODEL_FILES, Renderer
+from generator.render.renderer import KAFKA_USER_FILES, MODEL_FILES, Renderer
 from generator.spec.layout import RepoLayout
 from generator.spec.loader import LoadedEnvironment, load_model
 from generator.spec.models import Environment
@@ -83,7 +83,8 @@ def test_any_valid_spec_renders_to_schema_valid_manifests(spec, env_name):
     loaded, problems = load_model(LAYOUT, env, path, yaml.safe_dump(spec, sort_keys=False))
     assert problems == [] and loaded is not None
     files = RENDERER.render_model(LoadedEnvironment(env_name, env, LAYOUT.env_file(env_name), (loaded,)), loaded)
-    assert len(files) == len(MODEL_FILES) + 1  # and the model's Application
+    kafka_users = len(KAFKA_USER_FILES) if env.kafka.security_protocol == "SASL_SSL" else 0
+    assert len(files) == len(MODEL_FILES) + kafka_users + 1  # and the model's Application
     found = VALIDATOR.validate(Manifest(f.path, f.document, f.env) for f in files)
     assert found == [], "\n".join(map(str, found))
     sdep = next(f.document for f in files if f.document["kind"] == "SeldonDeployment")

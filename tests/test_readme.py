@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.render.renderer import MODEL_FILES
+from generator.render.renderer import KAFKA_USER_FILES, MODEL_FILES
 from helpers import REPO
 
 README = (REPO / "README.md").read_text()
@@ -109,7 +109,7 @@ def test_the_operations_day_runs_as_written(tmp_path):
 
 def test_the_per_model_file_table_lists_every_rendered_file():
     table = section("| file in `rendered/models/<model>/` |", "\n\n")
-    names = {name for _, name, _ in MODEL_FILES}
+    names = {name for _, name, _ in (*MODEL_FILES, *KAFKA_USER_FILES)}
     listed = {name for name in names if f"`{name}`" in table or (name.startswith("networkpolicy-")
                                                                   and "`networkpolicy-*.yaml`" in table)}
     assert listed == names

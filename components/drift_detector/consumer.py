@@ -18,6 +18,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from service_kit.kafka import start_client
 
 from .metrics import DriftMetrics
 from .settings import Settings
@@ -158,19 +159,20 @@ class DriftConsumer:
         s = self.settings
         common = {"bootstrap_servers": s.kafka_bootstrap_servers, "client_id": s.client_id,
                   "retry_backoff_ms": int(s.backoff_initial_seconds * 1000),
-                  "request_timeout_ms": int(max(s.broker_timeout_seconds * 2, 10) * 1000)}
+                  "request_timeout_ms": int(max(s.broker_timeout_seconds * 2, 10) * 1000),
+                  **s.kafka_client_options()}
         self._producer = AIOKafkaProducer(acks="all", linger_ms=5, **common)
-        await self._producer.start()
+        await start_client(self._producer)
         self._consumer = AIOKafkaConsumer(
             group_id=s.group_id, enable_auto_commit=False, auto_offset_reset=s.auto_offset_reset,
             max_poll_records=s.batch_max_records, session_timeout_ms=int(s.session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_seconds * 1000),
             **common)
         self._consumer.subscribe([s.topic], listener=self._listener)
-        await self._consumer.start()
+        await start_client(self._consumer)
         self.broker_ok = True
-        log.info("connected to Kafka at %s; consuming %s as group %s", s.kafka_bootstrap_servers, s.topic,
-                 s.group_id)
+        log.info("connected to Kafka at %s (%s); consuming %s as group %s", s.kafka_bootstrap_servers,
+                 s.kafka_identity(), s.topic, s.group_id)
 
     async def _close_clients(self) -> None:
         self.joined = False
@@ -220,7 +222,8 @@ class DriftConsumer:
         s = self.settings
         reader = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers, client_id=f"{s.client_id}-state",
                                   group_id=None, enable_auto_commit=False,
-                                  request_timeout_ms=int(max(s.broker_timeout_seconds * 2, 10) * 1000))
+                                  request_timeout_ms=int(max(s.broker_timeout_seconds * 2, 10) * 1000),
+                                  **s.kafka_client_options())
         records: list[tuple[bytes | None, bytes | None]] = []
         try:
             await asyncio.wait_for(self._read_state(reader, records), self._time_left(s.state_restore_timeout_seconds))
@@ -240,7 +243,7 @@ class DriftConsumer:
 
     async def _read_state(self, reader: AIOKafkaConsumer, records: list) -> None:
         topic = self.settings.state_topic
-        await reader.start()
+        await start_client(reader)
         if topic not in await reader.topics():
             raise _NoStateTopic
         partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]

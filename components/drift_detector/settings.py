@@ -20,6 +20,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
+from service_kit.kafka import KafkaClientSettings
 from service_kit.settings import ConfigError, ServiceSettings, problems
 
 CategoryValue = str | int | float | bool
@@ -118,11 +119,13 @@ class DriftConfig(BaseModel):
             raise ConfigError(f"{source}: invalid drift config:\n{_describe(exc)}") from exc
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, KafkaClientSettings):
     """Environment of the service: every ``DRIFT_*`` variable the rendered Deployment sets, plus tuning.
 
-    Credentials for S3 are not settings: boto3 reads ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
-    and ``AWS_DEFAULT_REGION`` itself.
+    Kafka authentication (``DRIFT_KAFKA_SECURITY_PROTOCOL``, ``_SASL_MECHANISM``, ``_USERNAME``,
+    ``_PASSWORD_FILE``, ``_CA_FILE``) comes from :class:`service_kit.kafka.KafkaClientSettings`.
+    Credentials for S3 are not settings: boto3 reads them itself (``AWS_SHARED_CREDENTIALS_FILE`` in the
+    rendered Deployment) with ``AWS_DEFAULT_REGION``.
     """
 
     model_config = SettingsConfigDict(env_prefix="DRIFT_", extra="ignore", frozen=True)

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from pydantic_settings import NoDecode, SettingsConfigDict
+from service_kit.kafka import KafkaClientSettings
 from service_kit.settings import ConfigError, ServiceSettings, problems
 
 CategoryValue = str | int | bool
@@ -56,9 +57,11 @@ class FeatureSpec(BaseModel):
         return f"{self.name} ({self.type})"
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, KafkaClientSettings):
     """Every knob of the model server. Identity and endpoints come from the rendered manifest; the
-    tuning knobs have defaults that suit one to four gunicorn workers."""
+    tuning knobs have defaults that suit one to four gunicorn workers. How the inference log authenticates
+    to Kafka (``MODEL_SERVER_KAFKA_SECURITY_PROTOCOL``, ``_SASL_MECHANISM``, ``_USERNAME``, ``_PASSWORD_FILE``,
+    ``_CA_FILE``) comes from :class:`service_kit.kafka.KafkaClientSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="MODEL_SERVER_", extra="ignore", frozen=True)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from inference_log import encode_fields
+from service_kit.kafka import start_client
 
 from model_server.buffer import InferenceBuffer, LoggedRequest
 from model_server.metrics import ServerMetrics
@@ -93,10 +94,10 @@ class InferenceLogShipper:
         while not self._stopping.is_set():
             producer = self._producer()
             try:
-                await asyncio.wait_for(producer.start(), self.settings.send_timeout_seconds * 2)
+                await asyncio.wait_for(start_client(producer), self.settings.send_timeout_seconds * 2)
                 self._set_connected(True)
-                log.info("inference log: connected to %s, topic %s", self.settings.kafka_bootstrap_servers,
-                         self.settings.kafka_topic)
+                log.info("inference log: connected to %s (%s), topic %s", self.settings.kafka_bootstrap_servers,
+                         self.settings.kafka_identity(), self.settings.kafka_topic)
                 backoff = INITIAL_BACKOFF_SECONDS
                 await self._drain(producer)
             except (TimeoutError, KafkaError, OSError) as exc:
@@ -114,7 +115,8 @@ class InferenceLogShipper:
         return AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers, acks=1, linger_ms=0,
             request_timeout_ms=timeout_ms, retry_backoff_ms=100, max_batch_size=1_048_576,
-            client_id=f"model-server-{self.settings.model_name}-{self.settings.predictor}")
+            client_id=f"model-server-{self.settings.model_name}-{self.settings.predictor}",
+            **self.settings.kafka_client_options())
 
     async def _drain(self, producer: AIOKafkaProducer) -> None:
         """Ship batches until stopped; a failed send raises to the reconnect loop."""

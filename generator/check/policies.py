@@ -480,7 +480,9 @@ def _literal_secret_problems(d: Doc, env: list, path: FieldPath) -> Iterator[Pro
     for k, var in enumerate(env):
         var = as_dict(var)
         name = var.get("name")
-        if isinstance(name, str) and _SECRET_ENV_NAME.search(name) and var.get("value") not in (None, ""):
+        # A ``*_FILE`` variable names a mounted file (MODEL_SERVER_KAFKA_PASSWORD_FILE), not the secret itself.
+        if (isinstance(name, str) and _SECRET_ENV_NAME.search(name) and not name.endswith("_FILE")
+                and var.get("value") not in (None, "")):
             yield d.problem(
                 (*path, k, "value"),
                 f"env var {name} carries a literal secret value",

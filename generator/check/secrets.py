@@ -41,6 +41,15 @@ def required_secrets(loaded: LoadedEnvironment, components: list[LoadedComponent
     env = loaded.env
     needed = {(env.namespaces.models, env.s3.credentials_secret): "model servers (s3.credentials_secret)",
               (env.namespaces.models, naming.DRIFT_S3_SECRET): "drift detectors (their own read-only S3 identity)"}
+    if env.kafka.security_protocol == "SASL_SSL" and loaded.models:
+        needed[(env.namespaces.models, naming.KAFKA_CA_SECRET)] = ("Kafka clients (a copy of Strimzi's "
+                                                                   f"{env.kafka.cluster}-cluster-ca-cert)")
+        for model in loaded.models:
+            names = naming.model_names(model.spec.model, env.name)
+            for user in (names.kafka_user_model_server, names.kafka_user_drift_detector):
+                secret = naming.kafka_password_secret(user)
+                needed[(env.namespaces.kafka, secret)] = f"KafkaUser {user} (its SCRAM password)"
+                needed[(env.namespaces.models, secret)] = f"{user}'s pods (the same password, mounted)"
     for component in enabled_components(components, env):
         for name in component.spec.secrets:
             needed.setdefault((component.spec.namespace, name), f"component {component.name}")

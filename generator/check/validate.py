@@ -53,6 +53,7 @@ CRD_SCHEMAS = {
     ("kafka.strimzi.io/v1", "KafkaTopic"): "kafka.strimzi.io/kafkatopic_v1.json",
     ("kafka.strimzi.io/v1", "Kafka"): "kafka.strimzi.io/kafka_v1.json",
     ("kafka.strimzi.io/v1", "KafkaNodePool"): "kafka.strimzi.io/kafkanodepool_v1.json",
+    ("kafka.strimzi.io/v1", "KafkaUser"): "kafka.strimzi.io/kafkauser_v1.json",
     ("bitnami.com/v1alpha1", "SealedSecret"): "bitnami.com/sealedsecret_v1alpha1.json",
     ("external-secrets.io/v1", "ExternalSecret"): "external-secrets.io/externalsecret_v1.json",
     # Project-authored subsets (see schemas/SOURCES.md): upstream's Cluster CRD is too large to vendor.

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from generator.check.appgraph import graph_problems, kustomize_problems
 from generator.check.charts import chart_problems
+from generator.check.kafka import kafka_problems
 from generator.check.manifest import load_rendered_tree
 from generator.check.network import network_problems
 from generator.check.secrets import committed_secret_problems
@@ -49,6 +50,7 @@ def _checks(layout: RepoLayout, envs: list[str], kubernetes_version: str) -> tup
     manifests, problems = load_rendered_tree(layout.root, envs)
     problems += Validator(layout.schemas_dir, kubernetes_version).validate(manifests)
     problems += network_problems(manifests)
+    problems += kafka_problems(manifests)
     problems += graph_problems(layout, envs)
     problems += committed_secret_problems(layout, envs)
     problems += chart_problems(layout, manifests, envs, kubernetes_version)

@@ -135,7 +135,8 @@ SECURITY_END = "<!-- security:end -->"
 
 def security_markdown(description: Description = DESCRIPTION) -> str:
     """The README's security tables: who may reach what (every flow; everything else is denied), which S3
-    identity may do what, each namespace's Pod Security level, and the credentials still sent in plain HTTP."""
+    identity and which Kafka user may do what, each namespace's Pod Security level, and the credentials still sent in plain HTTP."""
+    from generator.spec.kafka import KAFKA_CLIENTS  # noqa: PLC0415 - README only
     from generator.spec.network import ACCEPTED_PLAINTEXT, S3_IDENTITIES  # noqa: PLC0415 - README only
 
     def where(name: str) -> str:
@@ -153,6 +154,14 @@ def security_markdown(description: Description = DESCRIPTION) -> str:
               "| S3 identity | namespace | Secret | actions | delivered as |", "|---|---|---|---|---|"]
     lines += [f"| `{i.name}` | {i.namespace} | `{i.secret}` | {', '.join(f'`{a}`' for a in i.actions)} | {i.delivery} |"
               for i in S3_IDENTITIES]
+    placeholders = naming.model_names("<model>", "<env>").as_dict()
+    lines += ["", "| Kafka user (KafkaUser, SCRAM-SHA-512 over TLS, one per model) | may (simple authorization; "
+              "nothing else) | password delivered as |", "|---|---|---|"]
+    lines += [f"| `<model>-<env>-{component}` | "
+              + "; ".join(f"{', '.join(a.operations)} on {a.resource} `{placeholders[a.name_key]}`" for a in accesses)
+              + f" | Secret `<model>-<env>-{component}-scram` (key `password`) in the Kafka namespace (read by the "
+                "KafkaUser) and the model namespace (mounted as a file with the cluster CA `kafka-cluster-ca`) |"
+              for component, accesses in KAFKA_CLIENTS.items()]
     lines += ["", "| namespace | Pod Security enforced | why not `restricted` |", "|---|---|---|"]
     lines += [f"| {ref} | {p.level} | {p.reason or '—'} |" for ref, p in description.pod_security.items()]
     lines += ["", "Credentials still sent over plain in-cluster HTTP (`mlops validate` refuses any other):", ""]

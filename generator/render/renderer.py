@@ -24,6 +24,7 @@ from generator.render import aliases
 from generator.render.promrules import prometheus_rules
 from generator.spec import naming, rules, yamlio
 from generator.spec.errors import Problem, RenderError
+from generator.spec.kafka import KAFKA_CLIENTS, USER_NAME_KEY
 from generator.spec.layout import RepoLayout, model_application_path, rendered_model_path
 from generator.spec.loader import LoadedEnvironment, LoadedModel
 
@@ -77,6 +78,11 @@ MODEL_FILES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("job.yaml.j2", "mlflow-alias-job.yaml", {"job": aliases.JOB_KEY}),
     ("networkpolicy.yaml.j2", "networkpolicy-mlflow-alias.yaml", {"policy": aliases.JOB_KEY}),
 )
+KAFKA_USER_FILES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("kafkauser.yaml.j2", "kafkauser-model-server.yaml", {"kafka_user": "model-server"}),
+    ("kafkauser.yaml.j2", "kafkauser-drift-detector.yaml", {"kafka_user": "drift-detector"}),
+)
+"""Rendered only where ``kafka.security_protocol`` is ``SASL_SSL``."""
 APPLICATION_TEMPLATE = "application.yaml.j2"
 PROMETHEUS_RULE = ("prometheusrule.yaml.j2", "prometheusrule.yaml")
 """Rendered only where the environment sets ``alerting.prometheus_rule``."""
@@ -146,6 +152,8 @@ class Renderer:
             aliases.JOB_KEY: aliases.alias_job_context(loaded.env, model.spec, self._alias_script())}
         folder = rendered_model_path(loaded.name, model.spec.model)
         outputs = [(tpl, f"{folder}/{name}", extra) for tpl, name, extra in MODEL_FILES]
+        if context["kafka_auth"] is not None:
+            outputs += [(tpl, f"{folder}/{name}", extra) for tpl, name, extra in KAFKA_USER_FILES]
         if loaded.env.alerting.prometheus_rule:
             context["prometheus_rules"] = prometheus_rules(context["payloads"]["grafana_alerts"], source)
             outputs.append((PROMETHEUS_RULE[0], f"{folder}/{PROMETHEUS_RULE[1]}", {}))
@@ -190,6 +198,25 @@ class Renderer:
 
 MODELS_WAVE = 50
 """Models sync after every platform component (waves in apps/*/component.yaml stay below this)."""
+
+
+def kafka_auth_context(env: Any, names: naming.ModelNames) -> dict[str, Any] | None:
+    """How the model's Kafka clients authenticate, and each one's KafkaUser with its ACLs (from
+    :data:`generator.spec.kafka.KAFKA_CLIENTS`); ``None`` where the environment's Kafka is ``PLAINTEXT``."""
+    if env.kafka.security_protocol != "SASL_SSL":
+        return None
+    by_name = names.as_dict()
+    users = {}
+    for component, accesses in KAFKA_CLIENTS.items():
+        user = by_name[USER_NAME_KEY[component]]
+        users[component] = {
+            "name": user, "component": component, "password_secret": naming.kafka_password_secret(user),
+            "acls": [{"resource": a.resource, "name": by_name[a.name_key], "operations": list(a.operations)}
+                     for a in accesses],
+        }
+    return {"protocol": "SASL_SSL", "mechanism": naming.KAFKA_SASL_MECHANISM, "dir": naming.KAFKA_CREDENTIALS_DIR,
+            "ca_secret": naming.KAFKA_CA_SECRET, "ca_key": naming.KAFKA_CA_KEY,
+            "password_key": naming.KAFKA_PASSWORD_KEY, "users": users}
 
 
 def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) -> dict[str, Any]:
@@ -252,6 +279,7 @@ def model_context(loaded: LoadedEnvironment, model: LoadedModel, source: str) ->
         "label_prefix": naming.LABEL_PREFIX,
         "run_as_user": naming.RUN_AS_UID,
         "drift_s3": {"secret": naming.DRIFT_S3_SECRET, "dir": naming.DRIFT_S3_DIR, "file": naming.DRIFT_S3_FILE},
+        "kafka_auth": kafka_auth_context(env, names),
         "metrics": naming.METRICS,
         "ports": {"model_http": naming.MODEL_SERVER_HTTP_PORT, "model_metrics": naming.MODEL_SERVER_METRICS_PORT,
                   "model_app_metrics": naming.MODEL_SERVER_APP_METRICS_PORT,

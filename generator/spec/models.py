@@ -263,6 +263,11 @@ class ArgoCD(Strict):
 class Kafka(Strict):
     bootstrap_servers: Annotated[str, StringConstraints(pattern=r"^[^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*$")]
     cluster: Name
+    security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = "SASL_SSL"
+    """``SASL_SSL``: the cluster's only client listener is TLS with SCRAM-SHA-512 (port 9093) and ``simple``
+    authorization; each model server and drift detector is its own ``KafkaUser`` with ACLs on its own topics
+    and group. ``PLAINTEXT``: no authentication (port 9092), for a local broker only; refused in staging and
+    prod (:data:`KAFKA_AUTH_REQUIRED_ENVIRONMENTS`)."""
     partitions: Annotated[int, Field(ge=1, le=1000)] = 3
     replication_factor: Annotated[int, Field(ge=1, le=7)] = 3
     retention_hours: Annotated[int, Field(ge=1)] = 168
@@ -379,6 +384,8 @@ class Environment(Strict):
 
 
 DIGEST_REQUIRED_ENVIRONMENTS = frozenset({"staging", "prod"})
+KAFKA_AUTH_REQUIRED_ENVIRONMENTS = frozenset({"staging", "prod"})
+"""Environments whose Kafka clients must authenticate (``kafka.security_protocol: SASL_SSL``)."""
 """Environments whose images must be pinned by ``@sha256:`` digest, whatever their spec says."""
 
 

@@ -28,6 +28,26 @@ credentials file (``[default]`` with ``aws_access_key_id`` and ``aws_secret_acce
 DRIFT_S3_DIR = "/var/run/secrets/s3"
 DRIFT_S3_FILE = "credentials"
 
+KAFKA_TLS_PORT = 9093
+"""Strimzi's ``tls`` listener: TLS with SCRAM-SHA-512 client authentication (``kafka.security_protocol: SASL_SSL``)."""
+KAFKA_PLAIN_PORT = 9092
+"""The ``plain`` listener, rendered only where ``kafka.security_protocol`` is ``PLAINTEXT`` (a local broker)."""
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
+KAFKA_CA_SECRET = "kafka-cluster-ca"
+"""In the model namespace: key ``ca.crt``, a copy of Strimzi's ``<cluster>-cluster-ca-cert`` (public, but a
+Secret so that it mounts next to the password)."""
+KAFKA_CA_KEY = "ca.crt"
+KAFKA_PASSWORD_KEY = "password"
+KAFKA_CREDENTIALS_DIR = "/var/run/secrets/kafka"
+"""Where a model server or drift detector finds ``password`` and ``ca.crt`` (one projected Secret volume)."""
+
+
+def kafka_password_secret(user: str) -> str:
+    """The Secret holding ``user``'s SCRAM password (key ``password``): the same name in the Kafka namespace,
+    where the KafkaUser reads it, and in the model namespace, where the pod mounts it. Not ``user`` itself:
+    Strimzi's User Operator writes a Secret of that name in the Kafka namespace."""
+    return f"{user}-scram"
+
 # Metrics the rendered alerts and dashboards query. The drift detector exports the mlops_drift_* series
 # (labels model, version, predictor, feature); Seldon's executor exports the request histograms.
 METRICS = {
@@ -75,6 +95,10 @@ class ModelNames:
     network_policy_drift: str
     alias_job: str
     network_policy_alias: str
+    kafka_user_model_server: str
+    """KafkaUser (and SCRAM user name) of the model's servers: writes its inference log only."""
+    kafka_user_drift_detector: str
+    """KafkaUser of the model's drift detector: reads the log as its group, writes dead letters and state."""
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -102,6 +126,8 @@ def model_names(model: str, env: str) -> ModelNames:
         network_policy_drift=f"{model}-drift",
         alias_job=f"{model}-mlflow-alias",
         network_policy_alias=f"{model}-mlflow-alias",
+        kafka_user_model_server=f"{model}-{env}-model-server",
+        kafka_user_drift_detector=f"{model}-{env}-drift-detector",
     )
 
 

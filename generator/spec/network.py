@@ -149,7 +149,10 @@ DESCRIPTION = Description(
         # Serving and drift (the model namespace's side is rendered per model).
         Flow("gateway", "model-pods", (8000,), "requests reach Seldon's executor through the ingress gateway"),
         Flow("model-pods", "istiod", (15012,), "sidecars fetch config and certificates"),
-        Flow("model-pods", "kafka-brokers", (9092,), "model servers write, drift detectors read the inference log"),
+        # The TLS listener with SCRAM-SHA-512 (kafka.security_protocol SASL_SSL). PLAINTEXT (9092) is for a local
+        # broker without NetworkPolicies (make demo): in a cluster these policies would not admit it.
+        Flow("model-pods", "kafka-brokers", (9093,), "model servers write, drift detectors read the inference log "
+             "(each as its own KafkaUser)"),
         Flow("model-pods", "s3", (8333,), "model servers and detectors read artifacts"),
         Flow("model-pods", "mlflow", (5000,), "the PostSync Job moves the environment's MLflow alias"),
         # Platform services.

@@ -15,6 +15,7 @@ from generator.spec.errors import Problem
 from generator.spec.layout import env_path
 from generator.spec.models import (
     ARTIFACT_SCHEMES,
+    KAFKA_AUTH_REQUIRED_ENVIRONMENTS,
     MODEL_NAME_MAX,
     PREDICTOR_NAME_MAX,
     Environment,
@@ -68,6 +69,11 @@ def check_environment(env: Environment, dir_name: str) -> list[Problem]:
     if requires_digest(env.name) and not env.images.require_digest:
         problems.append(Problem("", f"must be true in {env.name}: staging and prod run only digest-pinned images",
                                 field="images.require_digest", fix="set images.require_digest: true"))
+    if env.name in KAFKA_AUTH_REQUIRED_ENVIRONMENTS and env.kafka.security_protocol != "SASL_SSL":
+        problems.append(Problem("", f"must be SASL_SSL in {env.name}: model servers and drift detectors authenticate "
+                                "to Kafka as their own KafkaUser over TLS", field="kafka.security_protocol",
+                                fix="set kafka.security_protocol: SASL_SSL and kafka.bootstrap_servers to the tls "
+                                    "listener (<cluster>-kafka-bootstrap.<namespace>.svc:9093)"))
     problems += _resource_problems(env.defaults.serving.resources, "defaults.serving.resources")
     problems += _resource_problems(env.defaults.drift.resources, "defaults.drift.resources")
     return problems
