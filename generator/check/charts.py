@@ -133,31 +133,43 @@ def _safe_render(renderer: ChartRenderer, app: ChartApp) -> Rendered | str:
 
 
 def _schema_problems(renderer: ChartRenderer, app: ChartApp) -> list[Problem]:
-    helm = _helm()
-    try:
-        renderer.chart(app.vendored).validate_schema(app.values)
-    except helm.HelmError as exc:
-        return [app.problem(f"chart {app.vendored.entry.chart}'s values.schema.json refuses the values: "
-                            f"{' '.join(str(exc).split())}", "fix the values the schema names")]
+    def refusal() -> str | None:
+        helm = _helm()
+        try:
+            renderer.chart(app.vendored).validate_schema(app.values)
+        except helm.HelmError as exc:
+            return " ".join(str(exc).split())
+        return None
+
+    # Remembered by archive and values (a warm run loads no chart at all).
+    refused = renderer.remember("schema", app.vendored, app.values, refusal)
+    if refused is not None:
+        return [app.problem(f"chart {app.vendored.entry.chart}'s values.schema.json refuses the values: {refused}",
+                            "fix the values the schema names")]
     return []
 
 
 def _dependency_problems(renderer: ChartRenderer, app: ChartApp) -> list[Problem]:
     """A dependency chart the archive leaves out renders nothing here; Argo CD would install it."""
-    chart = renderer.chart(app.vendored)
-    present = {d.get("name") for d in chart.dependencies}
-    merged = chart.merge_values(app.values)
-    problems = []
-    for dependency in chart.metadata.get("dependencies") or []:
-        name, condition = dependency.get("name"), dependency.get("condition") or ""
-        if name in present:
-            continue
-        enabled = any(_lookup(merged, path.strip().split(".")) is True for path in condition.split(",") if path.strip())
-        if enabled or not condition:
-            problems.append(app.problem(f"values enable dependency chart {name} ({condition or 'no condition'}), "
-                                        f"which the vendored {app.vendored.entry.chart} archive leaves out",
-                                        f"keep {condition or name} false, or vendor the chart with its dependencies"))
-    return problems
+    def enabled_but_left_out() -> list[list[str]]:
+        chart = renderer.chart(app.vendored)
+        present = {d.get("name") for d in chart.dependencies}
+        merged = chart.merge_values(app.values)
+        found = []
+        for dependency in chart.metadata.get("dependencies") or []:
+            name, condition = dependency.get("name"), dependency.get("condition") or ""
+            if name in present:
+                continue
+            enabled = any(_lookup(merged, path.strip().split(".")) is True for path in condition.split(",")
+                          if path.strip())
+            if enabled or not condition:
+                found.append([name, condition])
+        return found
+
+    return [app.problem(f"values enable dependency chart {name} ({condition or 'no condition'}), which the vendored "
+                        f"{app.vendored.entry.chart} archive leaves out",
+                        f"keep {condition or name} false, or vendor the chart with its dependencies")
+            for name, condition in renderer.remember("dependencies", app.vendored, app.values, enabled_but_left_out)]
 
 
 def _unstable_templates(renderer: ChartRenderer, app: ChartApp) -> frozenset[str]:
@@ -267,11 +279,15 @@ _defaults: dict[str, tuple[dict, dict | None]] = {}
 
 
 def _chart_defaults(renderer: ChartRenderer, app: ChartApp) -> tuple[dict, dict | None]:
-    """The chart's default values (subcharts' included) and its schema, read once per archive."""
+    """The chart's default values (subcharts' included) and its schema, read once per archive (and cached)."""
     key = app.vendored.entry.sha256
     if key not in _defaults:
-        chart = renderer.chart(app.vendored)
-        _defaults[key] = (chart.merge_values({}), chart.schema)
+        def read() -> dict:
+            chart = renderer.chart(app.vendored)
+            return {"defaults": chart.merge_values({}), "schema": chart.schema}
+
+        found = renderer.remember("defaults", app.vendored, None, read)
+        _defaults[key] = (found["defaults"], found["schema"])
     return _defaults[key]
 
 

@@ -18,6 +18,7 @@ import os
 import re
 import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,17 @@ class ChartRenderer:
                                   "versions": [v.get("name") for v in spec.get("versions") or []]})
         self.cache_put(key, {"crds": found})
         return found
+
+    def remember(self, kind: str, vendored: VendoredChart, inputs: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s JSON answer about an archive and ``inputs``, from the cache when it was asked before
+        (answers that depend only on the archive and the values: schema verdicts, defaults, dependencies)."""
+        key = hashlib.sha256(json.dumps([CACHE_FORMAT, kind, vendored.entry.sha256, inputs], sort_keys=True)
+                             .encode()).hexdigest()
+        cached = self.cache_get(key)
+        if cached is None:
+            cached = {"value": compute()}
+            self.cache_put(key, cached)
+        return cached["value"]
 
     def _cache_file(self, key: str) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / key[:2] / f"{key}.json"

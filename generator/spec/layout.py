@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from generator.spec.errors import Problem, SpecError
@@ -218,6 +219,11 @@ class RepoLayout:
         found = {p.parent.name for p in self.environments_dir.glob(f"*/{ENV_FILE}")}
         return [e for e in ENVIRONMENTS if e in found] + sorted(found - set(ENVIRONMENTS))
 
+    @cached_property
+    def resolved_root(self) -> Path:
+        """The root with its links resolved (once: every file read checks against it)."""
+        return self.root.resolve()
+
     def inside(self, path: Path) -> Path:
         """``path`` with its links resolved, refused when it leads outside the repository: the generator
         never reads or writes through a link that leaves the root (a linked file could leak into a diff or
@@ -227,7 +233,7 @@ class RepoLayout:
             SpecError: the path, or a folder on the way to it, is a link to somewhere outside the root.
         """
         resolved = path.resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
+        if not resolved.is_relative_to(self.resolved_root):
             raise SpecError([Problem(self.relative(path), f"leads outside the repository (to {resolved}): the "
                                      "generator reads and writes only inside it",
                                      fix="replace the link with the file it should be, inside the repository")])
