@@ -16,7 +16,7 @@ from generator.render.renderer import KAFKA_USER_FILES, MODEL_FILES
 from helpers import REPO
 
 README = (REPO / "README.md").read_text()
-NEEDS = re.compile(r"#\s*needs (MLflow|the chart repository|a release history \(see Operations\))\s*$")
+NEEDS = re.compile(r"#\s*needs (MLflow|the chart repository|the image registries|a release history \(see Operations\))\s*$")
 """What an example may say it needs instead of running here."""
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Release Manager", "GIT_AUTHOR_EMAIL": "rm@example.com",
                 "GIT_COMMITTER_NAME": "Release Manager", "GIT_COMMITTER_EMAIL": "rm@example.com"}

@@ -7,8 +7,9 @@ and ``valuesObject``, as Argo CD would. Then:
 1. every value we set takes effect: removing it changes the output, or the key is in the chart's values or
    schema and the component records why it is set anyway (``inert_values``);
 2. the chart's ``values.schema.json`` accepts the values; no left-out dependency chart is enabled;
-3. wiring, 4. the AppProject and determinism, 5. workload policies, 6. images: see
-   :mod:`generator.check.chart_objects`.
+3. wiring, 4. the AppProject and determinism, 5. workload policies: see :mod:`generator.check.chart_objects`;
+6. images: prod's chart images run by digest or are recorded in ``vendor/images.yaml``, and ``apps/IMAGES.md``
+   lists every image the platform runs (:mod:`generator.check.images`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from typing import Any
 
 from generator.check import chart_objects
 from generator.check.chart_objects import ChartApp
+from generator.check.images import (
+    ImageUse,
+    chart_image_uses,
+    digest_problems,
+    images_markdown,
+    manifest_image_uses,
+)
 from generator.check.manifest import Manifest, as_dict
 from generator.render.charts import (
     CACHE_FORMAT,
@@ -34,6 +42,7 @@ from generator.render.charts import (
 from generator.spec.charts import chart_key, load_lock, pin_problems, read_lock_or_empty, sources_markdown
 from generator.spec.components import load_components
 from generator.spec.errors import Problem, SpecError
+from generator.spec.images import CHART_DIGEST_ENVS, IMAGES_TABLE, load_image_lock
 from generator.spec.layout import RepoLayout, env_file_path
 
 RENDER_THREADS = 4
@@ -42,8 +51,9 @@ threads than workers, so a worker never waits while this process compares or par
 
 
 def chart_problems(layout: RepoLayout, manifests: list[Manifest], envs: list[str], kubernetes_version: str,
-                   renderer: ChartRenderer | None = None) -> list[Problem]:
-    """Render every platform Application of ``envs`` with its vendored chart and run every chart check."""
+                   renderer: ChartRenderer | None = None, images: list[ImageUse] | None = None) -> list[Problem]:
+    """Render every platform Application of ``envs`` with its vendored chart and run every chart check;
+    ``images`` (when given) receives every image the environments run (:mod:`generator.check.images`)."""
     vendored, problems = load_lock(layout)
     if layout.charts_lock.is_file() and not problems:
         expected = sources_markdown(read_lock_or_empty(layout))
@@ -57,10 +67,35 @@ def chart_problems(layout: RepoLayout, manifests: list[Manifest], envs: list[str
     problems += pin_problems(components, vendored)
     renderer = renderer or ChartRenderer(layout.chart_cache_dir, kubernetes_version)
     by_component = {c.name: c for c in components}
+    uses: list[ImageUse] = []
+    complete = True
     for env in envs:
         apps, found = _chart_apps(env, manifests, vendored, by_component)
         problems += found
-        problems += _check_environment(layout, env, apps, manifests, renderer)
+        env_problems, ready = _check_environment(layout, env, apps, manifests, renderer)
+        problems += env_problems
+        complete = complete and not found and len(ready) == len(apps)
+        uses += chart_image_uses(env, ready) + manifest_image_uses(env, manifests)
+    if images is not None:
+        images += uses
+    if complete:  # an image table or digest verdict without every chart's images would be wrong
+        problems += _image_problems(layout, envs, uses)
+    return problems
+
+
+def _image_problems(layout: RepoLayout, envs: list[str], uses: list[ImageUse]) -> list[Problem]:
+    """Prod's chart images run by digest or are in the image lock; apps/IMAGES.md is current (all envs)."""
+    lock, problems = load_image_lock(layout)
+    if problems:
+        return problems
+    if set(CHART_DIGEST_ENVS) <= set(envs):
+        exceptions = {c.name: c.spec.policy_exceptions for c in load_components(layout)}
+        problems += digest_problems(uses, lock, exceptions)
+    table = layout.root / IMAGES_TABLE
+    if set(envs) == set(layout.existing_environments()) and (
+            not table.is_file() or table.read_text(encoding="utf-8") != images_markdown(uses, lock)):
+        problems.append(Problem(IMAGES_TABLE, "is not the table of the images the rendered platform runs",
+                                fix="run `mlops images` and commit the result"))
     return problems
 
 
@@ -91,7 +126,7 @@ def _chart_apps(env: str, manifests: list[Manifest], vendored: dict, components:
 
 
 def _check_environment(layout: RepoLayout, env: str, apps: list[ChartApp], manifests: list[Manifest],
-                       renderer: ChartRenderer) -> list[Problem]:
+                       renderer: ChartRenderer) -> tuple[list[Problem], list[ChartApp]]:
     problems: list[Problem] = []
     # Pass 1 finds the APIs the platform installs (CRDs in crds/ and in templates); pass 2 renders with
     # them, as Argo CD does on a cluster where they exist (charts switch ServiceMonitors etc. on them).
@@ -122,7 +157,7 @@ def _check_environment(layout: RepoLayout, env: str, apps: list[ChartApp], manif
     problems += _consumption_problems(full, ready)
     # Objects of a chart that did not render are unknown: wiring to them would only repeat its problem.
     problems += chart_objects.object_problems(layout, env, ready, manifests, full, complete=len(ready) == len(apps))
-    return problems
+    return problems, ready
 
 
 def _safe_render(renderer: ChartRenderer, app: ChartApp) -> Rendered | str:

@@ -7,7 +7,7 @@ printed without a traceback and mapped to exit codes in one place (:mod:`generat
 
 from __future__ import annotations
 
-from generator.cli import release, tree  # noqa: F401  (importing them registers their commands on the group)
+from generator.cli import images, release, tree  # noqa: F401  (importing them registers their commands on the group)
 from generator.cli.release import generate_model_command
 from generator.cli.shared import cli
 

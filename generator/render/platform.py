@@ -13,6 +13,7 @@ from generator.render import network, retrain_pipeline, trigger
 from generator.render.renderer import MODELS_WAVE, RenderedFile, Renderer, generated_file
 from generator.spec import naming
 from generator.spec.components import LoadedComponent, enabled_components, environment_values
+from generator.spec.images import CHART_DIGEST_ENVS, digest_values, read_image_lock
 from generator.spec.layout import RepoLayout, rendered_path
 from generator.spec.loader import LoadedEnvironment, deep_merge
 
@@ -50,12 +51,17 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
                                     env.name))
 
     rendered = rendered_path(env.name)
+    image_lock = read_image_lock(layout)
     for component in enabled_components(components, env):
         override = env.platform.components.get(component.name)
         spec = component.spec
         if spec.source.kind == "helm":
             values = deep_merge(deep_merge(component.values, environment_values(component, loaded.env_json)),
                                 override.values if override else {})
+            if env.name in CHART_DIGEST_ENVS and spec.image_digests:
+                # Digests seen published (vendor/images.yaml); an override of the same value still wins.
+                values = deep_merge(deep_merge(values, digest_values(component.name, spec.image_digests,
+                                                                     image_lock)), override.values if override else {})
             app_source = {"repoURL": spec.source.repo_url, "chart": spec.source.chart,
                           "targetRevision": spec.source.version,
                           "helm": {"releaseName": spec.source.release_name, "valuesObject": values}}

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from generator.spec.errors import Problem, SpecError
+from generator.spec.images import ImageDigestValue
 from generator.spec.layout import RepoLayout
 from generator.spec.loader import parse_document, read_yaml_mapping
 from generator.spec.models import Environment, Name, Strict
@@ -63,15 +64,19 @@ class Component(Strict):
     in the chart's values.yaml or values.schema.json; any other value that changes nothing is an error."""
     policy_exceptions: dict[str, str] = {}
     """Chart workloads that cannot meet a platform policy through values: ``"<Kind>/<name>: <rule>"`` → why."""
+    image_digests: dict[str, ImageDigestValue] = {}
+    """Helm value path → the chart image it gives a digest (``vendor/images.yaml``; set in prod by render)."""
 
     def render_dump(self) -> dict[str, Any]:
         """The fields output is rendered from (what rendered files' hashes cover): the check-only ones are
         left out, so recording a reason for a check does not re-render the platform."""
-        return self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS)
+        return self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS | HELM_ONLY_FIELDS)
 
 
 CHECK_ONLY_FIELDS = frozenset({"inert_values", "policy_exceptions"})
 """Component fields only ``mlops validate``'s chart checks read."""
+HELM_ONLY_FIELDS = frozenset({"image_digests"})
+"""Component fields that become Helm values, never a manifest template's context."""
 
 
 @dataclass(frozen=True)
