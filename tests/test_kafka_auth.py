@@ -226,9 +226,38 @@ def test_the_model_server_without_credentials_logs_nothing_and_keeps_trying(
         assert time.monotonic() - began < 5
 
 
-def test_the_drift_detector_without_credentials_never_gets_ready(auth_broker: KafkaBroker, tmp_path: Path) -> None:
-    """The real detector service with its default (PLAINTEXT) settings: alive, not ready, refused by the
-    broker, and it stops cleanly on SIGTERM."""
+def test_the_model_server_with_refused_credentials_says_so_once_and_keeps_trying(
+        auth_broker: KafkaBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A login the broker refuses (wrong password, or a KafkaUser not created yet) is retried like an
+    unreachable broker, and the log says which identity was refused, once."""
+    from model_server.buffer import InferenceBuffer
+    from model_server.metrics import ServerMetrics
+    from model_server.shipper import InferenceLogShipper
+
+    password = tmp_path / "password"
+    password.write_text("wrong")
+    settings = _model_server_settings(auth_broker.bootstrap_servers, tmp_path,
+                                      MODEL_SERVER_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+                                      MODEL_SERVER_KAFKA_USERNAME=f"{MODEL}-test-model-server",
+                                      MODEL_SERVER_KAFKA_PASSWORD_FILE=str(password))
+    shipper = InferenceLogShipper(settings, InferenceBuffer(10), ServerMetrics(MODEL, "1", "main", max_class_labels=10))
+    caplog.set_level("WARNING", logger="model_server.shipper")
+    shipper.start()
+    try:
+        time.sleep(6)  # several attempts: the back-off tops out at 0.5 s here
+        assert not shipper.connected and shipper._thread is not None and shipper._thread.is_alive()
+        refusals = [r.getMessage() for r in caplog.records if "Kafka refused" in r.getMessage()]
+        assert len(refusals) == 1, refusals
+        assert f"SASL_PLAINTEXT SCRAM-SHA-512 as {MODEL}-test-model-server" in refusals[0]
+    finally:
+        shipper.stop()
+
+
+@pytest.mark.parametrize("credentials", [False, True], ids=["no-credentials", "refused-credentials"])
+def test_the_drift_detector_refused_by_the_broker_never_gets_ready(auth_broker: KafkaBroker, tmp_path: Path,
+                                                                    credentials: bool) -> None:
+    """The real detector service, with its default (PLAINTEXT) settings or with SCRAM credentials the broker
+    refuses: alive, not ready, retrying, and it stops cleanly on SIGTERM."""
     import driftservice
 
     driftservice.require_service_modules()
@@ -237,12 +266,20 @@ def test_the_drift_detector_without_credentials_never_gets_ready(auth_broker: Ka
         f"{MODEL}-test-drift-detector", driftservice.write_config(tmp_path / "config.yaml", [
             ("main", "1", str(tmp_path / "detector.npz"), driftservice.fit_artifact(tmp_path / "detector.npz"))]),
         free_port(), tmp_path)
-    with driftservice.drift_service(deployment, ready=False) as service:
+    extra = {}
+    if credentials:
+        (tmp_path / "password").write_text("wrong\n")
+        extra = {"DRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "DRIFT_KAFKA_USERNAME": f"{MODEL}-test-drift-detector",
+                 "DRIFT_KAFKA_PASSWORD_FILE": str(tmp_path / "password")}
+    with driftservice.drift_service(deployment, ready=False, **extra) as service:
         time.sleep(6)
         assert driftservice.http_get(deployment.http_port, "/readyz")[0] != 200
         assert driftservice.http_get(deployment.http_port, "/healthz")[0] == 200
         assert "cannot connect to Kafka" in service.output()
-        assert "NotAuthenticated" in auth_broker.output()
+        if credentials:
+            assert "the SASL exchange failed" in service.output()
+        else:
+            assert "NotAuthenticated" in auth_broker.output()
         service.process.terminate()
         assert service.process.wait(15) == 0
 
@@ -390,12 +427,14 @@ def test_each_kafka_user_allows_exactly_what_its_service_reads_from_its_own_envi
     server_env = local(_container_env(seldon.doc["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]))
     server = server_settings({**server_env, "PREDICTOR_ID": "main", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert server.kafka_security_protocol == "SASL_SSL"
+    assert (server.kafka_password_file, server.kafka_ca_file) == (secrets / "password", secrets / "ca.crt")
     server_user = _find(manifests, "KafkaUser", server.kafka_username)
     assert _acls(server_user) == {("topic", server.kafka_topic, "Describe"), ("topic", server.kafka_topic, "Write")}
 
     detector_doc = _find(manifests, "Deployment", f"{MODEL}-drift")
     detector = drift_settings(local(_container_env(detector_doc.doc["spec"]["template"]["spec"]["containers"][0])))
     detector_user = _find(manifests, "KafkaUser", detector.kafka_username)
+    assert (detector.kafka_security_protocol, detector.kafka_ca_file) == ("SASL_SSL", secrets / "ca.crt")
     assert _acls(detector_user) == {
         ("topic", detector.topic, "Describe"), ("topic", detector.topic, "Read"),
         ("group", detector.group_id, "Read"),

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from inference_log import encode_fields
-from service_kit.kafka import start_client
+from service_kit.kafka import KafkaAuthenticationError, start_client
 
 from model_server.buffer import InferenceBuffer, LoggedRequest
 from model_server.metrics import ServerMetrics
@@ -63,6 +63,7 @@ class InferenceLogShipper:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._partition_cursor = 0
+        self._last_refusal = ""
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="inference-log-shipper", daemon=True)
@@ -103,6 +104,12 @@ class InferenceLogShipper:
             except (TimeoutError, KafkaError, OSError) as exc:
                 if self.connected:
                     log.warning("inference log: Kafka unavailable (%s); buffering, reconnecting", exc)
+                elif isinstance(exc, KafkaAuthenticationError) and str(exc) != self._last_refusal:
+                    # Said once per distinct refusal: a wrong password or a KafkaUser not there yet must show
+                    # in the log although the shipper never connected.
+                    log.warning("inference log: Kafka refused %s (%s); buffering, retrying",
+                                self.settings.kafka_identity(), exc)
+                self._last_refusal = str(exc) if isinstance(exc, KafkaAuthenticationError) else ""
                 self._set_connected(False)
             finally:
                 await self._close(producer)
