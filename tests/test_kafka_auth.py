@@ -562,3 +562,28 @@ def test_staging_and_prod_cannot_turn_kafka_authentication_off(tmp_path: Path) -
     result = CliRunner().invoke(cli, ["render", "--repo-root", str(root)])
     assert result.exit_code != 0
     assert "kafka.security_protocol" in result.output and "must be SASL_SSL in staging" in result.output
+
+
+def test_a_new_model_renders_only_once_its_kafka_credentials_are_sealed(tmp_path: Path) -> None:
+    """Both passwords in both namespaces and the CA copy are required, each named with how to seal it."""
+    from click.testing import CliRunner
+
+    from generator.cli import cli
+    from helpers import environment, make_repo, model_spec, seal_kafka_credentials
+
+    env = environment("dev")
+    root = make_repo(tmp_path / "repo", envs={"dev": env})
+    spec_file = root / "environments" / "dev" / "models" / "brandnew.yaml"
+    spec_file.write_text(yaml.safe_dump(model_spec("brandnew"), sort_keys=False))
+    refused = CliRunner().invoke(cli, ["render", "--repo-root", str(root)])
+    assert refused.exit_code != 0
+    for namespace in ("kafka", "models-dev"):
+        for client in ("model-server", "drift-detector"):
+            assert (f"Secret {namespace}/brandnew-dev-{client}-scram is needed by" in refused.output)
+    assert '--from-literal=password="$PASSWORD"' in refused.output
+    assert "the same password in namespaces kafka and models-dev" in refused.output
+    assert not (root / "environments/dev/rendered/models/brandnew").exists()
+    seal_kafka_credentials(root, env, "brandnew")
+    rendered = CliRunner().invoke(cli, ["render", "--repo-root", str(root)])
+    assert rendered.exit_code == 0, rendered.output
+    assert (root / "environments/dev/rendered/models/brandnew/kafkauser-drift-detector.yaml").is_file()

@@ -73,12 +73,13 @@ def secret_problems(layout: RepoLayout, loaded: LoadedEnvironment, components: l
     for (namespace, name), needed_by in sorted(required_secrets(loaded, components).items()):
         if (namespace, name) in provided:
             continue
+        key, source, note = _known_keys(env, name)
         if env.platform.secrets.backend == "external-secrets":
-            fix = f"add {{name: {name}, namespace: {namespace}, keys: [...]}} to platform.secrets.items"
+            fix = f"add {{name: {name}, namespace: {namespace}, keys: [{key or '...'}]}} to platform.secrets.items{note}"
         else:
-            fix = (f"seal it: kubectl create secret generic {name} -n {namespace} --from-literal=KEY=VALUE "
+            fix = (f"seal it: kubectl create secret generic {name} -n {namespace} {source} "
                    f"--dry-run=client -o yaml | kubeseal --cert sealed-secrets-{env.name}.crt --format yaml "
-                   f"> {sealed_secret_path(env.name, namespace, name)}")
+                   f"> {sealed_secret_path(env.name, namespace, name)}{note}")
         problems.append(Problem(display, f"Secret {namespace}/{name} is needed by {needed_by} but nothing in "
                                 f"{env.platform.secrets.backend} provides it", field="platform.secrets", fix=fix))
     return problems
@@ -101,3 +102,15 @@ def committed_secret_problems(layout: RepoLayout, envs: list[str]) -> list[Probl
         sealed, found = secret_manifests(layout, loaded)
         problems += found + secret_problems(layout, loaded, components, sealed)
     return problems
+
+
+def _known_keys(env, name: str) -> tuple[str, str, str]:
+    """(key, kubectl source, note) of a Secret whose keys this project defines; generic otherwise."""
+    if name.endswith(naming.kafka_password_secret("")):
+        return (naming.KAFKA_PASSWORD_KEY, f'--from-literal={naming.KAFKA_PASSWORD_KEY}="$PASSWORD"',
+                f" (the same password in namespaces {env.namespaces.kafka} and {env.namespaces.models}; README, \"Kafka\")")
+    if name == naming.KAFKA_CA_SECRET:
+        return (naming.KAFKA_CA_KEY, f"--from-file={naming.KAFKA_CA_KEY}",
+                f" (ca.crt of Secret {env.kafka.cluster}-cluster-ca-cert in namespace {env.namespaces.kafka}, "
+                "after the cluster's first sync; README, \"Kafka\")")
+    return "", "--from-literal=KEY=VALUE", ""
