@@ -268,8 +268,11 @@ _MISSING = object()
 def _consumption_problems(renderer: ChartRenderer, apps: list[ChartApp]) -> list[Problem]:
     probes = [(app, path) for app in apps for path in leaf_paths(app.values)]
 
-    def changes_output(probe: tuple[ChartApp, tuple[str, ...]]) -> bool:
+    def changes_output(probe: tuple[ChartApp, tuple[str, ...]]) -> bool | None:
         app, path = probe
+        # A key the chart knows, set with a recorded reason, is no problem whichever way a probe went: no render.
+        if _inert_reason(app, path) is not None and _known(renderer, app, path):
+            return None
         # A value equal to the chart's own default merges to the same values without it, so the output
         # cannot change: no render needed to know it.
         if _lookup(_chart_defaults(renderer, app)[0], path) == _lookup(app.values, path):
@@ -280,17 +283,18 @@ def _consumption_problems(renderer: ChartRenderer, apps: list[ChartApp]) -> list
         return digest is None or digest != base[id(app)]
 
     base = {id(app): output_digest(app.rendered, app.unstable) for app in apps}
+    # The costliest charts' probes first (by archive size), so no worker idles at the end behind one of them;
+    # the problems keep the order of the values.
+    order = sorted(range(len(probes)), key=lambda i: -probes[i][0].vendored.path.stat().st_size)
     with ThreadPoolExecutor(RENDER_THREADS) as pool:
-        results = list(pool.map(changes_output, probes))
+        answers = dict(zip(order, pool.map(changes_output, [probes[i] for i in order]), strict=True))
+    results = [answers[i] for i in range(len(probes))]
     problems = []
     for (app, path), used in zip(probes, results, strict=True):
-        if used is True:
+        if used is not False:
             continue
         dotted = ".".join(path)
-        defaults, schema = _chart_defaults(renderer, app)
-        known = (_lookup(defaults, path) is not _MISSING or _in_schema(schema, path)
-                 # Istio's charts keep their defaults under this key and merge user values over them.
-                 or _lookup(defaults, (ISTIO_DEFAULTS, *path)) is not _MISSING)
+        known = _known(renderer, app, path)
         reason = _inert_reason(app, path)
         origin = value_origin(app, path)
         component = app.component.name if app.component else app.name
@@ -324,6 +328,14 @@ def _chart_defaults(renderer: ChartRenderer, app: ChartApp) -> tuple[dict, dict 
         found = renderer.remember("defaults", app.vendored, None, read)
         _defaults[key] = (found["defaults"], found["schema"])
     return _defaults[key]
+
+
+def _known(renderer: ChartRenderer, app: ChartApp, path: tuple[str, ...]) -> bool:
+    """The chart's values or schema have the key."""
+    defaults, schema = _chart_defaults(renderer, app)
+    return (_lookup(defaults, path) is not _MISSING or _in_schema(schema, path)
+            # Istio's charts keep their defaults under this key and merge user values over them.
+            or _lookup(defaults, (ISTIO_DEFAULTS, *path)) is not _MISSING)
 
 
 def _in_schema(schema: dict | None, path: tuple[str, ...]) -> bool:

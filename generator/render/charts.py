@@ -100,6 +100,7 @@ class ChartRenderer:
         self.api_versions = api_versions
         self._charts: dict[Path, Any] = {}
         self._memo: dict[str, Any] = {}
+        self._folders: set[Path] = set()
         self._lock = threading.Lock()
         self._calls = [0]  # shared with with_api_versions() copies
 
@@ -107,6 +108,7 @@ class ChartRenderer:
         """A renderer sharing loaded charts but telling charts that these APIs exist."""
         other = ChartRenderer(self.cache_dir, self.kube_version.removeprefix("v"), api_versions, self.pool)
         other._charts, other._memo, other._lock, other._calls = self._charts, self._memo, self._lock, self._calls
+        other._folders = self._folders
         return other
 
     @property
@@ -273,7 +275,9 @@ class ChartRenderer:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in self._folders:  # 256 folders, hundreds of entries: make each once
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
             partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             partial.write_text(json.dumps(files), encoding="utf-8")
             partial.replace(path)  # atomic: a parallel run never reads half an entry
