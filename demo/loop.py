@@ -215,8 +215,9 @@ def gate(demo: Demo, prefect: clients.Prefect) -> None:
     """The evaluation gate: a retrain on data without the shift cannot beat v1 by the margin, so the run
     ends rejected with its reason and nothing is registered or proposed.
 
-    It runs while only v1 serves, before the drift: the stack's memory peaks while a flow run trains, and a
-    training run beside v1's and v2's model servers would add a whole model server to that peak."""
+    It runs while only v1 serves and clean traffic fills the detector's first windows: the stack's memory
+    peaks while a flow run trains, and a training run beside v1's and v2's model servers would add a whole
+    model server to that peak; its dataset is read before the shifted one replaces it."""
     publish_dataset(demo, shift=0.0, seed=99)
     before = set(workspace.branches(demo.origin))
     versions_before = clients.mlflow_versions(demo.stack.mlflow_url, MODEL)
@@ -236,14 +237,15 @@ def run(demo: Demo) -> dict[str, Any]:
     facts = demo.facts
 
     first_version(demo)
-    gate(demo, prefect)
 
-    # 2. Normal traffic, then shifted traffic; a new labelled dataset reflecting the shift is published.
+    # 2. Normal traffic (the gate is checked meanwhile), then shifted traffic; a new labelled dataset
+    # reflecting the shift is published.
     facts["alert_share"] = alert_share(demo)
     traffic = Traffic(demo)
     traffic.start()
     sampler = DriftSampler(demo).__enter__()
     try:
+        gate(demo, prefect)
         evaluated = f'sum(mlops_drift_windows_evaluated_total{{model="{MODEL}"}})'
         demo.wait(lambda: (clients.prometheus_value(demo.stack.prometheus_url, evaluated) or 0)
                   >= demo.settings.normal_windows, f"{demo.settings.normal_windows} clean windows scored by the drift detector")
