@@ -129,7 +129,8 @@ class InferenceLogShipper:
         """Ship batches until stopped; a failed send raises to the reconnect loop."""
         partitions = sorted(await producer.partitions_for(self.settings.kafka_topic) or [])
         if not partitions:
-            raise KafkaError(f"topic {self.settings.kafka_topic!r} has no partitions (does it exist?)")
+            raise KafkaError(f"topic {self.settings.kafka_topic!r} has no partitions (does it exist, and may "
+                             f"{self.settings.kafka_username or 'this client'} describe it?)")
         while True:
             buffered = len(self.buffer)
             self.metrics.buffered.set(buffered)
