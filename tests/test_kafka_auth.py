@@ -10,6 +10,9 @@ What runs for real here:
   the broker; a wrong CA or host name stops at TLS;
 * the rendered KafkaUsers validate against Strimzi's CRD schema, and their ACLs are exactly the topics and
   group each service reads from its own rendered environment (through the services' own settings);
+* every request the real model server and drift detector send (recorded by a proxy in front of tansu while
+  they log, consume a window, dead-letter a record, keep state and commit) is of a kind their KafkaUser's
+  ACLs authorize, by resource type and operation;
   ``mlops validate`` refuses plaintext listeners and clients in staging and prod, extra ACLs, mismatched
   listeners and credentials outside mounted Secrets.
 
@@ -149,6 +152,77 @@ class TlsTerminator:
                 sink.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+class RecordingProxy(TlsTerminator):
+    """Plain TCP in front of a broker that records each request's (client id, API key) as it passes."""
+
+    def __init__(self, port: int, upstream: int) -> None:
+        self.port = port
+        self.upstream = upstream
+        self.handshakes = 0
+        self.context = None
+        self.requests: set[tuple[str, int]] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="recording-proxy")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            self._loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+
+        async def requests() -> None:  # client -> broker, one Kafka request frame at a time
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while True:
+                    size = await reader.readexactly(4)
+                    frame = await reader.readexactly(int.from_bytes(size, "big"))
+                    api_key = int.from_bytes(frame[0:2], "big", signed=True)
+                    length = int.from_bytes(frame[8:10], "big", signed=True)
+                    client_id = frame[10:10 + length].decode() if length >= 0 else ""
+                    self.requests.add((client_id, api_key))
+                    up_writer.write(size + frame)
+                    await up_writer.drain()
+            with contextlib.suppress(OSError, RuntimeError):
+                up_writer.close()
+
+        async def responses() -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
+
+        await asyncio.gather(requests(), responses())
+
+
+API_NEEDS = {
+    0: {("topic", "Write")},                          # Produce
+    1: {("topic", "Read")},                           # Fetch
+    2: {("topic", "Describe")},                       # ListOffsets
+    3: {("topic", "Describe")},                       # Metadata (topics are never auto-created here)
+    8: {("group", "Read"), ("topic", "Read")},        # OffsetCommit
+    9: {("group", "Describe"), ("topic", "Describe")},  # OffsetFetch
+    10: {("group", "Describe")},                      # FindCoordinator
+    11: {("group", "Read")}, 12: {("group", "Read")}, 13: {("group", "Read")}, 14: {("group", "Read")},
+    17: set(), 18: set(), 36: set(),                  # SaslHandshake, ApiVersions, SaslAuthenticate
+}
+"""What Kafka's authorizer checks for each request kind our clients may send (KafkaApis); any other kind
+(CreateTopics, InitProducerId, DescribeConfigs, DescribeCluster...) needs a permission no KafkaUser here has."""
+IMPLIED = {"Read": {"Describe"}, "Write": {"Describe"}}
 
 
 @pytest.fixture
@@ -587,3 +661,63 @@ def test_a_new_model_renders_only_once_its_kafka_credentials_are_sealed(tmp_path
     rendered = CliRunner().invoke(cli, ["render", "--repo-root", str(root)])
     assert rendered.exit_code == 0, rendered.output
     assert (root / "environments/dev/rendered/models/brandnew/kafkauser-drift-detector.yaml").is_file()
+
+
+def test_every_request_our_clients_send_is_one_their_kafka_user_may_make(tmp_path: Path) -> None:
+    """The real model server shipper and drift detector service (a full window, a dead letter, its state
+    and offset commits) through a proxy that records each request: every request kind is one whose
+    permission the client's KafkaUser holds (by resource type and operation, as Kafka's authorizer checks
+    it); none needs a topic to be created, a cluster permission or an idempotent/transactional producer."""
+    import driftservice
+    from model_server.buffer import InferenceBuffer, LoggedRequest
+    from model_server.metrics import ServerMetrics
+    from model_server.shipper import InferenceLogShipper
+
+    driftservice.require_service_modules()
+    proxy_port = free_port()
+    with run_kafka_broker(log_dir=tmp_path / "tansu", advertised_port=proxy_port) as broker, \
+            RecordingProxy(proxy_port, broker.port) as proxy:
+        bootstrap = f"127.0.0.1:{proxy_port}"
+        d = driftservice.deploy(broker, tmp_path, [("main", "1")], partitions=1)
+        # The model server logs to the detector's topic (names differ from a rendered model's; only the
+        # kinds of request matter here, the names are checked against the manifests above).
+        settings = _model_server_settings(bootstrap, tmp_path, MODEL_SERVER_KAFKA_TOPIC=d.topic)
+        buffer = InferenceBuffer(100)
+        metrics = ServerMetrics(MODEL, "1", "main", max_class_labels=10)
+        shipper = InferenceLogShipper(settings, buffer, metrics)
+        shipper.start()
+        try:
+            buffer.put(LoggedRequest("request-1", time.time(), [[1.0]], [0]))
+            deadline = time.monotonic() + 20
+            while metrics.logged._value.get() < 1:
+                assert time.monotonic() < deadline, "the shipper logged nothing"
+                time.sleep(0.1)
+        finally:
+            shipper.stop()
+        rows = [driftservice.payload("1", "main", r) for r in driftservice.sample(driftservice.WINDOW, seed=3)]
+        with driftservice.drift_service(d, DRIFT_KAFKA_BOOTSTRAP_SERVERS=bootstrap) as service:
+            driftservice.produce(broker.bootstrap_servers, d.topic, [*rows, b"not json"])
+            driftservice.wait_metric(d.http_port, service, "mlops_drift_windows_evaluated_total", 1)
+            driftservice.wait_metric(d.http_port, service, "mlops_drift_records_rejected_total", 1)
+            driftservice.wait_until(lambda: driftservice.committed(broker.bootstrap_servers, d.group_id, d.topic, 1)
+                                    == {0: len(rows) + 2}, 15, "the offsets to be committed", service)
+
+    granted = {component: {(a.resource, op) for a in accesses for op in a.operations}
+               for component, accesses in KAFKA_CLIENTS.items()}
+    for component in granted:
+        granted[component] |= {(kind, implied) for kind, op in granted[component] for implied in IMPLIED.get(op, ())}
+    seen: dict[str, set[int]] = {}
+    for client_id, api_key in proxy.requests:
+        if client_id.startswith("aiokafka-"):
+            continue  # the test's own producer and offset reader (the broker advertises the proxy to them too)
+        component = "model-server" if client_id.startswith("model-server-") else \
+            "drift-detector" if client_id.startswith("drift-detector") else None
+        assert component, f"a request from an unknown client {client_id!r}"
+        seen.setdefault(component, set()).add(api_key)
+    assert {0, 3} <= seen["model-server"]                       # metadata, produce
+    assert {0, 1, 3, 8, 11, 14} <= seen["drift-detector"]        # + fetch, commit, join and sync the group
+    for component, keys in seen.items():
+        for api_key in keys:
+            assert api_key in API_NEEDS, f"{component} sends API key {api_key}, which no ACL here allows"
+            missing = API_NEEDS[api_key] - granted[component]
+            assert not missing, f"{component}'s KafkaUser lacks {missing} for API key {api_key}"
