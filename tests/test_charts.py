@@ -269,3 +269,17 @@ def test_sources_md_must_match_the_lock(repo, cache_dir):
     (repo / "vendor" / "charts" / "SOURCES.md").write_text("edited by hand\n")
     found = problems_of(repo, cache_dir, ["dev"])
     assert found == ["vendor/charts/SOURCES.md: is not what the chart lock says (fix: run `mlops charts sources`)"]
+
+
+def test_the_optional_loki_renders_and_passes_when_an_environment_enables_it(repo, cache_dir):
+    """Loki is off everywhere in the example, so only this test renders its pin with its values."""
+    from generator.commands.render import render_environments
+    from generator.write.plan import apply
+
+    edit_yaml(repo / "environments" / "dev" / "environment.yaml",
+              lambda d: d.setdefault("platform", {}).setdefault("components", {}).update({"loki": {"enabled": True}}))
+    layout = RepoLayout(repo)
+    apply(layout, render_environments(layout, ["dev"]).plan)
+    app = yamlio.load(app_values(repo, "loki").read_text(encoding="utf-8").split("\n", 1)[1])
+    assert (app["spec"]["source"]["chart"], app["spec"]["source"]["targetRevision"]) == ("loki", "12.0.0")
+    assert problems_of(repo, cache_dir, ["dev"]) == []
