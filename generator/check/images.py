@@ -170,8 +170,11 @@ def digest_problems(uses: list[ImageUse], lock: ImageLock, exceptions: dict[str,
 
 
 def _excepted(use: ImageUse, exceptions: dict[str, str]) -> bool:
+    """``"<Kind>/<name>/<container>: digest"`` or ``"<Kind>/<name>: digest"`` (a custom resource, a ConfigMap)."""
     match = re.match(r"^(\S+) container (\S+)", use.where)
-    return bool(match) and (f"{match[1]}/{match[2]}: digest" in exceptions or f"{match[1]}: digest" in exceptions)
+    if match and f"{match[1]}/{match[2]}: digest" in exceptions:
+        return True
+    return f"{use.where.split()[0]}: digest" in exceptions
 
 
 def _digest_env_chart_uses(uses: list[ImageUse]) -> Iterator[ImageUse]:
