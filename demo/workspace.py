@@ -57,9 +57,10 @@ def create(checkout: Path, output: Path) -> tuple[Path, Path]:
 
 def apply_local_profile(workspace: Path, window: int, alert_for: str) -> None:
     """Make dev the environment this machine runs: alerts go through Prometheus with short timings, drift
-    windows are small, so the loop turns in minutes, and Kafka is the local broker without authentication. The model spec stays: its release names
-    versions a fresh MLflow does not have, which the retrain flow treats as "no live version yet" and
-    answers with a first version. Renders, validates and commits the result, and pushes it to ``origin``."""
+    windows are small, so the loop turns in minutes, and Kafka is the local broker without authentication.
+    The model spec stays: its release names versions a fresh MLflow does not have, which the retrain flow
+    treats as "no live version yet" and answers with a first version. Renders, validates and commits the
+    result, and pushes it to ``origin``."""
     yaml = YAML()
     yaml.preserve_quotes = True
     env_file = workspace / "environments" / ENV / "environment.yaml"
@@ -68,8 +69,11 @@ def apply_local_profile(workspace: Path, window: int, alert_for: str) -> None:
     # The local broker (tansu 0.6) can authenticate no one: its storage keeps no SCRAM users and it serves no
     # TLS. Dev on this machine is PLAINTEXT, so no KafkaUsers are rendered and the services keep their
     # default settings; a cluster's dev stays SASL_SSL (README, "Kafka").
-    spec["kafka"]["security_protocol"] = "PLAINTEXT"
-    spec["kafka"]["bootstrap_servers"] = "mlops-kafka-bootstrap.kafka.svc:9092"
+    kafka = spec["kafka"]
+    kafka["security_protocol"] = "PLAINTEXT"
+    kafka["bootstrap_servers"] = "mlops-kafka-bootstrap.kafka.svc:9092"
+    kafka.yaml_add_eol_comment("# the plain listener: make demo's local broker", "bootstrap_servers")
+    kafka.yaml_add_eol_comment("# tansu authenticates no one (README, \"Kafka\")", "security_protocol")
     defaults = spec.setdefault("defaults", {})
     defaults.setdefault("drift", {})["window"] = window
     alerts = defaults.setdefault("alerts", {})
