@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -27,8 +28,13 @@ OUTPUT_TAIL_CHARS = 20_000
 STOP_TIMEOUT = 10.0
 """Seconds between SIGTERM and SIGKILL when stopping a process group."""
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""Readiness probes go straight to the service, whatever proxy the environment configures."""
+_PROBE_TLS = ssl.create_default_context()
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_PROBE_TLS))
+"""Readiness probes go straight to the service, whatever proxy the environment configures. An ``https://``
+probe does not verify the certificate, as the kubelet's HTTPS probes do not: a probe asks whether the
+process serves, and carries no credential (the clients that do verify, with the CA they are given)."""
 
 running: dict[int, ManagedProcess] = {}
 """Every process started here and not yet stopped, by pid (the atexit hook stops what is left)."""

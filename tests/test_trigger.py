@@ -121,7 +121,10 @@ def trigger_env(api_url: str, policy_file: Path, port: int, **extra: str) -> dic
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RETRAIN_", "PREFECT_"))}
     env.update({"PYTHONPATH": str(COMPONENTS), "RETRAIN_TRIGGER_PREFECT_API_URL": api_url,
                 "RETRAIN_TRIGGER_POLICY_FILE": str(policy_file), "RETRAIN_TRIGGER_TOKEN": TOKEN,
-                "RETRAIN_TRIGGER_HTTP_HOST": "127.0.0.1", "RETRAIN_TRIGGER_HTTP_PORT": str(port), **extra})
+                "RETRAIN_TRIGGER_HTTP_HOST": "127.0.0.1", "RETRAIN_TRIGGER_HTTP_PORT": str(port),
+                # Plain HTTP on 127.0.0.1, explicitly: these tests are about the webhook's handling; serving it
+                # over HTTPS is tests/test_trigger_tls.py's.
+                "RETRAIN_TRIGGER_PLAIN_HTTP": "true", **extra})
     return env
 
 

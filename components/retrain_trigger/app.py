@@ -10,8 +10,10 @@ Routes:
 * ``GET /healthz`` (the process serves), ``GET /readyz`` (the Prefect API answers), ``GET /metrics``:
   answered by :class:`service_kit.http.Probes`, as in every service.
 
-Start-up: settings, token and policy file are read first (``ExitCode.CONFIG`` when invalid), then uvicorn
-serves.
+Start-up: settings, token, serving certificate and policy file are read first (``ExitCode.CONFIG`` when
+invalid), then uvicorn serves HTTPS with the certificate (TLS 1.2 or newer; a plain-HTTP request on the
+port fails the handshake and gets no answer), or plain HTTP where the settings explicitly allow it
+(:func:`retrain_trigger.settings.transport`).
 :func:`serve` is the only owner of SIGTERM and SIGINT (uvicorn's own handlers are switched off): the
 first one makes uvicorn stop accepting connections, let requests in flight finish (at most
 ``shutdown_timeout_seconds``) and run the shutdown that closes the Prefect client; the process exits 0.
@@ -41,7 +43,7 @@ from .metrics import TriggerMetrics
 from .policy import Policy
 from .prefect_api import PrefectAPI, PrefectUnavailable
 from .service import RetrainTrigger
-from .settings import ConfigError, Settings, load_settings
+from .settings import ConfigError, Settings, Transport, load_settings, transport
 
 log = logging.getLogger("retrain_trigger")
 
@@ -165,13 +167,14 @@ def main(argv: list[str] | None = None) -> ExitCode:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
+        served = transport(settings)
         app = create_app(settings)
     except ConfigError as exc:
         log.error("refusing to start: %s", exc)
         return ExitCode.CONFIG
 
     try:
-        asyncio.run(serve(app, settings))
+        asyncio.run(serve(app, settings, served))
     except SystemExit as exc:
         if not exc.code:
             return ExitCode.OK
@@ -182,8 +185,9 @@ def main(argv: list[str] | None = None) -> ExitCode:
     return ExitCode.OK
 
 
-async def serve(app: Starlette, settings: Settings) -> None:
-    """Serve ``app`` until the first SIGTERM or SIGINT, then shut down gracefully (a second one forces it)."""
+async def serve(app: Starlette, settings: Settings, served: Transport) -> None:
+    """Serve ``app`` (HTTPS with ``served``'s certificate, or plain HTTP when it has none) until the first
+    SIGTERM or SIGINT, then shut down gracefully (a second one forces it)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -195,7 +199,11 @@ async def serve(app: Starlette, settings: Settings) -> None:
 
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, lifespan="on",
                             access_log=False, server_header=False, log_config=None,
-                            timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds)))
+                            timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds)),
+                            ssl_certfile=served.cert_file, ssl_keyfile=served.key_file)
+    if served.cert_file is None:
+        log.warning("serving plain HTTP on %s:%d (%sPLAIN_HTTP=true): a local run only", settings.http_host,
+                    settings.http_port, "RETRAIN_TRIGGER_")
     server = Server(config)
 
     def stop(signum: signal.Signals) -> None:

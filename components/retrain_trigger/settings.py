@@ -1,16 +1,24 @@
 """Configuration of the retrain trigger: ``RETRAIN_TRIGGER_*`` environment variables and a secrets directory.
 
 The rendered Deployment (``apps/retrain-trigger/manifests/deployment.yaml.j2``) sets the variables and
-mounts two volumes: the per-model policy file (:mod:`retrain_trigger.policy`, a rendered ConfigMap) and
+mounts three volumes: the per-model policy file (:mod:`retrain_trigger.policy`, a rendered ConfigMap),
 the shared webhook token in :data:`SECRETS_DIR` (a Secret delivered by Sealed Secrets; never in Git,
-never in an env value of a manifest). pydantic-settings reads the token from the file
-``retrain_trigger_token`` there, or from ``RETRAIN_TRIGGER_TOKEN`` for local runs. Nothing here
+never in an env value of a manifest) and the serving certificate and key (Secret ``retrain-trigger-tls``,
+``RETRAIN_TRIGGER_TLS_CERT_FILE`` / ``RETRAIN_TRIGGER_TLS_KEY_FILE``). pydantic-settings reads the token
+from the file ``retrain_trigger_token`` there, or from ``RETRAIN_TRIGGER_TOKEN`` for local runs.
+
+The webhook carries a bearer token, so the trigger serves HTTPS: without a certificate and key it refuses
+to start, unless ``RETRAIN_TRIGGER_PLAIN_HTTP=true`` says plain HTTP is meant, which is accepted only on a
+loopback ``http_host`` (a local run where nothing leaves the machine; :func:`transport`). Nothing here
 touches the network.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -45,6 +53,12 @@ class Settings(ServiceSettings):
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=1, le=65535)
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain) the trigger serves HTTPS with: ``tls.crt`` of Secret ``retrain-trigger-tls``."""
+    tls_key_file: Path | None = None
+    """PEM private key of :attr:`tls_cert_file`: ``tls.key`` of the same Secret."""
+    plain_http: bool = False
+    """Serve plain HTTP instead of HTTPS: refused unless ``http_host`` is a loopback address."""
     hmac_signature_header: str = "X-Grafana-Alerting-Signature"
     """Header with the hex HMAC-SHA256 of the body (Grafana's webhook default)."""
     hmac_timestamp_header: str = "X-Grafana-Alerting-Timestamp"
@@ -91,6 +105,63 @@ class Settings(ServiceSettings):
     def secret(self) -> bytes:
         """The shared secret as bytes, for HMAC and constant-time comparison."""
         return self.token.get_secret_value().encode()
+
+
+LOOPBACK_HOSTS = ("localhost",)
+"""Host names taken as loopback besides loopback addresses (127.0.0.0/8, ::1)."""
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How the trigger serves: HTTPS with ``cert_file`` and ``key_file``, or plain HTTP (both ``None``)."""
+
+    cert_file: Path | None
+    key_file: Path | None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.cert_file else "http"
+
+
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def transport(settings: Settings) -> Transport:
+    """HTTPS with the configured certificate and key (both readable, the key matching), or plain HTTP when
+    ``plain_http`` asks for it on a loopback host.
+
+    Raises:
+        ConfigError: naming the variables to set (and why), or the file that cannot be loaded.
+    """
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if settings.plain_http:
+        if cert or key:
+            raise ConfigError(f"{PREFIX}PLAIN_HTTP=true and {PREFIX}TLS_CERT_FILE/{PREFIX}TLS_KEY_FILE are both set: "
+                              "choose one (HTTPS unless this is a local run on 127.0.0.1)")
+        if not _loopback(settings.http_host):
+            raise ConfigError(f"{PREFIX}PLAIN_HTTP=true is accepted only on a loopback {PREFIX}HTTP_HOST "
+                              f"(127.0.0.1, ::1, localhost), not {settings.http_host!r}: the webhook's bearer token "
+                              f"would cross the network in clear; serve HTTPS ({PREFIX}TLS_CERT_FILE and "
+                              f"{PREFIX}TLS_KEY_FILE)")
+        return Transport(None, None)
+    if not cert or not key:
+        missing = " and ".join(f"{PREFIX}{name}" for name, value in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key))
+                               if not value)
+        raise ConfigError(f"{missing} not set: the trigger serves HTTPS (the webhook carries a bearer token); mount "
+                          f"Secret retrain-trigger-tls and point {PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE at its "
+                          f"tls.crt and tls.key, or set {PREFIX}PLAIN_HTTP=true for a local run on 127.0.0.1")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot serve HTTPS with {PREFIX}TLS_CERT_FILE={cert} and {PREFIX}TLS_KEY_FILE={key}: "
+                          f"{exc} (both PEM, the key unencrypted and matching the certificate)") from None
+    return Transport(cert, key)
 
 
 class _CredentialsDir(ServiceSettings):
