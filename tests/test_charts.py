@@ -283,3 +283,11 @@ def test_the_optional_loki_renders_and_passes_when_an_environment_enables_it(rep
     app = yamlio.load(app_values(repo, "loki").read_text(encoding="utf-8").split("\n", 1)[1])
     assert (app["spec"]["source"]["chart"], app["spec"]["source"]["targetRevision"]) == ("loki", "12.0.0")
     assert problems_of(repo, cache_dir, ["dev"]) == []
+
+
+def test_an_alert_rule_querying_a_datasource_grafana_does_not_provision_is_found(repo, cache_dir):
+    path = repo / "environments" / "dev" / "rendered" / "models" / "fraud-detector" / "grafana-alerts-configmap.yaml"
+    edit_yaml(path, lambda d: d["data"].update({key: text.replace("datasourceUid: prometheus", "datasourceUid: prom")
+                                                for key, text in d["data"].items()}))
+    found = problems_of(repo, cache_dir, ["dev"])
+    assert any("queries datasource UID 'prom', which no provisioned Grafana datasource has" in p for p in found), found
