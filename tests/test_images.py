@@ -186,3 +186,19 @@ def test_image_names_resolve_to_registries_as_docker_does():
     assert registry_path("burakince/mlflow") == ("registry-1.docker.io", "burakince/mlflow")
     assert registry_path("docker.io/istio/pilot") == ("registry-1.docker.io", "istio/pilot")
     assert registry_path("quay.io/prometheus/prometheus") == ("quay.io", "prometheus/prometheus")
+
+
+def test_resolve_records_the_registrys_digest_with_its_source(tmp_path, registry):
+    from generator.commands.images import resolve
+    from generator.spec.images import ImageLock, LockedImage, write_image_lock
+
+    layout = RepoLayout(tmp_path)
+    (tmp_path / "vendor").mkdir()
+    write_image_lock(layout, ImageLock(images=[
+        LockedImage(image=f"{registry}/team/app:1.0", component="app", source="not resolved yet: test"),
+        LockedImage(image=PROMETHEUS, component="kube-prometheus-stack", source="not resolved yet: test")]))
+    [entry] = resolve(layout, [f"{registry}/team/app:1.0"])  # only the image asked for: no other registry
+    assert entry.digest == "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+    assert entry.source.startswith(f"{registry} answered {entry.digest} for tag 1.0")
+    recorded = {i.image: i for i in read_image_lock(layout).images}
+    assert recorded[f"{registry}/team/app:1.0"].digest == entry.digest and recorded[PROMETHEUS].digest is None
