@@ -202,3 +202,24 @@ def test_resolve_records_the_registrys_digest_with_its_source(tmp_path, registry
     assert entry.source.startswith(f"{registry} answered {entry.digest} for tag 1.0")
     recorded = {i.image: i for i in read_image_lock(layout).images}
     assert recorded[f"{registry}/team/app:1.0"].digest == entry.digest and recorded[PROMETHEUS].digest is None
+
+
+def test_with_every_digest_recorded_prod_runs_every_chart_image_by_digest_or_a_recorded_exception(repo, cache_dir):
+    """What `mlops images resolve` leads to: each component's image_digests reach every image its chart runs,
+    and the images no chart value can pin carry their reason under policy_exceptions."""
+    from generator.spec.images import ImageLock, write_image_lock
+
+    layout = RepoLayout(repo)
+    lock = read_image_lock(layout)
+    synthetic = {i.image: "sha256:" + hashlib.sha256(f"test input {i.image}".encode()).hexdigest() for i in lock.images}
+    write_image_lock(layout, ImageLock(images=[i.model_copy(update={"digest": synthetic[i.image], "source": "test input"})
+                                               for i in lock.images]))
+    render(repo)
+    refresh(layout, KUBERNETES)
+    assert problems_of(repo, cache_dir) == []
+    table = (repo / IMAGES_TABLE).read_text()
+    for image in ("docker.io/istio/pilot:1.30.3", "docker.io/istio/proxyv2:1.30.3", "chrislusf/seaweedfs:3.93",
+                  "quay.io/strimzi/operator:1.2.0", "busybox:1.38.0"):
+        assert f"| `{image}` | `{synthetic[image]}` | prod |" in table, image
+    assert "| `quay.io/strimzi/kafka:1.2.0-kafka-4.3.1` | recorded; the chart takes none here (`policy_exceptions`) |" \
+        in table

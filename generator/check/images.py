@@ -3,9 +3,9 @@ the rule that prod's chart images run by digest (``vendor/images.yaml``, :mod:`g
 
 An image "runs" when a pod runs it (containers, init and ephemeral containers of every workload kind), or
 when an operator the platform installs is told to run it: an ``image`` field of a custom resource
-(Prometheus, Alertmanager), an operator container's ``*IMAGE*`` environment variable (Strimzi's Kafka
-images, Seldon's executor), an ``--*image*``/``--*reloader*`` argument (prometheus-operator), or the
-sidecar Istio injects (istiod's injector values).
+(Prometheus, Alertmanager), an operator container's ``*IMAGE*`` environment variable or any variable that
+names an image on a registry host (Strimzi's Kafka images, Seldon's executor), an ``--*image*``/
+``--*reloader*`` argument (prometheus-operator), or the sidecar Istio injects (istiod's injector values).
 """
 
 from __future__ import annotations
@@ -86,11 +86,15 @@ def document_images(doc: dict) -> Iterator[tuple[str, str]]:
                     yield image, f"{ref} container {name}"
                 for env in as_list(container.get("env")):
                     env = as_dict(env)
-                    if "IMAGE" in str(env.get("name", "")).upper() and isinstance(env.get("value"), str):
-                        for token in env["value"].split():
-                            candidate = token.rsplit("=", 1)[-1]
-                            if _is_reference(candidate):
-                                yield candidate, f"{ref} container {name} env {env.get('name')} (operator)"
+                    if not isinstance(env.get("value"), str):
+                        continue
+                    named = "IMAGE" in str(env.get("name", "")).upper()
+                    for token in env["value"].split():
+                        candidate = token.rsplit("=", 1)[-1]
+                        # An *IMAGE* variable, or any value that names an image on a registry host
+                        # (Strimzi's STRIMZI_DEFAULT_MAVEN_BUILDER).
+                        if _is_reference(candidate) and (named or _on_registry(candidate)):
+                            yield candidate, f"{ref} container {name} env {env.get('name')} (operator)"
                 for arg in as_list(container.get("args")):
                     if isinstance(arg, str) and (match := IMAGE_ARG.match(arg)) and _is_reference(match[1]):
                         yield match[1], f"{ref} container {name} arg {arg.split('=', 1)[0]} (operator)"
@@ -133,6 +137,11 @@ def _istio_proxy_image(doc: dict, ref: str) -> Iterator[tuple[str, str]]:
             yield full, f"{ref} data.values global.proxy.image (Istio sidecar, injected)"
 
 
+def _on_registry(text: str) -> bool:
+    first = text.split("/", 1)[0]
+    return "/" in text and ("." in first or ":" in first) and not text.startswith(("http:", "https:"))
+
+
 def _is_reference(text: str) -> bool:
     repository, tag, digest = split_reference(text)
     return (tag is not None or digest is not None) and "/" in repository
@@ -170,9 +179,11 @@ def digest_problems(uses: list[ImageUse], lock: ImageLock, exceptions: dict[str,
 
 
 def _excepted(use: ImageUse, exceptions: dict[str, str]) -> bool:
-    """``"<Kind>/<name>/<container>: digest"`` or ``"<Kind>/<name>: digest"`` (a custom resource, a ConfigMap)."""
-    match = re.match(r"^(\S+) container (\S+)", use.where)
-    if match and f"{match[1]}/{match[2]}: digest" in exceptions:
+    """``"<Kind>/<name>/<container>: digest"``, ``"<Kind>/<name>/<container>/<VARIABLE>: digest"`` (an image an
+    operator takes from one environment variable) or ``"<Kind>/<name>: digest"`` (a custom resource, a ConfigMap)."""
+    match = re.match(r"^(\S+) container (\S+)(?: env (\S+))?", use.where)
+    if match and (f"{match[1]}/{match[2]}: digest" in exceptions
+                  or (match[3] and f"{match[1]}/{match[2]}/{match[3]}: digest" in exceptions)):
         return True
     return f"{use.where.split()[0]}: digest" in exceptions
 
@@ -224,7 +235,13 @@ def images_markdown(uses: list[ImageUse], lock: ImageLock) -> str:
     for (ours, component, image), row in sorted(rows.items()):
         repository, tag, digest = split_reference(image)
         entry = locked.get((component, f"{repository}:{tag}"))
-        shown = f"`{digest}`" if digest else "none yet (`vendor/images.yaml`)" if entry and not ours else "—"
+        if digest:
+            shown = f"`{digest}`"
+        elif entry is None or ours:
+            shown = "—"
+        else:
+            shown = "none yet (`vendor/images.yaml`)" if entry.digest is None else \
+                "recorded; the chart takes none here (`policy_exceptions`)"
         envs = ", ".join(e for e in ENVIRONMENTS if e in row["envs"])
         where = "; ".join(sorted(row["where"]))
         origin = "ours" if ours else f"chart {row['chart']}"

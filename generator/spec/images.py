@@ -62,9 +62,10 @@ class ImageDigestValue(Strict):
 
     image: str
     """The repository (without tag) as the chart renders it."""
-    form: Literal["digest", "hex", "tag@digest"] = "digest"
+    form: Literal["digest", "hex", "tag@digest", "reference"] = "digest"
     """What the value holds: ``sha256:<hex>`` (e.g. mlflow's image.digest), the bare hex (the Prometheus
-    community charts' ``image.sha``), or the tag followed by the digest (a chart with only a tag value)."""
+    community charts' ``image.sha``), the tag followed by the digest (a chart with only a tag value), or the
+    whole reference ``repository:tag@digest`` (a value that takes a full image name, e.g. istiod's ``image``)."""
 
     @model_validator(mode="after")
     def _repository(self) -> ImageDigestValue:
@@ -90,6 +91,8 @@ def digest_value(entry: ImageDigestValue, locked: LockedImage) -> str:
         return locked.digest.removeprefix("sha256:")
     if entry.form == "tag@digest":
         return f"{locked.tag}@{locked.digest}"
+    if entry.form == "reference":
+        return f"{locked.image}@{locked.digest}"
     return locked.digest
 
 
