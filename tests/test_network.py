@@ -197,9 +197,10 @@ def _contact_point(url: str) -> dict:
 def test_credentials_over_plain_http_are_refused() -> None:
     problems = network_problems([_manifest(_contact_point("http://receiver.team.svc:8080/alerts"))])
     assert [p.message for p in problems] == [
-        "ConfigMap/hook: Grafana contact point 'hook' (hook.yaml) sends credentials to "
+        "ConfigMap/hook: Grafana contact point 'hook' sends credentials to "
         "http://receiver.team.svc:8080/alerts over plain HTTP"]
-    assert "https://" in problems[0].fix
+    assert problems[0].field == "data[hook.yaml].contactPoints[0].receivers[0].settings.url"
+    assert "use https://receiver.team.svc:8080/alerts" in problems[0].fix
     assert network_problems([_manifest(_contact_point("https://receiver.team.svc:8443/alerts"))]) == []
     strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
               "metadata": {"name": "default", "namespace": "team"}, "spec": {"mtls": {"mode": "STRICT"}}}
@@ -215,6 +216,7 @@ def test_a_prefect_auth_string_over_plain_http_is_refused() -> None:
     assert [p.message for p in problems] == [
         "Deployment/client: container 'client' (Prefect auth string) sends credentials to "
         "http://api.orchestration.svc:4200/api over plain HTTP"]
+    assert problems[0].field == "spec.template.spec.containers[client].env.PREFECT_API_URL"
 
 
 def test_the_readme_security_section_is_generated_from_the_description() -> None:

@@ -60,7 +60,7 @@ def test_the_rendered_deployment_env_loads_into_the_trigger_settings(env, tmp_pa
     settings = load_settings(secrets_dir=tmp_path)
     assert settings.token.get_secret_value() == TOKEN
     assert settings.prefect_auth_string.get_secret_value() == "admin:pass"
-    assert settings.http_port == next(p["containerPort"] for p in main["ports"] if p["name"] == "http")
+    assert settings.http_port == next(p["containerPort"] for p in main["ports"] if p["name"] == "https")
     assert settings.deployment_for("fraud-detector") == "retrain/fraud-detector"
     assert urlsplit(settings.prefect_api_url).hostname == "prefect-server.prefect.svc.cluster.local"
     # The policy file the settings name is the rendered ConfigMap's key at its mount path.

@@ -2,9 +2,11 @@
 
 * every Namespace has a default-deny NetworkPolicy (nothing in or out but DNS unless another policy allows it);
 * every Namespace enforces a Pod Security level, with the reason recorded when it is not ``restricted``;
-* no credential travels over plain HTTP: a Grafana webhook with credentials, or a container holding a
-  Prefect auth string, must use ``https://`` or reach a namespace where Istio enforces mutual TLS
-  (a ``PeerAuthentication`` STRICT without selector), unless ``ACCEPTED_PLAINTEXT`` records why not yet.
+* no credential travels over plain HTTP: a Grafana webhook contact point or an Alertmanager webhook receiver
+  (kube-prometheus-stack's values) with credentials, or a container holding a Prefect auth string, must use
+  ``https://`` or reach a namespace where Istio enforces mutual TLS (a ``PeerAuthentication`` STRICT without
+  selector), unless ``ACCEPTED_PLAINTEXT`` records why not yet (the retrain trigger is not among them: its
+  senders use HTTPS); and none of them may skip verifying the server's certificate.
 
 :func:`allowed` evaluates the rendered NetworkPolicies as a cluster would (both ends must allow a
 connection), for the tests that check the policy graph against the description.
@@ -13,6 +15,7 @@ connection), for the tests that check the policy graph against the description.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from generator.check.manifest import Manifest, as_dict, as_list
@@ -91,7 +94,14 @@ def _mtls_namespaces(ours: list[Manifest]) -> set[str]:
 def _plaintext_problems(ours: list[Manifest]) -> Iterator[Problem]:
     mtls = _mtls_namespaces(ours)
     for m in ours:
-        for source, url in _credential_urls(m):
+        for sender in _credential_senders(m):
+            where = f"{_kind(m)}/{_meta(m).get('name')}: {sender.source}"
+            if sender.skips_verify:
+                yield Problem(m.path, f"{where} sends credentials over TLS without verifying the server's "
+                              "certificate: anyone who can intercept the connection gets them",
+                              field=sender.skip_field,
+                              fix="remove the skip and verify with the CA that signed the server's certificate")
+            url = sender.url
             if not url.startswith("http://"):
                 continue
             host = url.removeprefix("http://").split("/", 1)[0].split(":", 1)[0]
@@ -99,13 +109,25 @@ def _plaintext_problems(ours: list[Manifest]) -> Iterator[Problem]:
             service = host.split(".")[0]
             if namespace in mtls or (namespace, service) in ACCEPTED_PLAINTEXT:
                 continue
-            yield Problem(m.path, f"{_kind(m)}/{_meta(m).get('name')}: {source} sends credentials to {url} over "
-                          "plain HTTP", field=None,
-                          fix="use https:// (a certificate the client verifies), or put both ends in the mesh with "
-                          "a STRICT PeerAuthentication in the target namespace")
+            yield Problem(m.path, f"{where} sends credentials to {url} over plain HTTP", field=sender.url_field,
+                          fix=f"use https://{url.removeprefix('http://')} and verify the server with its CA "
+                          f"({sender.ca_hint}), or put both ends in the mesh with a STRICT PeerAuthentication in "
+                          "the target namespace")
 
 
-def _credential_urls(m: Manifest) -> Iterator[tuple[str, str]]:
+@dataclass(frozen=True)
+class _Sender:
+    """Something in a manifest that sends a credential to ``url``, and where each part of it is written."""
+
+    source: str
+    url: str
+    url_field: str
+    ca_hint: str
+    skips_verify: bool = False
+    skip_field: str = ""
+
+
+def _credential_senders(m: Manifest) -> Iterator[_Sender]:
     doc = as_dict(m.doc)
     if doc.get("kind") == "ConfigMap" and "grafana_alert" in as_dict(_meta(m).get("labels")):
         for key, text in as_dict(doc.get("data")).items():
@@ -113,17 +135,44 @@ def _credential_urls(m: Manifest) -> Iterator[tuple[str, str]]:
                 content = as_dict(yamlio.load(text)) if isinstance(text, str) else {}
             except Exception:  # noqa: BLE001 - the alert-file check reports unparsable files
                 continue
-            for point in as_list(content.get("contactPoints")):
-                for receiver in as_list(as_dict(point).get("receivers")):
+            for p, point in enumerate(as_list(content.get("contactPoints"))):
+                for r, receiver in enumerate(as_list(as_dict(point).get("receivers"))):
                     settings = as_dict(as_dict(receiver).get("settings"))
                     if settings.get("authorization_credentials") or settings.get("password"):
-                        yield f"Grafana contact point {as_dict(point).get('name')!r} ({key})", str(settings.get("url"))
-    for _path, pod in pod_specs(doc, str(doc.get("kind"))):
+                        at = f"data[{key}].contactPoints[{p}].receivers[{r}].settings"
+                        yield _Sender(f"Grafana contact point {as_dict(point).get('name')!r}",
+                                      str(settings.get("url")), f"{at}.url", f"{at}.tlsConfig.caCertificate",
+                                      as_dict(settings.get("tlsConfig")).get("insecureSkipVerify") is True,
+                                      f"{at}.tlsConfig.insecureSkipVerify")
+    if doc.get("kind") == "Application":
+        yield from _alertmanager_senders(doc)
+    for path, pod in pod_specs(doc, str(doc.get("kind"))):
         for container in as_list(pod.get("containers")) + as_list(pod.get("initContainers")):
             env = {as_dict(e).get("name"): as_dict(e) for e in as_list(as_dict(container).get("env"))}
             if any(name in env for name in CREDENTIAL_ENV):
                 url = str(env.get("PREFECT_API_URL", {}).get("value", ""))
-                yield f"container {as_dict(container).get('name')!r} (Prefect auth string)", url
+                name = as_dict(container).get("name")
+                yield _Sender(f"container {name!r} (Prefect auth string)", url,
+                              f"{'.'.join(map(str, path))}.containers[{name}].env.PREFECT_API_URL",
+                              "SSL_CERT_FILE or the image's trust store")
+
+
+def _alertmanager_senders(doc: dict) -> Iterator[_Sender]:
+    """Alertmanager webhook receivers with credentials in an Argo CD Application's Helm values
+    (kube-prometheus-stack's ``alertmanager.config``)."""
+    values = as_dict(as_dict(as_dict(as_dict(doc.get("spec")).get("source")).get("helm")).get("valuesObject"))
+    config = as_dict(as_dict(values.get("alertmanager")).get("config"))
+    for r, receiver in enumerate(as_list(config.get("receivers"))):
+        for w, webhook in enumerate(as_list(as_dict(receiver).get("webhook_configs"))):
+            http_config = as_dict(as_dict(webhook).get("http_config"))
+            if not any(http_config.get(k) for k in ("authorization", "basic_auth", "bearer_token",
+                                                    "bearer_token_file", "oauth2")):
+                continue
+            at = f"spec.source.helm.valuesObject.alertmanager.config.receivers[{r}].webhook_configs[{w}]"
+            yield _Sender(f"Alertmanager receiver {as_dict(receiver).get('name')!r}",
+                          str(as_dict(webhook).get("url", "")), f"{at}.url", f"{at}.http_config.tls_config.ca_file",
+                          as_dict(http_config.get("tls_config")).get("insecure_skip_verify") is True,
+                          f"{at}.http_config.tls_config.insecure_skip_verify")
 
 
 # --- the policy graph ------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
         override = env.platform.components.get(component.name)
         spec = component.spec
         if spec.source.kind == "helm":
-            values = deep_merge(deep_merge(component.values, environment_values(component, loaded.env_json)),
+            values = deep_merge(deep_merge(deep_merge(component.values, environment_values(component, loaded.env_json)),
+                                           _generated_values(component, loaded, components)),
                                 override.values if override else {})
             if env.name in CHART_DIGEST_ENVS and spec.image_digests:
                 # Digests seen published (vendor/images.yaml); an override of the same value still wins.
@@ -127,6 +128,16 @@ def render_platform(renderer: Renderer, layout: RepoLayout, loaded: LoadedEnviro
         env, "platform-secrets", env.namespaces.models, SECRETS_WAVE, _repo_source(env, secrets_path),
         ["PruneLast=true"], "secrets")})
     return files
+
+
+def _generated_values(component: LoadedComponent, loaded: LoadedEnvironment,
+                      components: list[LoadedComponent]) -> dict:
+    """Helm values computed from the rest of the platform: with ``alerting.prometheus_rule``, Alertmanager's
+    route and HTTPS receiver to the retrain trigger (:func:`generator.render.trigger.alertmanager_values`)."""
+    if component.name != "kube-prometheus-stack" or not loaded.env.alerting.prometheus_rule:
+        return {}
+    receiver = next((c for c in enabled_components(components, loaded.env) if c.name == trigger.COMPONENT), None)
+    return trigger.alertmanager_values(receiver.spec.namespace) if receiver else {}
 
 
 def _app(env: Any, name: str, namespace: str, wave: int, source: dict, sync_options: list[str],

@@ -27,14 +27,9 @@ KUBE_API_PORTS = (443, 6443)
 addresses where they are fixed (the NetworkPolicy API cannot name the API server)."""
 
 ACCEPTED_PLAINTEXT = {
-    ("prefect", "retrain-trigger"): (
-        "Grafana's webhook carries the trigger's bearer token over in-cluster HTTP: the trigger serves no TLS and "
-        "the prefect namespace is outside the mesh (its Jobs would wait on a sidecar that never exits). The "
-        "NetworkPolicies admit only Grafana, Alertmanager and Prometheus pods. To close it: serve the trigger "
-        "behind TLS (a certificate from cert-manager, url https://...) or label Grafana's and the trigger's pods "
-        "sidecar.istio.io/inject=true with a STRICT PeerAuthentication on the trigger"),
     ("prefect", "prefect-server"): (
-        "Prefect clients send the basic-auth string over in-cluster HTTP to port 4200, for the same reason; only "
+        "Prefect clients send the basic-auth string over in-cluster HTTP to port 4200: Prefect's server serves no "
+        "TLS and the prefect namespace is outside the mesh (its Jobs would wait on a sidecar that never exits); only "
         "the worker, the trigger, flow runs and the deploy Job may connect (NetworkPolicy). To close it: serve "
         "Prefect's API behind TLS (PREFECT_API_URL https://..., PREFECT_API_TLS_INSECURE_SKIP_VERIFY false) or "
         "mesh the namespace with Istio native sidecars so Jobs complete"),
