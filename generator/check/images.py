@@ -112,8 +112,8 @@ def document_images(doc: dict) -> Iterator[tuple[str, str]]:
 def _image_fields(value: object, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, dict):
         for key, item in value.items():
-            if key == "image" and isinstance(item, str):
-                yield f"{path}.image", item
+            if key in ("image", "imageName") and isinstance(item, str):  # imageName: CloudNativePG's Cluster
+                yield f"{path}.{key}", item
             else:
                 yield from _image_fields(item, f"{path}.{key}")
     elif isinstance(value, list):
