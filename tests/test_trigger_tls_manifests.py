@@ -70,7 +70,7 @@ def test_the_deployment_serves_https_with_the_mounted_certificate(env: str, tmp_
     # What the process reads from these variables, with real files where the Secret is mounted.
     from retrain_trigger.settings import Settings, transport
 
-    certificate = server_certificate("test CA", [HOST, f"retrain-trigger.prefect.svc"])
+    certificate = server_certificate("test CA", [HOST, "retrain-trigger.prefect.svc"])
     folder = tmp_path / "tls"
     folder.mkdir()
     for item in tls["secret"]["items"]:
@@ -130,7 +130,7 @@ def test_skipping_certificate_verification_is_refused_too() -> None:
 def test_alertmanager_routes_retrain_alerts_over_https_with_prometheus_rule(tmp_path: Path) -> None:
     """With alerting.prometheus_rule the Alertmanager of kube-prometheus-stack gets the trigger's receiver:
     HTTPS, the CA and the token read from the Secrets the operator mounts; an http:// URL put there by an
-    override is refused by validate."""
+    override is refused by the policy."""
     root = copy_example_repo(tmp_path / "repo")
     spec_path = root / "environments" / "dev" / "environment.yaml"
     spec = yaml.safe_load(spec_path.read_text())
@@ -152,6 +152,9 @@ def test_alertmanager_routes_retrain_alerts_over_https_with_prometheus_rule(tmp_
         "authorization": {"type": "Bearer", "credentials_file": "/etc/alertmanager/secrets/retrain-trigger-token/token"},
         "tls_config": {"ca_file": "/etc/alertmanager/secrets/retrain-trigger-ca/ca.crt", "server_name": HOST}}
     assert network_problems([Manifest("app.yaml", app, "dev")]) == []
+    # The chart takes every one of these values (validate renders it and checks each value takes effect).
+    validated = CliRunner().invoke(cli, ["validate", "--repo-root", str(root)])
+    assert validated.exit_code == 0, validated.output
 
     webhook["url"] = f"http://{HOST}:8080/v1/alerts/alertmanager"
     (problem,) = network_problems([Manifest("app.yaml", app, "dev")])
