@@ -105,7 +105,8 @@ class LocalProcess:
     """sha256 of the rendered pod template (or predictor component): what changing rolls a pod in a cluster."""
 
     def url(self, port: str = "http", path: str = "") -> str:
-        return f"http://127.0.0.1:{self.ports[port]}{path}"
+        """The local URL of container port ``port``: ``https://`` for the port named https (the trigger's)."""
+        return f"{'https' if port == 'https' else 'http'}://127.0.0.1:{self.ports[port]}{path}"
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ def _process(kind: str, namespace: str, name: str, folder: Path, pod: dict, cont
     if probe:
         port = str(probe["port"])
         local_port = ports.get(port) or by_number.get(port)
-        ready_url = f"http://127.0.0.1:{local_port}{probe.get('path', '/')}"
+        ready_url = f"{probe.get('scheme', 'HTTP').lower()}://127.0.0.1:{local_port}{probe.get('path', '/')}"
     return LocalProcess(name, kind, namespace, argv, env, cwd, ports, ready_url, labels,
                         predictor.get("predictor"), predictor.get("traffic", 0), predictor.get("shadow", False),
                         predictor["template_hash"])

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from demo import images, runner, workspace
+from demo.certs import ServerCertificate, server_certificate
 from demo.processes import ManagedProcess, free_port
 from demo.stack import PREFECT_AUTH, S3_KEY_ID, S3_SECRET, TRIGGER_TOKEN, Stack, wait_until
 
@@ -75,6 +76,10 @@ class Demo:
     drift_samples: list[tuple[float, float]] = field(default_factory=list)
     _images: dict[str, images.ImageEnv] = field(default_factory=dict)
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mlops-demo-")))
+    tls: ServerCertificate = field(default_factory=lambda: server_certificate("mlops demo CA",
+                                                                              ["127.0.0.1", "localhost"]))
+    """The retrain trigger's certificate (Secret retrain-trigger-tls) and the CA Alertmanager verifies it with:
+    the demo serves the webhook over HTTPS as the cluster does, with a CA made for this run."""
     """The processes' emptyDir volumes: short paths (Unix sockets live there), removed by :meth:`down`."""
 
     # ---- bookkeeping -----------------------------------------------------------------------------
@@ -119,6 +124,7 @@ class Demo:
             secrets={
                 env_spec["s3"]["credentials_secret"]: s3, "s3-credentials-drift-detector": s3,
                 "retrain-credentials": s3, "retrain-trigger-token": {"token": TRIGGER_TOKEN},
+                "retrain-trigger-tls": self.tls.secret(),
                 "prefect-api-auth": {"auth-string": PREFECT_AUTH},
             },
             workdir=self.output / "run",
@@ -188,7 +194,7 @@ class Demo:
 
     def start_monitoring(self) -> None:
         trigger = self.platform_processes["retrain-trigger"]
-        self.stack.start_monitoring([], [], f"http://127.0.0.1:{trigger.ports['http']}/v1/alerts/alertmanager")
+        self.stack.start_monitoring([], [], trigger.url("https", "/v1/alerts/alertmanager"), ca_cert=self.tls.ca_crt)
         self.mark("monitoring", f"Prometheus {self.stack.prometheus_url}, Alertmanager {self.stack.alertmanager_url}")
 
     def down(self) -> list[tuple[str, float, bool]]:

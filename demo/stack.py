@@ -232,20 +232,24 @@ class Stack:
             raise errors[0]
 
     def start_monitoring(self, scrape_configs: list[dict[str, Any]], rule_groups: list[dict[str, Any]],
-                         webhook_url: str, evaluation_interval: str = "5s") -> None:
+                         webhook_url: str, evaluation_interval: str = "5s", ca_cert: str | None = None) -> None:
         """Prometheus (scraping ``scrape_configs``, evaluating ``rule_groups``) and Alertmanager, which sends
-        every alert to ``webhook_url`` with the trigger's bearer token, as the cluster's receiver does."""
+        every alert to ``webhook_url`` with the trigger's bearer token, as the cluster's receiver does: over
+        HTTPS verifying the trigger's certificate with ``ca_cert`` (PEM) when given."""
         folder = self.output / "monitoring"
         folder.mkdir(parents=True, exist_ok=True)
         token = folder / "trigger-token"
         token.write_text(TRIGGER_TOKEN)
         token.chmod(0o600)
+        http_config: dict[str, Any] = {"authorization": {"type": "Bearer", "credentials_file": str(token)}}
+        if ca_cert is not None:
+            (folder / "trigger-ca.crt").write_text(ca_cert)
+            http_config["tls_config"] = {"ca_file": str(folder / "trigger-ca.crt")}
         (folder / "alertmanager.yml").write_text(yaml.safe_dump({
             "route": {"receiver": "retrain-trigger", "group_by": ["alertname", "mlops_model"],
                       "group_wait": "1s", "group_interval": "10s", "repeat_interval": "1h"},
             "receivers": [{"name": "retrain-trigger", "webhook_configs": [{
-                "url": webhook_url, "send_resolved": True,
-                "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token)}}}]}],
+                "url": webhook_url, "send_resolved": True, "http_config": http_config}]}],
         }, sort_keys=False))
         alertmanager = program("prometheus-alertmanager", "apt-get install prometheus-alertmanager") \
             if shutil.which("prometheus-alertmanager") else program("alertmanager", "apt-get install prometheus-alertmanager")

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from demo import runner, workspace
+from demo.certs import server_certificate
 from demo.processes import run_service
 from helpers import REPO
 from imagebuild import build_image
 
 RENDERED = REPO / "environments" / "dev" / "rendered"
+TRIGGER_TLS = server_certificate("demo runner test CA", ["127.0.0.1"])
 SECRETS = {"s3-credentials": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"},
            "s3-credentials-drift-detector": {"credentials": "[default]\naws_access_key_id = id\n"},
            "retrain-trigger-token": {"token": "local-token-0123456789abcdef"},
+           "retrain-trigger-tls": TRIGGER_TLS.secret(),
            "prefect-api-auth": {"auth-string": "user:password"},
            # dev as committed is SASL_SSL: each Kafka identity's password and the cluster CA are mounted files.
            "fraud-detector-dev-model-server-scram": {"password": "server-password"},
@@ -97,20 +101,23 @@ def test_an_image_not_built_here_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_rendered_trigger_runs_from_its_image_and_answers(tmp_path: Path) -> None:
-    """The retrain trigger's rendered Deployment, started as it is: its policy ConfigMap and token Secret
-    become files, and the process finds them through the mount the manifest names."""
+    """The retrain trigger's rendered Deployment, started as it is: its policy ConfigMap, token Secret and
+    TLS Secret become files, the process finds them through the mounts the manifest names, and it serves
+    HTTPS with the mounted certificate."""
     documents = runner.read_documents(RENDERED / "platform" / "retrain-trigger")
     trigger = runner.local_processes(documents, site(tmp_path, built={}))[0]
+    assert trigger.ready_url.startswith("https://")  # the probe's scheme
     # Ready needs the Prefect server; alive (the liveness path of the same port) is what this test needs.
     alive = trigger.ready_url.replace("/readyz", "/healthz")
     with run_service("trigger-from-manifest", trigger.argv, url=alive, env=trigger.env, cwd=trigger.cwd,
                      timeout=120, log_dir=tmp_path) as process:
         assert process.process.poll() is None
-        request = urllib.request.Request(trigger.url("http", "/v1/alerts/alertmanager"), method="POST",
+        request = urllib.request.Request(trigger.url("https", "/v1/alerts/alertmanager"), method="POST",
                                          data=json.dumps({"status": "firing", "alerts": []}).encode(),
                                          headers={"Content-Type": "application/json"})
+        verified = ssl.create_default_context(cadata=TRIGGER_TLS.ca_crt)
         with pytest.raises(urllib.error.HTTPError) as refused:  # no token: the mounted one is enforced
-            urllib.request.urlopen(request, timeout=10)
+            urllib.request.urlopen(request, timeout=10, context=verified)
         assert refused.value.code == 401
 
 
