@@ -242,7 +242,8 @@ def test_what_the_image_installs_and_copies_runs_the_flow_the_deploy_step_and_th
     port = free_port()
     env = {**image.env, "RETRAIN_TRIGGER_PREFECT_API_URL": "http://127.0.0.1:4200/api",
            "RETRAIN_TRIGGER_POLICY_FILE": str(policy), "RETRAIN_TRIGGER_TOKEN": "image-test-token-0123456789",
-           "RETRAIN_TRIGGER_HTTP_HOST": "127.0.0.1", "RETRAIN_TRIGGER_HTTP_PORT": str(port)}
+           "RETRAIN_TRIGGER_HTTP_HOST": "127.0.0.1", "RETRAIN_TRIGGER_HTTP_PORT": str(port),
+           "RETRAIN_TRIGGER_PLAIN_HTTP": "true"}  # on 127.0.0.1; HTTPS is tests/test_trigger_tls.py's
     with run_service("retrain-image-trigger", image.command(), url=f"http://127.0.0.1:{port}/healthz", env=env,
                      cwd=image.workdir, timeout=120, log_dir=tmp_path) as service:
         assert str(image.venv) in Path(f"/proc/{service.pid}/maps").read_text()
