@@ -527,6 +527,81 @@ def image_python(image: ImageEnv, code: str) -> str:
     return done.stdout
 
 
+SELDON_METRICS_CHECK = """
+import json, logging, os
+import numpy as np
+from seldon_core import seldon_methods
+from seldon_core.metrics import SeldonMetrics
+import model_server.seldon_patch as patch
+
+original = SeldonMetrics.update
+logs = []
+logging.basicConfig(level=logging.INFO)
+logging.getLogger(patch.__name__).addHandler(type("H", (logging.Handler,), {"emit": lambda h, r: logs.append(r.getMessage())})())
+# Any other version: refused, loudly, Seldon untouched.
+real_version = patch.version
+patch.version = lambda name: "1.19.0"
+refused = patch.skip_empty_metrics_updates()
+unchanged = SeldonMetrics.update is original
+patch.version = real_version
+applied = patch.skip_empty_metrics_updates()
+again = patch.skip_empty_metrics_updates()
+
+
+class Model:
+    def predict(self, X, features_names=None):
+        return X
+
+    def metrics(self):
+        return [{"type": "COUNTER", "key": "mycounter", "value": 2},
+                {"type": "GAUGE", "key": "mygauge", "value": 7},
+                {"type": "TIMER", "key": "mytimer", "value": 20.0}]
+
+
+class Quiet(Model):
+    def metrics(self):
+        return []
+
+
+def run(update):
+    SeldonMetrics.update = update
+    metrics = SeldonMetrics(worker_id_func=lambda: 1)
+    request = {"data": {"ndarray": [[1.0, 2.0]]}}
+    seldon_methods.predict(Quiet(), request, metrics)
+    after_empty = dict(metrics.data)
+    for _ in range(3):
+        seldon_methods.predict(Model(), request, metrics)
+    seldon_methods.predict(Quiet(), request, metrics)
+    text = metrics.generate_metrics()[0]
+    samples = sorted(line for line in text.splitlines() if line.startswith("my"))
+    return {str(k): v for k, v in after_empty.items()}, samples
+
+
+patched = SeldonMetrics.update
+print(json.dumps({"refused": refused, "unchanged": unchanged, "applied": applied, "again": again, "logs": logs,
+                  "patched": run(patched), "seldon": run(original)}))
+"""
+
+
+def test_empty_seldon_metrics_updates_are_skipped_and_custom_metrics_still_counted(image: ImageEnv) -> None:
+    """The patch of seldon-core 1.17.1's ``SeldonMetrics.update`` (real Manager, Seldon's own request
+    handling): an empty update touches nothing (Seldon's writes an empty entry for the worker, six
+    round trips); requests carrying custom metrics give exactly the series Seldon's own code gives;
+    another seldon-core version is refused with a warning."""
+    result = json.loads(image_python(image, SELDON_METRICS_CHECK))
+    assert result["refused"] is False and result["unchanged"] is True
+    assert "seldon-core 1.19.0 is not 1.17.1" in result["logs"][0] and "NOT applied" in result["logs"][0]
+    assert result["applied"] is True and result["again"] is True
+    patched_empty, patched_samples = result["patched"]
+    seldon_empty, seldon_samples = result["seldon"]
+    assert patched_empty == {} and seldon_empty == {"1": {}}  # Seldon's round trips wrote an empty entry
+    assert patched_samples == seldon_samples
+    names = {line.split("{")[0]: line.rsplit(" ", 1)[1] for line in patched_samples}
+    assert names["mycounter_total"] == "6.0" and names["mygauge"] == "7.0"
+    assert names["mytimer_count"] == "3.0" and abs(float(names["mytimer_sum"]) - 0.06) < 1e-9
+    assert all('method="predict"' in line for line in patched_samples)
+
+
 def test_health_is_503_until_the_model_is_loaded(image: ImageEnv, tmp_path: Path) -> None:
     """Readiness and predict answer 503 before ``load`` (Seldon's exception, from the image's seldon-core)."""
     env = {"MODEL_SERVER_MODEL_NAME": "m", "MODEL_SERVER_REGISTERED_MODEL": "m", "MODEL_SERVER_MODEL_VERSION": "3",

@@ -174,3 +174,55 @@ def test_the_entry_point_hands_the_multiprocess_directory_on_under_the_old_name_
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
                           env={"PYTHONPATH": str(components), "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom-entry"})
     assert done.stdout.split() == ["{'prometheus_multiproc_dir':", "'/tmp/prom-entry'}", "False"]
+
+
+# --- the model call -----------------------------------------------------------------------------------
+
+
+def _saved_pipeline(tmp_path, frame, name: str):
+    """A real sklearn pipeline saved and loaded through MLflow, with the signature inferred from ``frame``."""
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    labels = (frame["amount"] > 50).astype(int)
+    model = Pipeline([("encode", ColumnTransformer([("c", OneHotEncoder(handle_unknown="ignore"), ["category"])],
+                                                   remainder="passthrough")),
+                      ("classify", LogisticRegression())]).fit(frame, labels)
+    mlflow.sklearn.save_model(model, str(tmp_path / name), signature=infer_signature(frame, model.predict(frame)))
+    return mlflow.pyfunc.load_model(str(tmp_path / name))
+
+
+def test_the_model_is_called_directly_only_when_the_contract_already_enforces_its_signature(tmp_path) -> None:
+    """MLflow's PyFuncModel.predict enforces the signature on every call; when the payload contract's
+    DataFrame already has the signature's columns in order and of its dtypes, the server calls the
+    model's own predict (same predictions), otherwise PyFuncModel.predict."""
+    import pandas as pd
+    from model_server.server import _model_predict, _signature_types
+
+    features = [FeatureSpec(name="amount"), FeatureSpec(name="hour"),
+                FeatureSpec(name="category", type="categorical", categories=["a", "b"])]
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"amount": rng.uniform(0, 100, 200), "hour": rng.integers(0, 24, 200),
+                          "category": rng.choice(["a", "b"], 200)})
+    model = _saved_pipeline(tmp_path, frame, "typed")
+    types = _signature_types(model)
+    assert types == {"amount": "double", "hour": "long", "category": "string"}
+    contract = FeatureContract(features, types)
+    direct = _model_predict(model, contract, types)
+    assert direct != model.predict
+    parsed = contract.parse([[12.5, 3, "a"], [99.0, 23, "b"], [60, 7, "z"]], None)
+    assert direct(parsed.frame).tolist() == model.predict(parsed.frame).tolist()
+
+    # float32 columns: the contract gives float64, so MLflow's enforcement must still run.
+    narrow = frame.astype({"amount": "float32"})
+    model32 = _saved_pipeline(tmp_path, narrow, "float32")
+    types32 = _signature_types(model32)
+    assert _model_predict(model32, FeatureContract(features, types32), types32) == model32.predict
+    # The signature's column order is not the contract's: MLflow's path too.
+    reordered = features[::-1]
+    assert _model_predict(model, FeatureContract(reordered, types), types) == model.predict

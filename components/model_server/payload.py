@@ -57,6 +57,10 @@ class FeatureContract:
         self._index = {name: i for i, name in enumerate(self.names)}
         self._converters = [self._converter(f, (column_types or {}).get(f.name)) for f in self.features]
 
+    def dtypes(self) -> dict[str, str]:
+        """Each column's dtype in :meth:`parse`'s DataFrame (``object`` for text and mixed categories)."""
+        return {name: converter.dtype or "object" for name, converter in zip(self.names, self._converters, strict=True)}
+
     @property
     def expected(self) -> str:
         """The contract in words, for error messages."""

@@ -23,6 +23,7 @@ processes. That keeps each of the four about 45 MiB smaller (measured in the ima
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import logging
 import tempfile
@@ -37,6 +38,7 @@ from model_server import ExitCode
 from model_server.buffer import InferenceBuffer, LoggedRequest
 from model_server.metrics import ServerMetrics, reset_multiprocess_dir, serve_metrics
 from model_server.payload import FeatureContract, PayloadError
+from model_server.seldon_patch import skip_empty_metrics_updates
 from model_server.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -63,7 +65,10 @@ class ModelServer:
         self.shipper: InferenceLogShipper | None = None
         self._id_prefix = ""
         self._id_counter = itertools.count()
+        self._predict: Any = None
         reset_multiprocess_dir(self.settings.prometheus_multiproc_dir)
+        # In the main process, before Seldon forks its workers: they inherit the patched class.
+        skip_empty_metrics_updates()
 
     # --- Seldon hooks -----------------------------------------------------------------------------
 
@@ -84,7 +89,9 @@ class ModelServer:
                        "endpoint and credentials (MLFLOW_S3_ENDPOINT_URL, AWS_*); the server will not start")
             log.error(message)
             raise SystemExit(ExitCode.ARTIFACT) from None
-        self.contract = FeatureContract(s.features, _signature_types(model))
+        types = _signature_types(model)
+        self.contract = FeatureContract(s.features, types)
+        self._predict = _model_predict(model, self.contract, types)
         self.series = ServerMetrics(s.model_name, s.model_version, s.predictor, s.max_class_labels)
         if s.logging_enabled:
             # Ids for requests that arrive without Seldon's puid: a random prefix per worker (drawn
@@ -113,7 +120,7 @@ class ModelServer:
             self.series.bad_request.inc()
             raise SeldonMicroserviceException(str(exc), status_code=400, reason="BAD_PAYLOAD") from None
         try:
-            output = self.model.predict(parsed.frame)
+            output = self._predict(parsed.frame)
         except Exception as exc:
             if _is_schema_error(exc):
                 self.series.bad_request.inc()
@@ -210,6 +217,43 @@ def _signature_types(model: Any) -> dict[str, str]:
         name = getattr(kind, "name", None) or str(kind)
         types[column.name] = name.lower()
     return types
+
+
+_CONTRACT_DTYPES = {"double": "float64", "long": "int64", "boolean": "bool", "string": "object"}
+"""MLflow column type -> the dtype the payload contract gives that column (its signature enforcement's own)."""
+
+
+def _model_predict(model: Any, contract: FeatureContract, types: dict[str, str]) -> Any:
+    """The function to call per request: the model implementation's own ``predict`` when the payload
+    contract already did everything MLflow's ``PyFuncModel.predict`` would (enforce the signature on a
+    DataFrame: same columns in the same order, each of the dtype the signature asks for; about 70 µs a
+    call), otherwise ``PyFuncModel.predict``. The reason is logged either way."""
+    predict_fn = getattr(model, "_predict_fn", None)
+    metadata = getattr(model, "metadata", None)
+    reason = None
+    if predict_fn is None or metadata is None:
+        reason = "not an MLflow PyFuncModel"
+    elif metadata.get_params_schema() is not None:
+        reason = "its signature has parameters"
+    elif metadata._is_signature_from_type_hint() or metadata._is_type_hint_from_example():
+        reason = "its signature comes from type hints"
+    elif metadata.get_input_schema() is not None:
+        if list(types) != contract.names:
+            reason = f"its signature's columns {list(types)} are not the contract's {contract.names} in order"
+        else:
+            dtypes = contract.dtypes()
+            wrong = [f"{name} ({kind})" for name, kind in types.items()
+                     if _CONTRACT_DTYPES.get(kind) != dtypes[name]]
+            if wrong:
+                reason = f"the contract does not give these signature columns their exact type: {', '.join(wrong)}"
+    if reason is not None:
+        log.info("predicting through MLflow's PyFuncModel.predict (signature enforcement per call): %s", reason)
+        return model.predict
+    import inspect
+
+    log.info("predicting through the model's own predict: the payload contract enforces its signature")
+    params = inspect.signature(predict_fn).parameters.get("params")  # as PyFuncModel calls it
+    return functools.partial(predict_fn, params=None) if params and params.kind != params.VAR_KEYWORD else predict_fn
 
 
 def _is_schema_error(exc: Exception) -> bool:
