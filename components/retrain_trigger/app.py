@@ -202,8 +202,8 @@ async def serve(app: Starlette, settings: Settings, served: Transport) -> None:
                             timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds)),
                             ssl_certfile=served.cert_file, ssl_keyfile=served.key_file)
     if served.cert_file is None:
-        log.warning("serving plain HTTP on %s:%d (%sPLAIN_HTTP=true): a local run only", settings.http_host,
-                    settings.http_port, "RETRAIN_TRIGGER_")
+        log.warning("serving plain HTTP on %s:%d (RETRAIN_TRIGGER_PLAIN_HTTP=true): a local run only",
+                    settings.http_host, settings.http_port)
     server = Server(config)
 
     def stop(signum: signal.Signals) -> None:

@@ -165,11 +165,11 @@ DESCRIPTION = Description(
         Flow("retrain-flow-runs", OUTSIDE, (443,), "the flow clones, pushes and opens the pull request"),
         Flow("retrain-deploy", OUTSIDE, (443,), "the deploy Job fetches the synced commit"),
         # Alerts.
-        Flow("grafana", "retrain-trigger", (8080,), "drift alerts (webhook contact point)"),
-        Flow("alertmanager", "retrain-trigger", (8080,), "drift alerts (Alertmanager webhook)"),
+        Flow("grafana", "retrain-trigger", (8080,), "drift alerts (webhook contact point; HTTPS, CA-verified)"),
+        Flow("alertmanager", "retrain-trigger", (8080,), "drift alerts (Alertmanager webhook; HTTPS, CA-verified)"),
         # Metrics.
         Flow("prometheus", "model-pods", (8000, 6000, 6001, 8080), "scrapes executors, model servers, detectors"),
-        Flow("prometheus", "retrain-trigger", (8080,), "scrapes the trigger"),
+        Flow("prometheus", "retrain-trigger", (8080,), "scrapes the trigger (HTTPS, CA-verified)"),
         Flow("prometheus", "kafka-brokers", (9404,), "scrapes Kafka"),
         Flow("prometheus", "postgres", (9187,), "scrapes PostgreSQL"),
         Flow("prometheus", "istiod", (15014,), "scrapes istiod"),
