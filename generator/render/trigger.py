@@ -161,7 +161,7 @@ def alertmanager_values(namespace: str) -> dict[str, Any]:
             "route": {"routes": [
                 {"receiver": "null", "matchers": ['alertname = "Watchdog"']},  # the chart's default route, kept
                 {"receiver": ALERTMANAGER_RECEIVER, "matchers": ['retrain="true"', 'mlops_alert="drift"'],
-                "group_by": ["alertname", "model", "env"],
+                 "group_by": ["alertname", "model", "env"],
                  "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h", "continue": True}]},
             "receivers": [{"name": "null"}, {"name": ALERTMANAGER_RECEIVER, "webhook_configs": [{
                 "url": f"{trigger_url(namespace)}{ALERTMANAGER_ALERTS_PATH}",
