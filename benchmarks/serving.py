@@ -62,7 +62,7 @@ from pathlib import Path
 from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
-for _path in (REPO / "tests", REPO / "components"):
+for _path in (REPO, REPO / "tests", REPO / "components"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
@@ -378,7 +378,16 @@ def main() -> None:
     parser.add_argument("--images", default="1.17.1,1.19.0",
                         help="seldon-core versions of the model server images to compare: 1.17.1 (default "
                              "image), 1.19.0 (opt-in BSL build)")
+    parser.add_argument("--peers", action="store_true", help="instead: ours beside the floors and peers (peers.py)")
+    parser.add_argument("--peer-replicas", type=int, default=2)
+    parser.add_argument("--peer-model", choices=("light", "pipeline"), default="light")
+    parser.add_argument("--baseline", help="--peers: also ours with components/ as of this git revision")
+    parser.add_argument("--mlserver", help="--peers: a venv with mlserver and mlserver-mlflow")
     args = parser.parse_args()
+    if args.peers:
+        from peers import peers_main
+
+        return peers_main(args)
     versions = [v.strip() for v in args.images.split(",") if v.strip()]
     unknown = sorted(set(versions) - set(IMAGES))
     if unknown or not versions:
