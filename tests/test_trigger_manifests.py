@@ -20,7 +20,7 @@ from retrain_trigger.settings import SECRETS_DIR, TOKEN_FILE_NAME, Settings, loa
 from generator.cli import cli
 from generator.render import trigger as trigger_context
 from generator.render.retrain_pipeline import flow_image
-from helpers import REPO, copy_example_repo, digest
+from helpers import REPO, copy_example_repo, digest, seal_kafka_credentials
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 TOKEN = "manifest-test-token-0123456789"
@@ -90,6 +90,8 @@ def test_the_policy_holds_the_default_and_only_models_that_differ():
 
 def test_generate_model_keeps_the_environment_wide_policy_current(tmp_path):
     root = copy_example_repo(tmp_path)
+    # A new model's Kafka passwords are sealed before its first render (README, "Kafka").
+    seal_kafka_credentials(root, yaml.safe_load((root / "environments/dev/environment.yaml").read_text()), "churn")
     runner = CliRunner()
     created = runner.invoke(cli, [
         "generate-model", "churn", "--env", "dev", "--repo-root", str(root), "--owner", "team-growth",
