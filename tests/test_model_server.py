@@ -602,6 +602,90 @@ def test_empty_seldon_metrics_updates_are_skipped_and_custom_metrics_still_count
     assert all('method="predict"' in line for line in patched_samples)
 
 
+RAW_PATH_CHECK = """
+import json, os, sys, tempfile
+import numpy as np, pandas as pd
+import mlflow.sklearn
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+from seldon_core import seldon_methods
+from seldon_core.metrics import SeldonMetrics
+from seldon_core.user_model import SeldonNotImplementedError
+from model_server.server import ModelServer
+
+frame = pd.DataFrame({"amount": np.linspace(0, 100, 50), "hour": np.arange(50) % 24})
+model = LogisticRegression().fit(frame, (frame.amount > 50).astype(int))
+folder = tempfile.mkdtemp()
+mlflow.sklearn.save_model(model, folder + "/m", signature=infer_signature(frame, model.predict(frame)))
+os.environ["MODEL_SERVER_MODEL_URI"] = folder + "/m"
+server = ModelServer()
+server.load()
+
+
+class SeldonOnly(ModelServer):
+    def predict_raw(self, request):
+        raise SeldonNotImplementedError("not here")
+
+
+plain = SeldonOnly.__new__(SeldonOnly)
+plain.__dict__.update(server.__dict__)
+taken = []
+original = seldon_methods.extract_request_parts_json
+seldon_methods.extract_request_parts_json = lambda request: taken.append(1) or original(request)
+metrics = SeldonMetrics(worker_id_func=lambda: 1)
+requests = [
+    {"data": {"names": ["hour", "amount"], "ndarray": [[3, 80.5], [4, 1.0]]}},
+    {"data": {"ndarray": [[80.5, 3]]}},
+    {"data": {"names": ["amount", "hour"], "ndarray": [[80.5, 3]]},
+     "meta": {"puid": "p-1", "tags": {"client": "x"}, "requestPath": {"router": "img:1"}}},
+    {"data": {"names": ["amount", "hour"], "tensor": {"shape": [1, 2], "values": [80.5, 3]}}},
+    {"jsonData": [{"amount": 80.5, "hour": 3}]},
+    {"data": {"ndarray": [[80.5, 3]]}, "meta": {"metrics": [{"key": "c", "type": "COUNTER", "value": 1}]}},
+]
+out = []
+for request in requests:
+    before = len(taken)
+    ours = seldon_methods.predict(server, json.loads(json.dumps(request)), metrics)
+    raw = len(taken) == before
+    seldon = seldon_methods.predict(plain, json.loads(json.dumps(request)), metrics)
+    out.append([raw, ours, seldon])
+errors = []
+for bad in ({"data": {"names": ["amount", "colour"], "ndarray": [[1.0, 2]]}}, {"data": {"ndarray": [[1.0, "x"]]}}):
+    for who in (server, plain):
+        try:
+            seldon_methods.predict(who, bad, metrics)
+        except Exception as exc:
+            errors.append([type(exc).__name__, getattr(exc, "status_code", None), str(exc)])
+print(json.dumps({"results": out, "errors": errors}))
+"""
+
+
+def test_the_common_request_skips_seldons_generic_steps_with_the_same_response(image: ImageEnv, tmp_path: Path) -> None:
+    """``ModelServer.predict_raw`` answers ``data.ndarray`` requests as Seldon's own handling does (same
+    response, same 400s) and hands every other request back to Seldon's handling."""
+    env = {"MODEL_SERVER_MODEL_NAME": "m", "MODEL_SERVER_REGISTERED_MODEL": "m", "MODEL_SERVER_MODEL_VERSION": "3",
+           "PREDICTOR_ID": "main", "MODEL_SERVER_LOGGING_ENABLED": "false", "RELEASE_ID": "r-1",
+           "MODEL_SERVER_FEATURES": '[{"name": "amount", "type": "numeric"}, {"name": "hour", "type": "numeric"}]',
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"), "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+           "PREDICTIVE_UNIT_ID": "fraud-detector", "PREDICTIVE_UNIT_IMAGE": "model-server:1"}
+    done = subprocess.run([image.python, "-c", RAW_PATH_CHECK], env={**image.env, **env}, cwd=image.workdir,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [raw for raw, _, _ in result["results"]] == [True, True, True, False, False, False]
+    for _, ours, seldon in result["results"]:
+        assert ours == seldon
+    first = result["results"][0][1]
+    assert first["data"] == {"names": [], "ndarray": [1, 0]}
+    assert first["meta"]["tags"]["model_version"] == "3"
+    assert result["results"][2][1]["meta"]["puid"] == "p-1"
+    assert result["results"][2][1]["meta"]["tags"]["client"] == "x"
+    assert result["results"][2][1]["meta"]["requestPath"]["router"] == "img:1"
+    errors = result["errors"]
+    assert errors[0] == errors[1] and errors[2] == errors[3]
+    assert errors[0][:2] == ["SeldonMicroserviceException", 400] and errors[2][:2] == ["SeldonMicroserviceException", 400]
+
+
 def test_health_is_503_until_the_model_is_loaded(image: ImageEnv, tmp_path: Path) -> None:
     """Readiness and predict answer 503 before ``load`` (Seldon's exception, from the image's seldon-core)."""
     env = {"MODEL_SERVER_MODEL_NAME": "m", "MODEL_SERVER_REGISTERED_MODEL": "m", "MODEL_SERVER_MODEL_VERSION": "3",

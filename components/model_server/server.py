@@ -67,6 +67,7 @@ class ModelServer:
         self._id_prefix = ""
         self._id_counter = itertools.count()
         self._predict: Any = None
+        self._request_path: dict | None = None
         reset_multiprocess_dir(self.settings.prometheus_multiproc_dir)
         # In the main process, before Seldon forks its workers: they inherit the patched class.
         skip_empty_metrics_updates()
@@ -142,6 +143,40 @@ class ModelServer:
         self.series.ok.inc()
         self.series.latency.observe(time.perf_counter() - started)
         return np.asarray(output)
+
+    def predict_raw(self, request: Any) -> dict:
+        """Seldon's REST request handling for the common request, ``{"data": {"names": [...], "ndarray":
+        [...]}}``, with the response Seldon's ``construct_response_json`` builds for it (same keys and
+        values), without its generic steps (``SeldonResponse``, custom-metric and class-name lookups, the
+        tensor/tftensor/proto dispatch). Anything else (gRPC messages, tensors, ``jsonData``, a request
+        whose ``meta`` carries metrics) raises Seldon's ``SeldonNotImplementedError``, and Seldon then
+        handles it its own way, calling :meth:`predict`."""
+        from seldon_core.user_model import SeldonNotImplementedError
+
+        data = request.get("data") if isinstance(request, dict) else None
+        meta = request.get("meta")
+        if (not isinstance(data, dict) or not isinstance(data.get("ndarray"), list) or "tensor" in data
+                or "tftensor" in data or not isinstance(meta or {}, dict) or "metrics" in (meta or {})):
+            raise SeldonNotImplementedError("handled by Seldon's request handling")
+        output = self.predict(np.array(data["ndarray"]), data.get("names", []), meta=meta)
+        response_meta: dict[str, Any] = {}
+        tags = {**((meta or {}).get("tags") or {}), **self.tags()}
+        if tags:
+            response_meta["tags"] = tags
+        if (meta or {}).get("puid"):
+            response_meta["puid"] = meta["puid"]
+        request_path = {**self._seldon_request_path(), **((meta or {}).get("requestPath") or {})}
+        if request_path:
+            response_meta["requestPath"] = request_path
+        names = [f"t:{i}" for i in range(output.shape[1])] if output.ndim > 1 else []
+        return {"data": {"ndarray": output.tolist(), "names": names}, "meta": response_meta}
+
+    def _seldon_request_path(self) -> dict:
+        if self._request_path is None:
+            from seldon_core.utils import get_request_path
+
+            self._request_path = get_request_path()
+        return self._request_path
 
     def health_status(self) -> dict:
         """Readiness: 503 until the model is loaded in this worker."""
