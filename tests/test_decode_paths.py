@@ -87,11 +87,12 @@ def assert_same(fast: inference_log.DecodedBatch, general: inference_log.Decoded
 
 def test_the_typed_decoder_takes_the_common_record():
     """Without this the comparisons below would compare the general path with itself."""
-    assert inference_log.batch._decode_numeric_record is not None, "msgspec is installed in the dev venv"
+    assert inference_log.batch._msgspec is not None, "msgspec is installed in the dev venv"
+    decode = inference_log.batch._numeric_decoder(N)
     common = [_raw(), _raw(features=[1, 2, 3]), _raw(prediction=[0.1, 0.9]), _raw(prediction={"p": "x"}),
               _raw(schema_version=...), _raw(prediction=None), _raw(timestamp=1767225600)]
     for payload in common:
-        inference_log.batch._decode_numeric_record(payload)  # raises if the typed decoder refused it
+        decode(payload)  # raises if the typed decoder refused it
     batch = decode_batch(common, N)
     assert batch.errors == [] and len(batch.keys) == len(common)
 
@@ -100,6 +101,33 @@ def test_the_typed_decoder_takes_the_common_record():
 def test_every_hostile_payload_gets_the_general_verdict(index):
     payload = HOSTILE[index]
     assert_same(_decode_numeric_batch([payload], N), _decode_general([payload], N, None))
+
+
+@pytest.mark.parametrize("index", range(len(HOSTILE)))
+def test_one_hostile_payload_among_common_records_gets_the_general_verdict(index):
+    """The typed path decodes a whole batch in one comprehension and sorts it record by record only
+    when some payload is refused: one hostile payload anywhere in a batch must still be found."""
+    goods = [_raw(request_id=str(i), features=[i, -0.0, 2.5e-300]) for i in range(6)]
+    for where in (0, 3, 6):
+        batch = goods[:where] + [HOSTILE[index]] + goods[where:]
+        assert_same(_decode_numeric_batch(batch, N), _decode_general(batch, N, None))
+
+
+def test_keys_and_groups_of_a_batch_with_several_predictors():
+    """One shared key tuple for a one-predictor batch; per-row keys and groups in arrival order otherwise."""
+    one = [_raw(request_id=str(i)) for i in range(5)]
+    fast = _decode_numeric_batch(one, N)
+    assert_same(fast, _decode_general(one, N, None))
+    assert {k: v.tolist() for k, v in fast.groups().items()} == {("m", "7", "main"): [0, 1, 2, 3, 4]}
+    mixed = [_raw(predictor="main"), _raw(predictor="canary"), _raw(version="8"), _raw(model="x"),
+             _raw(predictor="main"), _raw(predictor="canary", features=[1, 2])]
+    fast = _decode_numeric_batch(mixed, N)
+    assert_same(fast, _decode_general(mixed, N, None))
+    assert fast.keys == [("m", "7", "main"), ("m", "7", "canary"), ("m", "8", "main"), ("x", "7", "main"),
+                         ("m", "7", "main")]
+    assert {k: v.tolist() for k, v in fast.groups().items()} == {
+        ("m", "7", "main"): [0, 4], ("m", "7", "canary"): [1], ("m", "8", "main"): [2], ("x", "7", "main"): [3]}
+    assert fast.errors == [(5, "feature_count")]
 
 
 def test_a_mixed_batch_keeps_input_order():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,23 +41,35 @@ UNKNOWN_CATEGORY = -1.0
 
 if _msgspec is not None:
     _Scalar = float | str | bool | None
+    _Prediction = _Scalar | list[_Scalar] | dict[str, _Scalar]
 
-    class _NumericRecord(_msgspec.Struct, forbid_unknown_fields=True):
-        """The common record of a numeric model, for the typed decoder of :func:`decode_batch`."""
-
-        model: str
-        version: str
-        predictor: str
-        request_id: str
-        timestamp: float
-        features: list[float]
-        prediction: _Scalar | list[_Scalar] | dict[str, _Scalar]
-        schema_version: int = SCHEMA_VERSION
-
-    _decode_numeric_record: Any = _msgspec.json.Decoder(_NumericRecord).decode
 else:  # pragma: no cover
-    _decode_numeric_record = None
+    _Prediction = None
 
+_numeric_decoders: dict[int, Any] = {}
+
+
+def _numeric_decoder(n_features: int) -> Any:
+    """msgspec decoder of the common numeric record with exactly ``n_features`` features, made once.
+
+    Like ``_NumericRecord`` (features ``float``: msgspec takes integers too and refuses booleans, which
+    the general path decides), but ``schema_version`` may only be 1 and ``features`` only that long, so
+    a record it takes needs no further check in Python; everything else raises and is decided by the
+    general path. ``gc=False``: the structs hold strings, numbers and flat lists, never a cycle.
+    """
+    decoder = _numeric_decoders.get(n_features)
+    if decoder is None:
+        from typing import Annotated, Literal
+
+        features = Annotated[list[float], _msgspec.Meta(min_length=n_features, max_length=n_features)]
+        record = _msgspec.defstruct(
+            f"_NumericRecord{n_features}",
+            [("model", str), ("version", str), ("predictor", str), ("request_id", str), ("timestamp", float),
+             ("features", features), ("prediction", _Prediction),
+             ("schema_version", Literal[SCHEMA_VERSION], SCHEMA_VERSION)],
+            forbid_unknown_fields=True, gc=False)
+        decoder = _numeric_decoders[n_features] = _msgspec.json.Decoder(record).decode
+    return decoder
 
 
 @dataclass(slots=True)
@@ -78,8 +91,11 @@ class DecodedBatch:
 
     def groups(self) -> dict[tuple[str, str, str], np.ndarray]:
         """Row indices per ``(model, version, predictor)``, in arrival order (windows are per key)."""
+        keys = self.keys
+        if keys and keys.count(keys[0]) == len(keys):  # the common batch: one predictor
+            return {keys[0]: np.arange(len(keys), dtype=np.intp)}
         out: dict[tuple[str, str, str], list[int]] = {}
-        for i, key in enumerate(self.keys):
+        for i, key in enumerate(keys):
             bucket = out.get(key)
             if bucket is None:
                 out[key] = bucket = []
@@ -114,7 +130,7 @@ def decode_batch(
     """
     if categories is not None and len(categories) != n_features:
         raise ValueError(f"categories has {len(categories)} entries for {n_features} features")
-    if _decode_numeric_record is not None and all(c is None for c in categories or ()):
+    if _msgspec is not None and all(c is None for c in categories or ()):
         return _decode_numeric_batch(payloads, n_features)
     return _decode_general(payloads, n_features, categories)
 
@@ -209,30 +225,32 @@ def _decode_numeric_batch(payloads: Sequence[bytes], n_features: int) -> Decoded
     msgspec accepts a subset of what orjson accepts (strict JSON, UTF-8 checked in strings, numbers
     out of the float range refused, predictions at most two levels deep, below orjson's depth limit)
     and reads the same floats, so every payload gets the general path's verdict.
+
+    The common batch (every payload taken) costs one list comprehension of decoder calls and a few
+    column reads: no per-record Python statement, the feature floats go into the matrix with one
+    ``np.fromiter`` over the chained lists, and a batch of one ``(model, version, predictor)`` shares
+    one key tuple.
     """
-    decode = _decode_numeric_record
-    positions: list[int] = []
-    keys: list[tuple[str, str, str]] = []
-    stamps: list[float] = []
-    feats: list[list[float]] = []
-    others: list[int] = []
-    for pos, payload in enumerate(payloads):
-        try:
-            record = decode(payload)
-        except Exception:  # noqa: BLE001 - invalid, unusual or not bytes at all: the general path decides
-            others.append(pos)
-            continue
-        features = record.features
-        if record.schema_version != SCHEMA_VERSION or len(features) != n_features:
-            others.append(pos)
-            continue
-        positions.append(pos)
-        keys.append((record.model, record.version, record.predictor))
-        stamps.append(record.timestamp)
-        feats.append(features)
-    rows = np.array(feats, dtype=np.float64) if feats else np.empty((0, n_features), dtype=np.float64)
-    fast = DecodedBatch(rows=rows, positions=np.asarray(positions, dtype=np.intp), keys=keys,
-                        timestamps=np.asarray(stamps, dtype=np.float64))
+    decode = _numeric_decoder(n_features)
+    try:
+        records = [decode(payload) for payload in payloads]
+        others: list[int] = []
+        positions = np.arange(len(records), dtype=np.intp)
+    except Exception:  # noqa: BLE001 - some payload is not the common record: sort them one by one
+        records, others, taken = [], [], []
+        for pos, payload in enumerate(payloads):
+            try:
+                records.append(decode(payload))
+            except Exception:  # noqa: BLE001 - invalid, unusual or not bytes at all: the general path decides
+                others.append(pos)
+            else:
+                taken.append(pos)
+        positions = np.asarray(taken, dtype=np.intp)
+    n = len(records)
+    rows = np.fromiter(chain.from_iterable([r.features for r in records]), dtype=np.float64,
+                       count=n * n_features).reshape(n, n_features)
+    fast = DecodedBatch(rows=rows, positions=positions, keys=_keys(records),
+                        timestamps=np.fromiter([r.timestamp for r in records], dtype=np.float64, count=n))
     if not others:
         return fast
     rest = _decode_general([payloads[i] for i in others], n_features, None)
@@ -247,6 +265,19 @@ def _decode_numeric_batch(payloads: Sequence[bytes], n_features: int) -> Decoded
         timestamps=np.concatenate([fast.timestamps, rest.timestamps])[order],
         errors=[(others[pos], reason) for pos, reason in rest.errors],
     )
+
+
+def _keys(records: list[Any]) -> list[tuple[str, str, str]]:
+    """``(model, version, predictor)`` of each record; one shared tuple when the batch has one key."""
+    if not records:
+        return []
+    models = [r.model for r in records]
+    versions = [r.version for r in records]
+    predictors = [r.predictor for r in records]
+    n = len(records)
+    if models.count(models[0]) == n and versions.count(versions[0]) == n and predictors.count(predictors[0]) == n:
+        return [(models[0], versions[0], predictors[0])] * n
+    return list(zip(models, versions, predictors, strict=True))
 
 
 def _category_lookup(cats: Sequence[Any]) -> dict[Any, float]:
