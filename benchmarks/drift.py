@@ -12,9 +12,12 @@ One broker, one data set (20 numeric features, standard normal, the same seed as
    reported, because the core may be shared: records per CPU second of the service (``/proc`` utime +
    stime, from the first commit the bench sees to the last) and the mean ``detector.score`` time per
    window (the service's ``mlops_drift_processing_seconds``).
-2. **Baseline in the prototype's style** on the first ``--baseline-records`` of the same records
-   (pinned to CPU 0 too): aiokafka, one message at a time, ``json.loads``, alibi-detect ``KSDrift``
-   (fitted on the same reference) called on that 1-row batch, one gauge set.
+2. **The paper's detector** (``benchmarks/drift_paper.py``, with ``--paper-python``: the python of a
+   separate venv from ``benchmarks/requirements-paper.txt``, since TensorFlow is large) on the first
+   ``--baseline-records`` of the same records, pinned to CPU 0 too: alibi-detect ``MMDDriftOnline``
+   (ert 100, window 100, the first 300 reference rows), one message at a time, one ``predict`` per
+   record, one gauge set, as the prototype's detector does (the per-row ``KSDrift`` straw man it
+   replaced is gone).
 3. **Lag.** The service (``ks``) on a fresh one-partition topic while the bench produces 10,000
    records/s for ``--lag-seconds``, each record stamped with ``time.time()`` when it is sent. The bench
    scrapes ``/metrics`` every 20 ms; a record's lag = the ``mlops_drift_last_window_timestamp_seconds``
@@ -30,14 +33,21 @@ One broker, one data set (20 numeric features, standard normal, the same seed as
 6. **Decoding, in-process**: ``decode_batch``'s general path (orjson) and its typed path (msgspec,
    what the service uses for all-numeric features) on 50,000 of the same records, alternating rounds.
 
-The machine is shared: the load averages (``/proc/loadavg``) at the start and the end are printed with
-the results; compare the variants of one run, which ran under the same load.
+**Rounds and noise floor.** The three throughput variants (``ks``, ``cvm_online``, bare aiokafka) run
+``--rounds`` times (default 3), interleaved, the order rotated each round. The bench prints each
+variant's median, range and spread ((max − min) / median) and each per-round ratio ours / aiokafka
+alone; the noise floor is the largest of those spreads. A ratio is called above or below a target only
+if every round is beyond it by more than the noise floor, and two variants differ only if every round
+says so by more than the noise floor; otherwise the bench prints "inside the noise floor".
+
+The machine is shared: the load averages (``/proc/loadavg``) at the start, at each round's start and
+at the end are printed with the results; compare the variants of one run, which ran under the same load.
 
 The broker and this process are pinned to CPU 1, the service and the baselines to CPU 0 (no pinning on
 a single-CPU machine or without ``taskset``). Commit interval of the service: 0.2 s (default 1.0 s) so the
 end of a run is seen promptly; everything else is the service's default.
 
-    .venv/bin/python benchmarks/drift.py [--records 1000000] [--baseline-records 5000] [--lag-seconds 20] [--ert 10000]
+    .venv/bin/python benchmarks/drift.py [--records 1000000] [--rounds 3] [--paper-python .venv-paper/bin/python]\n        [--baseline-records 2000] [--lag-seconds 20] [--ert 10000]
 """
 
 from __future__ import annotations
@@ -62,12 +72,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+from drift_report import report
 
 from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = REPO / "components"
-for _path in (REPO / "tests", COMPONENTS):
+for _path in (REPO, REPO / "tests", COMPONENTS):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
@@ -248,16 +259,10 @@ async def throughput_run(name: str, bootstrap: str, topic: str, n: int, config_f
 # --- baselines (run as pinned subprocesses of this script) ----------------------------------------
 
 
-async def baseline_worker(mode: str, bootstrap: str, topic: str, n: int) -> dict:
+async def raw_worker(bootstrap: str, topic: str, n: int) -> dict:
+    """Bare aiokafka, the ceiling: ``getmany`` of the service's batch size, no decoding."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    detector = gauge = None
-    if mode == "prototype":
-        from alibi_detect.cd import KSDrift
-        from prometheus_client import CollectorRegistry, Gauge
-
-        detector = KSDrift(reference(), p_val=0.01)  # the prototype refits at every start (not timed)
-        gauge = Gauge("drift_detected", "prototype-style unlabelled gauge", registry=CollectorRegistry())
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     tp = TopicPartition(topic, 0)
@@ -265,23 +270,11 @@ async def baseline_worker(mode: str, bootstrap: str, topic: str, n: int) -> dict
     await consumer.seek_to_beginning(tp)
     count, started = 0, None
     try:
-        if mode == "prototype":
-            async for message in consumer:
-                if started is None:
-                    started = time.perf_counter()
-                record = json.loads(message.value)
-                x = np.asarray([record["features"]], dtype=np.float64)
-                out = detector.predict(x)
-                gauge.set(out["data"]["is_drift"])
-                count += 1
-                if count >= n:
-                    break
-        else:  # bare aiokafka: fetch only
-            while count < n:
-                batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                if batch and started is None:
-                    started = time.perf_counter()
-                count += sum(len(records) for records in batch.values())
+        while count < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            if batch and started is None:
+                started = time.perf_counter()
+            count += sum(len(records) for records in batch.values())
         elapsed = time.perf_counter() - started
     finally:
         await consumer.stop()
@@ -289,12 +282,24 @@ async def baseline_worker(mode: str, bootstrap: str, topic: str, n: int) -> dict
             "peak_rss_mib": proc_status(os.getpid(), "VmHWM")}
 
 
-def run_worker(mode: str, bootstrap: str, topic: str, n: int) -> dict:
+def run_worker(bootstrap: str, topic: str, n: int) -> dict:
     import subprocess
 
-    args = pinned(SERVICE_CPU, [sys.executable, __file__, "--worker", mode, "--bootstrap", bootstrap,
+    args = pinned(SERVICE_CPU, [sys.executable, __file__, "--worker", "raw", "--bootstrap", bootstrap,
                                 "--topic", topic, "--records", str(n)])
     env = {**os.environ, "PYTHONPATH": str(COMPONENTS)}
+    out = subprocess.run(args, check=True, capture_output=True, text=True, env=env, timeout=1800).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_paper(python: str, bootstrap: str, topic: str, n: int) -> dict:
+    """The paper's detector (``drift_paper.py``) in its own venv, pinned like the service."""
+    import subprocess
+
+    args = pinned(SERVICE_CPU, [python, str(Path(__file__).with_name("drift_paper.py")), "--bootstrap", bootstrap,
+                                "--topic", topic, "--records", str(n), "--reference-seed", str(REFERENCE_SEED),
+                                "--reference-rows", str(REFERENCE_ROWS), "--features", str(N_FEATURES)])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     out = subprocess.run(args, check=True, capture_output=True, text=True, env=env, timeout=1800).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -484,6 +489,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     decoding = decode_paths()
     print("decode_batch paths:", decoding, flush=True)
     ks_path, ks_sha = ks_artifact(work)
+    loads = []
     with broker(work) as kafka:
         bootstrap = kafka.bootstrap_servers
         kafka.create_topic("bench-log", partitions=1)
@@ -491,64 +497,44 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
         print(f"producing {n:,} records ...", flush=True)
         produce_s = await produce_bulk(bootstrap, "bench-log", n)
         print(f"produced in {produce_s:.1f}s ({n / produce_s:,.0f}/s)", flush=True)
-        runs = []
-        for method, path, sha in (("ks", ks_path, ks_sha), ("cvm_online", cvm_path, cvm_sha)):
-            config = write_config(work / f"{method}.yaml", method, path, sha, args.ert)
-            runs.append(await throughput_run(method, bootstrap, "bench-log", n, config, work))
-            print(runs[-1], flush=True)
-        raw = run_worker("raw", bootstrap, "bench-log", n)
-        print("aiokafka alone:", raw, flush=True)
-        proto = run_worker("prototype", bootstrap, "bench-log", min(args.baseline_records, n))
-        print("prototype:", proto, flush=True)
-        lag = await lag_run(bootstrap, "bench-lag", work / "ks.yaml", work, args.lag_rate, args.lag_seconds)
+        configs = {method: write_config(work / f"{method}.yaml", method, path, sha, args.ert)
+                   for method, path, sha in (("ks", ks_path, ks_sha), ("cvm_online", cvm_path, cvm_sha))}
+        runs: dict[str, list[dict]] = {"ks": [], "cvm_online": [], "raw": []}
+        order = list(runs)
+        for r in range(args.rounds):  # interleaved rounds, the order rotated: the noise floor
+            loads.append(load_averages())
+            for name in order[r % 3:] + order[:r % 3]:
+                if name == "raw":
+                    result = run_worker(bootstrap, "bench-log", n)
+                else:
+                    result = await throughput_run(name, bootstrap, "bench-log", n, configs[name], work)
+                result["round"] = r + 1
+                runs[name].append(result)
+                print(f"round {r + 1}: {name}: {result}", flush=True)
+        paper = None
+        if args.paper_python:
+            paper = run_paper(args.paper_python, bootstrap, "bench-log", min(args.baseline_records, n))
+            print("paper's detector:", paper, flush=True)
+        lag = await lag_run(bootstrap, "bench-lag", configs["ks"], work, args.lag_rate, args.lag_seconds)
         print("lag:", lag, flush=True)
-
-    print()
-    print(f"load averages (1/5/15 min): {load_at_start} at start, {load_averages()} at the end")
-    print(f"records: {n:,} x {N_FEATURES} numeric features, window {WINDOW}, 1 partition, ert {args.ert}; "
-          f"produced at {n / produce_s:,.0f}/s")
-    print("variant | records | seconds | records/s | peak RSS MiB")
-    for run in runs:
-        print(f"{run['variant']} | {run['records']:,} | {run['seconds']:.2f} | {run['rate']:,.0f} | "
-              f"{run['peak_rss_mib']:.0f}")
-    print(f"aiokafka alone (getmany, no decode) | {raw['records']:,} | {raw['seconds']:.2f} | {raw['rate']:,.0f} | "
-          f"{raw['peak_rss_mib']:.0f}")
-    print(f"prototype style (per message json + alibi KSDrift 1 row + gauge) | {proto['records']:,} | "
-          f"{proto['seconds']:.2f} | {proto['rate']:,.1f} | {proto['peak_rss_mib']:.0f}")
-    for run in runs:
-        print(f"{run['variant']}: all windows scored and exported at {run['scored_rate']:,.0f} records/s "
-              f"(to the last window's metric timestamp); windows drifted: {run['drifted']:.0f} of {n // WINDOW}")
-        print(f"{run['variant']}: {run['cpu_rate']:,.0f} records per CPU second of the service (first to last "
-              f"commit); detector.score {run['scoring_ms']:.2f} ms per window of {WINDOW} (mean, in the service)")
-    for run in runs:
-        print(f"ratio {run['variant']} / prototype: {run['rate'] / proto['rate']:,.0f}x (target >= 100x)")
-    print(f"ratio ours (ks) / aiokafka alone: {runs[0]['rate'] / raw['rate']:.2f}")
-    print(f"ratio ours (cvm_online) / aiokafka alone: {runs[1]['rate'] / raw['rate']:.2f}; "
-          f"ours (cvm_online) / ours (ks): {runs[1]['rate'] / runs[0]['rate']:.2f}")
-    print(f"lag at {lag['rate']:,.0f} records/s for {args.lag_seconds:.0f}s ({lag['records']:,} records in full windows): "
-          f"p50 {lag['p50']:.3f}s, p99 {lag['p99']:.3f}s, max {lag['max']:.3f}s (target p99 < 2 s)")
-    print(f"cold start cvm_online ({REFERENCE_ROWS} x {N_FEATURES}, window sizes {tuple(cold['window_sizes'])}, "
-          f"ert {args.ert}, {cold['n_bootstraps']:,} bootstraps): fit {cold['fit_s']:.2f}s (peak RSS "
-          f"{cold['peak_rss_mib']:.0f} MiB, {cold['rss_before_mib']:.0f} before the fit), artifacts.load "
-          f"{cold['load_s'] * 1000:.1f}ms (median of 5, artifact {cold['artifact_kib']:.0f} KiB), "
-          f"ratio {cold['fit_s'] / cold['load_s']:,.0f}x (target >= 50x)")
-    print(f"peak RSS of the service: {max(run['peak_rss_mib'] for run in runs):.0f} MiB (target < 400 MB)")
-    print(f"decode_batch in-process, {decoding['records']:,} records: general path (orjson) "
-          f"{decoding['general_us']:.2f} us/record, typed path (msgspec) {decoding['typed_us']:.2f} us/record, "
-          f"ratio {decoding['speedup']:.2f}x")
+    report(args, n, produce_s, load_at_start, loads, load_averages(), runs, paper, lag, cold, decoding,
+           features=N_FEATURES, window=WINDOW, reference_rows=REFERENCE_ROWS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records for the throughput runs")
-    parser.add_argument("--baseline-records", type=int, default=5000, help="records for the prototype baseline")
+    parser.add_argument("--baseline-records", type=int, default=2000, help="records for the paper's detector")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput variants")
+    parser.add_argument("--paper-python", default=None,
+                        help="python of the venv with benchmarks/requirements-paper.txt (the paper's detector)")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
     parser.add_argument("--lag-rate", type=int, default=10_000, help="records/s produced in the lag run")
     parser.add_argument("--cvm-bootstraps", type=int, default=None,
                         help="bootstrap streams of the cvm_online fit (default: the fit's own default)")
     parser.add_argument("--ert", type=int, default=10_000,
                         help="expected run time (records) of the cvm_online detector (default: the spec's 10000)")
-    parser.add_argument("--worker", choices=["raw", "prototype", "fit"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["raw", "fit"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--artifact", type=Path, help=argparse.SUPPRESS)
@@ -557,7 +543,7 @@ def main() -> None:
         print(json.dumps(fit_worker(args.artifact, args.ert, args.cvm_bootstraps)))
         return
     if args.worker:
-        print(json.dumps(asyncio.run(baseline_worker(args.worker, args.bootstrap, args.topic, args.records))))
+        print(json.dumps(asyncio.run(raw_worker(args.bootstrap, args.topic, args.records))))
         return
     if PIN:
         os.sched_setaffinity(0, {int(BENCH_CPU)})
