@@ -229,15 +229,49 @@ def run_peers(args, image, model_dir: Path, rows: list[list], workdir: Path, bro
                 r["cpu"] += cpu
                 r["round_cpu"].append(1000 * cpu / max(ok, 1))
             loads.append(os.getloadavg())
+        time.sleep(1.5)  # the shippers' last flush
+        for spec in specs:
+            if "PROMETHEUS_MULTIPROC_DIR" in spec["env"] and spec["kind"] != "mlflow":
+                results[spec["name"]]["log"] = logged_and_dropped(image, spec["env"]["PROMETHEUS_MULTIPROC_DIR"])
     return {"specs": specs, "results": results, "loads": loads}
+
+
+LOG_TOTALS = """
+import json, sys
+from prometheus_client import CollectorRegistry, multiprocess
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry, path=sys.argv[1])
+totals = {"logged": 0.0, "dropped": 0.0}
+for family in registry.collect():
+    for sample in family.samples:
+        if sample.name == "mlops_model_server_inference_records_logged_total":
+            totals["logged"] += sample.value
+        elif sample.name == "mlops_model_server_inference_records_dropped_total":
+            totals["dropped"] += sample.value
+print(json.dumps(totals))
+"""
+
+
+def logged_and_dropped(image, directory: str) -> dict:
+    """Inference-log records a server's workers counted as logged and dropped (their multiprocess files,
+    read with the image's prometheus-client, as our ``/metrics`` endpoint reads them)."""
+    done = subprocess.run([image.python, "-c", LOG_TOTALS, directory], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "prometheus_multiproc_dir": directory})
+    return json.loads(done.stdout) if done.returncode == 0 else {"logged": float("nan"), "dropped": float("nan")}
+
+
+def log_cell(result: dict) -> str:
+    log = result.get("log")
+    return "no inference log" if log is None else f"{log['logged']:,.0f} / {log['dropped']:,.0f}"
 
 
 def report_peers(args, run: dict) -> None:
     specs, results, loads = run["specs"], run["results"], run["loads"]
     print(f"load averages (1/5/15 min) at the start of each round: "
           f"{'; '.join(' '.join(f'{x:.2f}' for x in load) for load in loads)}\n")
-    print("| server | requests/s | p50 ms | p99 ms | server CPU ms/request | per round (min-max) | failed | CPU vs floor |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | requests/s | p50 ms | p99 ms | server CPU ms/request | per round (min-max) | failed "
+          "| records logged / dropped | CPU vs floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
     cpu = {name: 1000 * r["cpu"] / max(r["ok"], 1) for name, r in results.items()}
     floor = next(spec["name"] for spec in specs if spec["kind"] == "flask")
     for spec in specs:
@@ -245,7 +279,7 @@ def report_peers(args, run: dict) -> None:
         p50, p99 = percentile(r["latencies"], 0.5) * 1000, percentile(r["latencies"], 0.99) * 1000
         print(f"| {spec['name']} | {r['ok'] / r['elapsed']:,.0f} | {p50:.2f} | {p99:.2f} | {cpu[spec['name']]:.3f} "
               f"| {min(r['round_cpu']):.3f}-{max(r['round_cpu']):.3f} | {r['failed']} "
-              f"| {cpu[spec['name']] / cpu[floor]:.2f} |")
+              f"| {log_cell(r)} | {cpu[spec['name']] / cpu[floor]:.2f} |")
     ours = [spec["name"] for spec in specs if spec["kind"] == "ours"]
     # The noise floor: the larger of (a) the relative difference between identical servers and (b) the
     # relative spread of one server's per-round CPU (median absolute deviation over its median).
