@@ -268,17 +268,18 @@ async def raw_worker(bootstrap: str, topic: str, n: int) -> dict:
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
-    count, started = 0, None
+    count, started, cpu = 0, None, 0.0
     try:
         while count < n:
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             if batch and started is None:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
             count += sum(len(records) for records in batch.values())
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
     finally:
         await consumer.stop()
-    return {"records": count, "seconds": elapsed, "rate": count / elapsed,
+    return {"records": count, "seconds": elapsed, "rate": count / elapsed, "cpu_rate": count / cpu,
             "peak_rss_mib": proc_status(os.getpid(), "VmHWM")}
 
 
