@@ -109,6 +109,7 @@ class ManagedProcess:
                         self.process.wait(timeout=0.05)
                 if group_alive(group):
                     graceful = False
+                    self._note_lingering(group, timeout)
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(group, signal.SIGKILL)
                     deadline = time.monotonic() + 5
@@ -121,6 +122,13 @@ class ManagedProcess:
             self.stop_seconds = time.monotonic() - started
         return graceful
 
+    def _note_lingering(self, group: int, timeout: float) -> None:
+        """Append to the process's log which members of its group outlived SIGTERM, so a SIGKILL says whom
+        it was for (the process itself, or a child it started and did not wait for)."""
+        members = "; ".join(f"{pid} {command}" for pid, command in group_members(group))
+        with contextlib.suppress(OSError), self.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"[supervisor] still running {timeout:.0f} s after SIGTERM, sent SIGKILL: {members}\n")
+
     def cleanup_log(self) -> None:
         """Delete the output file if :func:`start_service` created it (not when the caller chose a log_dir)."""
         if self.owns_log:
@@ -128,22 +136,28 @@ class ManagedProcess:
                 self.log_path.unlink()
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is still in process group ``pgid``."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """The non-zombie processes of process group ``pgid``: (pid, the start of their command line)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
             # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
             fields = stat[stat.rfind(")") + 2:].split()
             if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-        return False
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                members.append((int(entry.name), command[:160].strip()))
+        except OSError:
+            continue
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is still in process group ``pgid``."""
+    if Path("/proc").is_dir():
+        return bool(group_members(pgid))
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -162,3 +163,20 @@ def test_the_workspace_demos_the_checkouts_head_as_main_even_when_detached(tmp_p
     workspace.git(clone, "commit", "--quiet", "--allow-empty", "-m", "reviewed change")
     workspace.git(clone, "push", "--quiet", "origin", "HEAD")
     assert workspace.git(origin, "rev-parse", "main") == workspace.git(clone, "rev-parse", "HEAD")
+
+
+def test_a_sigkill_names_the_group_member_that_outlived_sigterm(tmp_path: Path) -> None:
+    """A service whose child ignores SIGTERM is killed after the bound, and its log says which process
+    outlived SIGTERM (the process itself, or a child it started), so a slow shutdown can be traced."""
+    from demo.processes import free_port, start_service
+
+    port = free_port()
+    script = (f"import signal, socket, subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              f"time.sleep(60)  # stubborn-child'])\n"
+              f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+              f"time.sleep(60)\n")
+    service = start_service("stubborn", [sys.executable, "-c", script], port=port, log_dir=tmp_path)
+    assert service.stop(timeout=1.0) is False
+    log = (tmp_path / "stubborn.log").read_text()
+    assert "still running 1 s after SIGTERM, sent SIGKILL" in log and "stubborn-child" in log
