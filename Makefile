@@ -42,7 +42,7 @@ demo: $(STAMP) demo-packages
 	$(BIN)/python -m demo run
 
 test: $(STAMP)
-	$(BIN)/ruff check generator tests benchmarks components
+	$(BIN)/ruff check generator tests benchmarks components demo
 	$(BIN)/python -m pytest
 
 check: $(STAMP)
