@@ -656,7 +656,11 @@ for bad in ({"data": {"names": ["amount", "colour"], "ndarray": [[1.0, 2]]}}, {"
             seldon_methods.predict(who, bad, metrics)
         except Exception as exc:
             errors.append([type(exc).__name__, getattr(exc, "status_code", None), str(exc)])
-print(json.dumps({"results": out, "errors": errors}))
+from google.protobuf import json_format
+from seldon_core.utils import json_to_seldon_message
+proto = json_to_seldon_message({"data": {"names": ["amount", "hour"], "ndarray": [[80.5, 3]]}})
+grpc = [json_format.MessageToDict(seldon_methods.predict(who, proto, metrics)) for who in (server, plain)]
+print(json.dumps({"results": out, "errors": errors, "grpc": grpc}))
 """
 
 
@@ -681,6 +685,8 @@ def test_the_common_request_skips_seldons_generic_steps_with_the_same_response(i
     assert result["results"][2][1]["meta"]["puid"] == "p-1"
     assert result["results"][2][1]["meta"]["tags"]["client"] == "x"
     assert result["results"][2][1]["meta"]["requestPath"]["router"] == "img:1"
+    assert result["grpc"][0] == result["grpc"][1]  # a gRPC message goes to Seldon's handling
+    assert result["grpc"][0]["data"]["ndarray"] == [1.0]
     errors = result["errors"]
     assert errors[0] == errors[1] and errors[2] == errors[3]
     assert errors[0][:2] == ["SeldonMicroserviceException", 400] and errors[2][:2] == ["SeldonMicroserviceException", 400]

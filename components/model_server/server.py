@@ -153,8 +153,9 @@ class ModelServer:
         handles it its own way, calling :meth:`predict`."""
         from seldon_core.user_model import SeldonNotImplementedError
 
-        data = request.get("data") if isinstance(request, dict) else None
-        meta = request.get("meta")
+        if not isinstance(request, dict):  # a gRPC SeldonMessage, a JSON list, bytes
+            raise SeldonNotImplementedError("handled by Seldon's request handling")
+        data, meta = request.get("data"), request.get("meta")
         if (not isinstance(data, dict) or not isinstance(data.get("ndarray"), list) or "tensor" in data
                 or "tftensor" in data or not isinstance(meta or {}, dict) or "metrics" in (meta or {})):
             raise SeldonNotImplementedError("handled by Seldon's request handling")
