@@ -31,13 +31,11 @@ difference.
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
 import subprocess
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from serving import (
     FEATURES,
     LOCALHOST,
     REPO,
+    drive,
     free_port,
     group_cpu_seconds,
     percentile,
@@ -77,47 +76,6 @@ def v2_bodies(rows: list[list]) -> list[bytes]:
             inputs.append({"name": feature["name"], "shape": [1], "datatype": kind, "data": [value]})
         bodies.append(json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs}).encode())
     return bodies
-
-
-def drive(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[int, int, list[float], float]:
-    """``concurrency`` threads POST ``bodies`` for ``seconds``; (ok, failed, latencies, elapsed)."""
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    failures = [0] * concurrency
-    gate = threading.Barrier(concurrency + 1)
-    deadline = [0.0]
-
-    def client(index: int) -> None:
-        connection = http.client.HTTPConnection(LOCALHOST, port, timeout=30)
-        mine, n = latencies[index], index
-        gate.wait()
-        while time.perf_counter() < deadline[0]:
-            began = time.perf_counter()
-            try:
-                connection.request("POST", path, bodies[n % len(bodies)], {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                if response.status == 200:
-                    mine.append(time.perf_counter() - began)
-                else:
-                    failures[index] += 1
-                if response.will_close:
-                    connection.close()
-            except (OSError, http.client.HTTPException):
-                failures[index] += 1
-                connection.close()
-            n += concurrency
-        connection.close()
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    deadline[0] = time.perf_counter() + seconds
-    began = time.perf_counter()
-    gate.wait()
-    for thread in threads:
-        thread.join()
-    pooled = [x for mine in latencies for x in mine]
-    return len(pooled), sum(failures), pooled, time.perf_counter() - began
 
 
 def components_at(revision: str, folder: Path) -> Path:

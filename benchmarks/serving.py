@@ -162,31 +162,36 @@ def load_round(port: int, rows: list[list], concurrency: int, seconds: float) ->
     """``concurrency`` threads send one-row requests for ``seconds``; returns (ok, failed, latencies, elapsed)."""
     names = [f["name"] for f in FEATURES]
     bodies = [json.dumps({"data": {"names": names, "ndarray": [row]}}).encode() for row in rows[:500]]
+    return drive(port, "/api/v1.0/predictions", bodies, concurrency, seconds)
+
+
+def drive(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[int, int, list[float], float]:
+    """``concurrency`` threads POST ``bodies`` for ``seconds``; (ok, failed, latencies, elapsed)."""
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     failures = [0] * concurrency
-    start_gate = threading.Barrier(concurrency + 1)
+    gate = threading.Barrier(concurrency + 1)
     deadline = [0.0]
 
     def client(index: int) -> None:
         connection = http.client.HTTPConnection(LOCALHOST, port, timeout=30)
         mine, n = latencies[index], index
-        start_gate.wait()
+        gate.wait()
         while time.perf_counter() < deadline[0]:
-            body = bodies[n % len(bodies)]
-            n += concurrency
             began = time.perf_counter()
             try:
-                connection.request("POST", "/api/v1.0/predictions", body, {"Content-Type": "application/json"})
+                connection.request("POST", path, bodies[n % len(bodies)], {"Content-Type": "application/json"})
                 response = connection.getresponse()
                 response.read()
                 if response.status == 200:
                     mine.append(time.perf_counter() - began)
                 else:
                     failures[index] += 1
+                if response.will_close:
+                    connection.close()
             except (OSError, http.client.HTTPException):
                 failures[index] += 1
                 connection.close()
-                connection = http.client.HTTPConnection(LOCALHOST, port, timeout=30)
+            n += concurrency
         connection.close()
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
@@ -194,12 +199,11 @@ def load_round(port: int, rows: list[list], concurrency: int, seconds: float) ->
         thread.start()
     deadline[0] = time.perf_counter() + seconds
     began = time.perf_counter()
-    start_gate.wait()
+    gate.wait()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - began
-    pooled = [x for lat in latencies for x in lat]
-    return len(pooled), sum(failures), pooled, elapsed
+    pooled = [x for mine in latencies for x in mine]
+    return len(pooled), sum(failures), pooled, time.perf_counter() - began
 
 
 def scrape(port: int) -> dict[str, float]:
