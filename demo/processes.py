@@ -136,28 +136,35 @@ class ManagedProcess:
                 self.log_path.unlink()
 
 
-def group_members(pgid: int) -> list[tuple[int, str]]:
-    """The non-zombie processes of process group ``pgid``: (pid, the start of their command line)."""
-    members = []
+def _group_pids(pgid: int) -> Iterator[int]:
+    """The non-zombie processes of process group ``pgid``, read from ``/proc``."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
-            fields = stat[stat.rfind(")") + 2:].split()
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                members.append((int(entry.name), command[:160].strip()))
         except OSError:
             continue
+        # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            yield int(entry.name)
+
+
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """The non-zombie processes of process group ``pgid``: (pid, the start of their command line)."""
+    members = []
+    for pid in _group_pids(pgid):
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            members.append((pid, command[:160].strip()))
     return members
 
 
 def group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is still in process group ``pgid``."""
     if Path("/proc").is_dir():
-        return bool(group_members(pgid))
+        return next(_group_pids(pgid), None) is not None
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
