@@ -3,7 +3,8 @@
 The one process supervisor of the repository: ``make demo`` runs the platform with it, and the test
 fixtures (tests/services.py) start their real services with it. Every process runs in its own session
 (its own process group), so stopping it also ends the children it started (a Prefect worker's flow runs,
-gunicorn's workers); output goes to one log file per process.
+gunicorn's workers); output goes to one log file per process. Every process starts with SIGINT and
+SIGQUIT at their default action, as in a container, even under a shell that ignores them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import contextlib
 import os
 import signal
 import socket
+import shutil
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +38,13 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.re
 """Readiness probes go straight to the service, whatever proxy the environment configures. An ``https://``
 probe does not verify the certificate, as the kubelet's HTTPS probes do not: a probe asks whether the
 process serves, and carries no credential (the clients that do verify, with the CA they are given)."""
+
+_DEFAULTED_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+"""Signals a shell ignores in its background jobs, and which then stay ignored across ``exec``."""
+_EXEC_WITH_DEFAULT_SIGNALS = ("import os, signal, sys\n"
+                              "for number in sys.argv[1].split(','):\n"
+                              "    signal.signal(int(number), signal.SIG_DFL)\n"
+                              "os.execv(sys.argv[2], sys.argv[3:])\n")
 
 running: dict[int, ManagedProcess] = {}
 """Every process started here and not yet stopped, by pid (the atexit hook stops what is left)."""
@@ -192,6 +202,28 @@ def answers(url: str | None, host: str = LOCALHOST, port: int | None = None) -> 
         return False
 
 
+def with_default_signals(args: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """``args``, run so that the process starts with SIGINT and SIGQUIT at their default action, as a
+    container's process does, even when this process ignores them.
+
+    A shell starts its background jobs (``cmd &``, CI steps run that way) with SIGINT and SIGQUIT ignored,
+    and ``exec`` keeps an ignored signal ignored, so every process started from there would ignore them
+    too. That breaks programs that stop by signalling themselves: Prefect's worker turns SIGTERM into a
+    SIGINT to itself, which is then lost, and the worker never stops. When nothing is ignored the
+    arguments are returned as they are; otherwise a small Python step restores the defaults and ``exec``s
+    the program (same pid). A program that is not on ``PATH`` raises :class:`FileNotFoundError` here, as
+    :class:`subprocess.Popen` would.
+    """
+    ignored = [str(int(number)) for number in _DEFAULTED_SIGNALS if signal.getsignal(number) == signal.SIG_IGN]
+    if not ignored:
+        return list(args)
+    search_path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    program = args[0] if os.sep in args[0] else shutil.which(args[0], path=search_path)
+    if program is None:
+        raise FileNotFoundError(2, f"No such file or directory: {args[0]!r}", args[0])
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_DEFAULT_SIGNALS, ",".join(ignored), program, *args]
+
+
 def start_service(name: str, args: Sequence[str], *, port: int | None = None, url: str | None = None,
                   host: str = LOCALHOST, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                   timeout: float = 60.0, log_dir: Path | None = None,
@@ -218,7 +250,7 @@ def start_service(name: str, args: Sequence[str], *, port: int | None = None, ur
 
     started = time.monotonic()
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(with_default_signals(args, env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(env) if env is not None else None, cwd=cwd,
                                    start_new_session=True)
     service = ManagedProcess(name, list(args), process, log_path, owns_log)

@@ -43,6 +43,7 @@ from demo.processes import (  # noqa: F401  (re-exported to the tests)
     ServiceStartError,
     free_port,
     run_service,
+    start_service,
     startup_times,
 )
 

@@ -136,15 +136,10 @@ def test_nothing_is_left_running_and_the_checkout_is_untouched(facts: dict,
                                                                demo_run: tuple[subprocess.CompletedProcess, Path]) -> None:
     _, output = demo_run
     assert _processes_under(output) == []
-    # Every process stops on SIGTERM, except that Prefect 3.8.8's worker sometimes never finishes its own
-    # graceful shutdown: after SIGTERM it forwards SIGINT to itself, the event loop's main task is cancelled,
-    # and the process then sits idle in the loop (py-spy: main thread in select) for as long as one waits (45 s
-    # tried), with no flow run active. It then takes the supervisor's SIGKILL at the 10 s bound; nothing of
-    # its group is left (above), and the bound is what is asserted for it.
-    others = [item for item in facts["stopped"] if item["name"] != "prefect-worker"]
-    assert others and all(item["sigterm"] for item in others), facts["stopped"]
-    (worker,) = [item for item in facts["stopped"] if item["name"] == "prefect-worker"]
-    assert worker["seconds"] < 16, worker
+    # Every process stops on SIGTERM within the bound, Prefect's worker included (it stops by sending itself
+    # SIGINT, which the supervisor keeps at its default action even when this test runs as a shell's
+    # background job, where SIGINT is ignored).
+    assert facts["stopped"] and all(item["sigterm"] for item in facts["stopped"]), facts["stopped"]
     assert _checkout_status() == (output.parent / "status-before").read_text()
     assert (output / "report.md").read_text().count("every stage passed") == 1
     assert (output / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from demo import runner, workspace
 from demo.certs import server_certificate
-from demo.processes import run_service
+from demo.processes import free_port, run_service
 from helpers import REPO
 from imagebuild import build_image
 
@@ -180,3 +182,36 @@ def test_a_sigkill_names_the_group_member_that_outlived_sigterm(tmp_path: Path) 
     assert service.stop(timeout=1.0) is False
     log = (tmp_path / "stubborn.log").read_text()
     assert "still running 1 s after SIGTERM, sent SIGKILL" in log and "stubborn-child" in log
+
+
+def test_a_service_started_under_a_parent_that_ignores_sigint_gets_the_default_action(tmp_path: Path) -> None:
+    """A shell's background job ignores SIGINT and SIGQUIT, and exec keeps them ignored. The supervisor
+    gives its services the defaults a container's process has (Prefect's worker stops by sending itself
+    SIGINT), with the same pid, argv and environment, and a missing program is still FileNotFoundError."""
+    port = free_port()
+    child = (f"import json, os, signal, socket, sys, time\n"
+             f"name = lambda h: 'default_int_handler' if h is signal.default_int_handler else signal.Handlers(h).name\n"
+             f"state = {{n: name(signal.getsignal(getattr(signal, n))) for n in ('SIGINT', 'SIGQUIT', 'SIGTERM')}}\n"
+             f"state.update(pid=os.getpid(), argv=sys.argv, marker=os.environ.get('MARKER'))\n"
+             f"open({str(tmp_path / 'child.json')!r}, 'w').write(json.dumps(state))\n"
+             f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)\n")
+    parent = (f"import json, pathlib, signal, sys\n"
+              f"sys.path.insert(0, {str(REPO)!r})\n"
+              f"signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGQUIT, signal.SIG_IGN)\n"
+              f"from demo.processes import start_service\n"
+              f"service = start_service('child', ['python3', '-c', {child!r}, 'one', 'two'], port={port},\n"
+              f"                        env={{'PATH': {os.environ['PATH']!r}, 'MARKER': 'kept'}}, log_dir=pathlib.Path({str(tmp_path)!r}))\n"
+              f"pid = service.pid\n"
+              f"print(json.dumps({{'pid': pid, 'graceful': service.stop(timeout=5)}}))\n"
+              f"try:\n"
+              f"    start_service('missing', ['no-such-program-here'], port={port}, env={{'PATH': '/nonexistent'}})\n"
+              f"except FileNotFoundError as exc:\n"
+              f"    print(json.dumps({{'missing': exc.filename}}))\n")
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    started, missing = (json.loads(line) for line in done.stdout.splitlines())
+    state = json.loads((tmp_path / "child.json").read_text())
+    assert (state["SIGINT"], state["SIGQUIT"], state["SIGTERM"]) == ("default_int_handler", "SIG_DFL", "SIG_DFL"), state
+    assert state["pid"] == started["pid"] and started["graceful"] is True
+    assert state["argv"] == ["-c", "one", "two"] and state["marker"] == "kept"
+    assert missing == {"missing": "no-such-program-here"}

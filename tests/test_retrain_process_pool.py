@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from click.testing import CliRunner
 
 from generator.cli import cli
 from helpers import REPO, copy_example_repo
-from services import MlflowServer, PrefectServer, free_port, run_service
+from services import MlflowServer, PrefectServer, free_port, run_service, start_service
 
 MODEL = "fraud-detector"
 SPEC = f"environments/dev/models/{MODEL}.yaml"
@@ -217,3 +218,34 @@ def test_the_process_worker_runs_a_first_version_and_a_crash_before_training_is_
     assert {r["id"] for r in runs} == {run_id, crashed_id}
     # Both carry the trigger's tag; only the run that trained uses up a slot of the daily limit.
     assert counted_by_trigger(prefect_server.api_url, pipeline.deployment["id"]) == counted_before + 1
+
+
+def test_the_process_worker_stops_on_sigterm_even_when_started_from_a_background_shell(
+        prefect_server: PrefectServer, tmp_path: Path) -> None:
+    """Prefect's worker stops by turning SIGTERM into a SIGINT to itself. A shell's background job (how CI
+    and many terminals start things) ignores SIGINT, and an ignored signal stays ignored across exec: the
+    worker then never stopped. Started through the supervisor from such a parent, it stops on SIGTERM."""
+    pool = f"stop-{uuid.uuid4().hex[:8]}"
+    health = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({**prefect_server.env, "PREFECT_HOME": str(tmp_path), "PREFECT_WORKER_QUERY_SECONDS": "1",
+                "PREFECT_WORKER_WEBSERVER_PORT": str(health), "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1"})
+    ignored = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        worker = start_service("prefect worker (stop)", [sys.executable, "-m", "prefect", "worker", "start", "--pool",
+                                                          pool, "--type", "process", "--with-healthcheck"],
+                               url=f"http://127.0.0.1:{health}/health", env=env, timeout=120, log_dir=tmp_path)
+    finally:
+        for number, handler in ignored.items():
+            signal.signal(number, handler)
+    try:
+        # Its health endpoint answers before it installs its signal handlers: wait for the loop itself.
+        deadline = time.monotonic() + 60
+        while "started!" not in worker.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "started!" in worker.output(), worker.output()
+        assert worker.stop(timeout=10) is True, worker.output()
+        assert worker.stop_seconds < 5, worker.stop_seconds
+        assert worker.process.returncode == 0 and "stopped!" in worker.output(), worker.output()
+    finally:
+        httpx.delete(f"{prefect_server.api_url}/work_pools/{pool}", trust_env=False, timeout=30)
