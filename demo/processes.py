@@ -12,9 +12,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
-import shutil
 import ssl
 import subprocess
 import sys
