@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -86,6 +87,7 @@ class Service:
             return ExitCode.OK
         processor = WindowProcessor(self.config, detectors, self.metrics)
         self.consumer = DriftConsumer(self.settings, processor, self.metrics)
+        settle_heap()
         self.detectors_loaded = True
         task = asyncio.create_task(self.consumer.run(), name="consumer")
         stop = asyncio.create_task(self._stop.wait(), name="stop")
@@ -107,6 +109,27 @@ class Service:
         log.info("stopped: %d windows evaluated, processed up to offsets %s", processor.windows_evaluated,
                  {f"{tp.topic}[{tp.partition}]": o for tp, o in sorted(processor.committable().items())})
         return ExitCode.OK
+
+
+#: Allocations of tracked objects between two young-generation collections (CPython's default: 700).
+#: A batch allocates one record object and one feature list per record; at 700 a 10,000-record batch
+#: triggered 15 collections, and their promotions the older ones.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once start-up is done: move what it allocated (modules, detectors, settings: about 100,000
+    tracked objects) out of the collector's sight and collect the young generation less often.
+
+    The objects of a batch are freed by reference counting; the cyclic collector found nothing to free
+    in them but traversed the start-up heap in every older collection: about 0.5 µs a record of
+    decoding went to it (in-process, 20 features; 0.1 µs with the heap frozen, nothing measurable with
+    the higher threshold too). Garbage cycles are still collected, just in larger steps.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def configure_logging(level: str) -> None:

@@ -54,6 +54,21 @@ class Backoff:
         self.attempt = 0
 
 
+#: Event-loop turns that aiokafka's fetch task needs, once ``getmany`` drained a partition, to send the
+#: next fetch request: its consume future wakes the routine, which starts a request task, which writes
+#: the request (three turns with aiokafka 0.14, one more for margin). aiokafka fetches a partition only
+#: when its buffer is empty, so without these turns the request left after the batch was processed and
+#: the service waited on every round trip (the bench's service was busy 72 % of its wall time, 94 %
+#: with them); with them the broker prepares the next batch while this one is scored.
+_FETCH_TURNS = 4
+
+
+async def _let_fetcher_run() -> None:
+    """Give aiokafka's background fetch task the turns it needs to send its next fetch request."""
+    for _ in range(_FETCH_TURNS):
+        await asyncio.sleep(0)
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, owner: DriftConsumer) -> None:
         self.owner = owner
@@ -299,6 +314,7 @@ class DriftConsumer:
                 continue
             failures = 0
             if batch:
+                await _let_fetcher_run()
                 outcome = self.processor.process(batch)
                 if outcome.rejections and not await self._dead_letter(outcome.rejections):
                     continue  # stopping before the dead-letter topic took them: leave them uncommitted
