@@ -138,3 +138,54 @@ def test_the_next_fetch_request_leaves_before_a_batch_is_processed(tmp_path):
 
     asyncio.run(scenario())
     assert seen == [1, 2]
+
+
+def _ks_cases():
+    """Reference and window pairs of several shapes: normal, shifted, heavy tails, values outside the
+    reference's range, values equal to reference values, and tiny magnitudes."""
+    rng = np.random.default_rng(5)
+    for trial in range(120):
+        n1, n2, d = int(rng.integers(2, 2000)), int(rng.integers(1, 600)), int(rng.integers(1, 5))
+        kind = trial % 6
+        if kind == 0:
+            ref, win = rng.normal(size=(n1, d)), rng.normal(rng.normal(0, 0.3), 1, size=(n2, d))
+        elif kind == 1:
+            ref, win = rng.uniform(size=(n1, d)), rng.uniform(-0.5, 1.5, size=(n2, d))
+        elif kind == 2:
+            ref, win = rng.standard_cauchy(size=(n1, d)), rng.standard_cauchy(size=(n2, d))
+        elif kind == 3:
+            ref, win = rng.lognormal(size=(n1, d)), rng.lognormal(0.2, size=(n2, d))
+        elif kind == 4:  # about half the window's values are reference values
+            ref = rng.normal(size=(n1, d))
+            win = ref[rng.integers(0, n1, n2)] + rng.normal(size=(n2, d)) * (rng.random((n2, d)) < 0.5)
+        else:
+            ref, win = rng.normal(size=(n1, d)) * 1e-300, rng.normal(size=(n2, d)) * 1e-300
+        if np.unique(win, axis=0).shape[0] == n2:
+            yield np.sort(np.ascontiguousarray(ref.T), axis=1), win
+    ref = rng.normal(size=(5000, 3))
+    far = np.vstack([rng.normal(size=(97, 3)), np.full((1, 3), 1e308), np.full((1, 3), -1e308), ref[:1]])
+    yield np.sort(np.ascontiguousarray(ref.T), axis=1), far
+
+
+def test_the_ks_grid_finds_the_distances_every_point_finds():
+    """Bit for bit: the grid only decides which points need counting, never what a point counts."""
+    used = 0
+    for ref_rows, win in _ks_cases():
+        grid = ks.KsGrid.build(ref_rows)
+        used += grid is not None
+        every_point = ks.ks_columns(ref_rows, win)
+        by_grid = ks.ks_columns(ref_rows, win, grid)
+        assert every_point[0].tobytes() == by_grid[0].tobytes()
+        assert every_point[1].tobytes() == by_grid[1].tobytes()
+        for j in range(win.shape[1]):
+            assert by_grid[0][j] == pytest.approx(st.ks_2samp(ref_rows[j], win[:, j]).statistic, abs=1e-12)
+    assert used >= 60  # most cases ran the grid
+
+
+def test_no_ks_grid_where_it_would_not_pay():
+    rng = np.random.default_rng(3)
+    assert ks.KsGrid.build(np.zeros((2, 10))) is None  # a constant feature: no range
+    clustered = np.sort(np.concatenate([rng.normal(size=500), np.full(100, 2.0)]))[None, :]
+    assert ks.KsGrid.build(clustered) is None  # 100 equal values: a cell holds more than MAX_OCCUPANCY
+    grid = ks.KsGrid.build(np.sort(rng.normal(size=(3, 5000)), axis=1))
+    assert grid is not None and grid.occupancy <= ks.KsGrid.MAX_OCCUPANCY

@@ -12,7 +12,7 @@ import numpy as np
 
 from .base import DriftResult, correct
 from .chi2 import cat_ref, chi2_columns
-from .ks import ks_columns
+from .ks import KsGrid, ks_columns
 
 
 class TabularReference:
@@ -27,6 +27,7 @@ class TabularReference:
         self.categorical = categorical
         if numeric.size:
             self.ref_rows = np.sort(np.ascontiguousarray(reference[:, numeric].T), axis=1)
+            self.ks_grid = KsGrid.build(self.ref_rows)
         self.cat_refs = [cat_ref(reference[:, j]) for j in categorical]
 
     def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +35,7 @@ class TabularReference:
         p = np.empty(x.shape[1])
         dist = np.empty(x.shape[1])
         if self.numeric.size:
-            dist[self.numeric], p[self.numeric] = ks_columns(self.ref_rows, x[:, self.numeric])
+            dist[self.numeric], p[self.numeric] = ks_columns(self.ref_rows, x[:, self.numeric], self.ks_grid)
         if self.categorical.size:
             dist[self.categorical], p[self.categorical] = chi2_columns(self.cat_refs, x[:, self.categorical])
         return p, dist
