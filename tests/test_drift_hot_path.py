@@ -14,6 +14,7 @@ import pytest
 from drift_detector import app
 from drift_detector.consumer import DriftConsumer
 from drift_detector.methods import ks
+from drift_detector.methods.refgrid import RefGrid
 from drift_detector.settings import Settings
 from scipy import stats as st
 
@@ -171,7 +172,7 @@ def test_the_ks_grid_finds_the_distances_every_point_finds():
     """Bit for bit: the grid only decides which points need counting, never what a point counts."""
     used = 0
     for ref_rows, win in _ks_cases():
-        grid = ks.KsGrid.build(ref_rows)
+        grid = RefGrid.build(ref_rows)
         used += grid is not None
         every_point = ks.ks_columns(ref_rows, win)
         by_grid = ks.ks_columns(ref_rows, win, grid)
@@ -184,8 +185,35 @@ def test_the_ks_grid_finds_the_distances_every_point_finds():
 
 def test_no_ks_grid_where_it_would_not_pay():
     rng = np.random.default_rng(3)
-    assert ks.KsGrid.build(np.zeros((2, 10))) is None  # a constant feature: no range
+    assert RefGrid.build(np.zeros((2, 10))) is None  # a constant feature: no range
     clustered = np.sort(np.concatenate([rng.normal(size=500), np.full(100, 2.0)]))[None, :]
-    assert ks.KsGrid.build(clustered) is None  # 100 equal values: a cell holds more than MAX_OCCUPANCY
-    grid = ks.KsGrid.build(np.sort(rng.normal(size=(3, 5000)), axis=1))
-    assert grid is not None and grid.occupancy <= ks.KsGrid.MAX_OCCUPANCY
+    assert RefGrid.build(clustered) is None  # 100 equal values: a cell holds more than MAX_OCCUPANCY
+    grid = RefGrid.build(np.sort(rng.normal(size=(3, 5000)), axis=1))
+    assert grid is not None and grid.occupancy <= RefGrid.MAX_OCCUPANCY
+
+
+def test_cvm_counts_from_the_grid_give_the_searched_statistics():
+    """The same statistics bit for bit whether a stretch's counts come from the grid or from sorting
+    and searching: continuous values, values equal to reference values, and stretches that repeat a
+    value (those always take the sorted path)."""
+    import dataclasses
+
+    from drift_detector.detector import FeatureSpec, FittedDetector
+
+    rng = np.random.default_rng(8)
+    reference = rng.normal(size=(800, 3))
+    features = [FeatureSpec(f"x{j}", "numeric") for j in range(3)]
+    make = lambda: FittedDetector(method="cvm_online", features=features, reference=reference,  # noqa: E731
+                                  window=60, window_sizes=(5, 20), thresholds=np.full(39, 3.0))
+    by_grid, by_search = make(), make()
+    assert by_grid._cvm.grid is not None
+    by_search._cvm = dataclasses.replace(by_search._cvm, grid=None)
+    for kind in range(9):
+        window = rng.normal(0.3 * (kind % 2), 1, size=(60, 3))
+        if kind % 3 == 1:  # a third of the values are reference values
+            picks = reference[rng.integers(0, 800, size=(60, 3)), np.arange(3)]
+            window = np.where(rng.random((60, 3)) < 0.3, picks, window)
+        elif kind % 3 == 2:  # a repeated value
+            window[7] = window[3]
+        got, want = by_grid.score(window), by_search.score(window)
+        assert repr(got) == repr(want)  # repr: NaN p-values compare unequal

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as _st
 
+from .refgrid import RefGrid
 
-def ks_columns(ref_rows: np.ndarray, window: np.ndarray, grid: KsGrid | None = None) -> tuple[np.ndarray, np.ndarray]:
+
+def ks_columns(ref_rows: np.ndarray, window: np.ndarray, grid: RefGrid | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided KS distance and asymptotic p-value per column of ``window`` ``(n_window, d)`` against
     ``ref_rows`` ``(d, n_ref)`` (each feature's reference values ascending, one contiguous row per
     feature), equal to ``scipy.stats.ks_2samp(..., method="asymp")`` (what alibi-detect calls).
@@ -21,7 +23,7 @@ def ks_columns(ref_rows: np.ndarray, window: np.ndarray, grid: KsGrid | None = N
     searchsorted calls of n_window points replace scipy's four over n_ref + n_window points, and the
     integers (counts) are the ones scipy divides, giving identical floats. ``#ref <= w`` needs its own
     search only for a feature where some window value equals a reference value. With ``grid`` (the
-    reference's :class:`KsGrid`) and no repeated value in the window, only the few points that can
+    reference's :class:`~.refgrid.RefGrid`) and no repeated value in the window, only the few points that can
     hold the extremes are searched (:func:`_ks_extremes_by_grid`), with the same result.
     """
     d, n1 = ref_rows.shape
@@ -66,63 +68,7 @@ def _ks_extremes(ref_rows: np.ndarray, w: np.ndarray, tied: bool) -> tuple[np.nd
     return min_s, max_s
 
 
-class KsGrid:
-    """Equal cells over each feature's reference range, and how many reference values lie below each.
-
-    ``cell(x) = clip(floor((x - lo) * scale), 0, cells - 1)`` never decreases as ``x`` grows (each float
-    operation is monotone), so every reference value in a lower cell than ``x`` is below ``x`` and
-    every one in a higher cell above it: ``#ref < x`` and ``#ref <= x`` both lie in
-    ``[starts[cell], starts[cell + 1]]``, whatever the rounding. ``ref_padded`` is the reference rows
-    with ``occupancy`` (the most values one cell holds) infinities after each, so the values of a
-    cell can be compared in ``occupancy`` flat steps.
-    """
-
-    __slots__ = ("cells", "lo", "occupancy", "ref_padded", "row_starts", "scale", "starts")
-
-    #: More values than this in one cell (a reference with clusters or repeats): no grid, full searches.
-    MAX_OCCUPANCY = 32
-
-    def __init__(self, lo: np.ndarray, scale: np.ndarray, cells: int, starts: np.ndarray, occupancy: int,
-                 ref_padded: np.ndarray) -> None:
-        self.lo, self.scale, self.cells, self.starts = lo, scale, cells, starts
-        self.occupancy, self.ref_padded = occupancy, ref_padded
-        self.row_starts = (np.arange(lo.shape[0]) * (cells + 1))[:, None]
-
-    @classmethod
-    def build(cls, ref_rows: np.ndarray) -> KsGrid | None:
-        """The grid of ``ref_rows`` ``(d, n_ref)`` (ascending rows), or ``None`` where it would not pay."""
-        d, n1 = ref_rows.shape
-        lo = ref_rows[:, :1].copy()
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            span = ref_rows[:, -1:] - lo
-            cells = max(64, min(4 * n1, (1 << 22) // d))  # about 4 per reference value, 16 MiB at most (int32)
-            scale = cells / span
-        if not (np.isfinite(span).all() and (span > 0).all() and np.isfinite(scale).all()):
-            return None  # a constant feature, or a range beyond the floats
-        grid = cls(lo, scale, cells, np.empty(0, dtype=np.int64), 0, np.empty(0))
-        ref_cells = grid.cell(ref_rows)
-        starts = np.empty((d, cells + 1), dtype=np.int32 if n1 < 2**31 else np.int64)
-        edges = np.arange(cells + 1)
-        for j in range(d):
-            starts[j] = np.searchsorted(ref_cells[j], edges, side="left")
-        occupancy = int(np.diff(starts, axis=1).max())
-        if occupancy > cls.MAX_OCCUPANCY:
-            return None
-        padded = np.full((d, n1 + occupancy), np.inf)
-        padded[:, :n1] = ref_rows
-        grid.starts, grid.occupancy, grid.ref_padded = starts.ravel(), occupancy, padded.ravel()
-        return grid
-
-    def cell(self, rows: np.ndarray) -> np.ndarray:
-        """The cell of every value of ``rows`` ``(d, n)`` in its feature's grid."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            t = (rows - self.lo) * self.scale
-        np.floor(t, out=t)
-        np.clip(t, 0, self.cells - 1, out=t)  # also the infinities of values far outside the range
-        return t.astype(np.intp)
-
-
-def _ks_extremes_by_grid(grid: KsGrid, ref_rows: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ks_extremes_by_grid(grid: RefGrid, ref_rows: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_ks_extremes` for a window without repeated values, searching only where an extreme can be.
 
     Each point's count of reference values below it lies in its cell's bounds, so ``F_ref - F_win``
@@ -133,11 +79,7 @@ def _ks_extremes_by_grid(grid: KsGrid, ref_rows: np.ndarray, w: np.ndarray) -> t
     """
     d, n1 = ref_rows.shape
     n2 = w.shape[1]
-    flat = grid.cell(w)
-    flat += grid.row_starts
-    low = grid.starts.take(flat)
-    flat += 1
-    high = grid.starts.take(flat)
+    low, high = grid.bounds(w)
     below, at = _window_steps(n2)
     low_f, high_f = low / n1, high / n1
     plus_hi = high_f - below
@@ -145,14 +87,7 @@ def _ks_extremes_by_grid(grid: KsGrid, ref_rows: np.ndarray, w: np.ndarray) -> t
     minus_lo = low_f - at
     minus_cand = minus_lo <= (high_f - at).min(axis=1, keepdims=True)
     rows, points = np.nonzero(plus_cand | minus_cand)
-    values = w[rows, points]
-    start = low[rows, points]
-    left, right = start.copy(), start.copy()
-    base = start + rows * (n1 + grid.occupancy)
-    for k in range(grid.occupancy):  # count the cell's values below (and at) each point
-        ref = grid.ref_padded.take(base + k)
-        left += ref < values
-        right += ref <= values
+    left, right = grid.count(rows, w[rows, points], low[rows, points])
     plus = np.full((d, n2), -np.inf)
     minus = np.full((d, n2), np.inf)
     plus[rows, points] = left / n1 - below[points]

@@ -12,7 +12,8 @@ import numpy as np
 
 from .base import DriftResult, correct
 from .chi2 import cat_ref, chi2_columns
-from .ks import KsGrid, ks_columns
+from .ks import ks_columns
+from .refgrid import RefGrid
 
 
 class TabularReference:
@@ -27,7 +28,7 @@ class TabularReference:
         self.categorical = categorical
         if numeric.size:
             self.ref_rows = np.sort(np.ascontiguousarray(reference[:, numeric].T), axis=1)
-            self.ks_grid = KsGrid.build(self.ref_rows)
+            self.ks_grid = RefGrid.build(self.ref_rows)
         self.cat_refs = [cat_ref(reference[:, j]) for j in categorical]
 
     def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
