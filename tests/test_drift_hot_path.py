@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -217,3 +218,30 @@ def test_cvm_counts_from_the_grid_give_the_searched_statistics():
             window[7] = window[3]
         got, want = by_grid.score(window), by_search.score(window)
         assert repr(got) == repr(want)  # repr: NaN p-values compare unequal
+
+
+def test_processed_offsets_wait_for_the_commit_interval_not_for_the_poll_timeout(tmp_path):
+    """Once a batch is processed, ``getmany`` waits at most until the commit interval has passed, so the
+    offsets are committed then (not up to a poll timeout later, once the topic is drained); with
+    nothing waiting for a commit it waits the whole poll timeout."""
+    timeouts: list[int] = []
+
+    class Consumer:
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+            timeouts.append(timeout_ms)
+            if len(timeouts) == 3:
+                consumer.stop()
+            return {"tp": ["m"]} if len(timeouts) == 1 else {}
+
+        def assignment(self) -> set:
+            return set()
+
+    processor = SimpleNamespace(process=lambda batch: SimpleNamespace(rejections=[], next_offsets={"tp": 1}),
+                                advance=lambda offsets: None, next_offsets={}, committable=dict, unsaved=list)
+    settings = _settings(tmp_path).model_copy(update={"commit_interval_seconds": 0.2, "poll_timeout_ms": 500})
+    consumer = DriftConsumer(settings, processor, metrics=None)  # type: ignore[arg-type]
+    consumer._consumer = Consumer()  # type: ignore[assignment]
+    consumer._last_commit = time.monotonic()  # a commit just happened
+    assert asyncio.run(consumer._consume()) is False
+    assert timeouts[0] == 500
+    assert 0 < timeouts[1] <= 200 and 0 < timeouts[2] <= 200

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 
@@ -97,6 +98,7 @@ class DriftConsumer:
         self._producer: AIOKafkaProducer | None = None
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._commit_waiting = False  # offsets moved since the last commit attempt
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._listener = _Rebalance(self)
         self._deadline: float | None = None
@@ -300,7 +302,7 @@ class DriftConsumer:
         failures = 0
         while not self.stopping:
             try:
-                batch = await self._consumer.getmany(timeout_ms=s.poll_timeout_ms,
+                batch = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms(),
                                                      max_records=s.batch_max_records)
             except KafkaError as exc:
                 failures += 1
@@ -319,10 +321,21 @@ class DriftConsumer:
                 if outcome.rejections and not await self._dead_letter(outcome.rejections):
                     continue  # stopping before the dead-letter topic took them: leave them uncommitted
                 self.processor.advance(outcome.next_offsets)
+                self._commit_waiting = True
                 self._backoff.reset()
             self._update_lag()
             await self._commit()
         return False
+
+    def _poll_timeout_ms(self) -> int:
+        """How long ``getmany`` may wait: the poll timeout, or less when processed offsets wait for the
+        commit interval to pass, so that they are committed when it has, not when the next batch (or
+        the poll timeout, once the topic is drained) ends the wait."""
+        timeout = self.settings.poll_timeout_ms
+        if self._commit_waiting:
+            due = self.settings.commit_interval_seconds - (time.monotonic() - self._last_commit)
+            timeout = min(timeout, max(0, math.ceil(due * 1000)))
+        return timeout
 
     async def _dead_letter(self, rejections: list[Rejection]) -> bool:
         """Send ``rejections`` to the dead-letter topic and count them; retry until acknowledged.
@@ -396,6 +409,7 @@ class DriftConsumer:
             return
         if not force and time.monotonic() - self._last_commit < self.settings.commit_interval_seconds:
             return
+        self._commit_waiting = False  # tried now; a failed commit is tried again after the next poll
         # A window's verdict is kept before the offsets of its records are: a restart never loses it.
         if not await self._save_state():
             return
