@@ -245,3 +245,22 @@ def test_processed_offsets_wait_for_the_commit_interval_not_for_the_poll_timeout
     assert asyncio.run(consumer._consume()) is False
     assert timeouts[0] == 500
     assert 0 < timeouts[1] <= 200 and 0 < timeouts[2] <= 200
+
+
+@pytest.mark.parametrize("top", [0, 1, 7, 5000, 65535, 65536, 100_000])
+def test_pair_max_sums_equal_their_definition_whatever_the_integer_width(top):
+    """Counts up to 65,535 are summed in uint16 blocks of lags, larger ones in int32: both give the
+    sums of the definition, also when a block ends inside a window size's lags."""
+    from drift_detector.methods.cvm_online import pair_max_sums
+
+    rng = np.random.default_rng(top)
+    for m in (1, 5, 150):
+        keys = rng.integers(0, top + 1, size=(m, 3))
+        got = pair_max_sums(keys, (5, 20, 100))
+        for ws in (5, 20, 100):
+            later, earlier = np.zeros((m, 3), np.int64), np.zeros((m, 3), np.int64)
+            for k in range(m):
+                for i in range(max(0, k - ws + 1), k):
+                    later[k] += np.maximum(keys[i], keys[k])
+                    earlier[i] += np.maximum(keys[i], keys[k])
+            assert (got[ws][0] == later).all() and (got[ws][1] == earlier).all()
