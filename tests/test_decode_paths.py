@@ -162,3 +162,67 @@ def _payloads(draw: st.DrawFn) -> bytes:
 @given(st.lists(_payloads(), min_size=1, max_size=8))
 def test_generated_batches_get_the_general_verdict(batch):
     assert_same(_decode_numeric_batch(batch, N), _decode_general(batch, N, None))
+
+
+# --- categorical features: numeric, categorical, numeric ------------------------------------------
+
+CATEGORIES = [None, ["a", "b", 1, True, None, "1", -2, -(2**63)], None]  # orjson reads -(2**63) - 1 as -(2**63)
+CATEGORY_LITERALS = [
+    '"a"', '"b"', '"c"', '""', '"1"', '"\\u0061"', "1", "0", "-2", "true", "false", "null", "1.0", "1.5", "-0",
+    "1e0", "9223372036854775807", "9223372036854775808", "18446744073709551615", "18446744073709551616",
+    "-9223372036854775808", "-9223372036854775809", "123456789012345678901234567890", "1e400", "[1]", "{}",
+    '"\\ud800"', '"\\ud83d\\ude00"', '"\xff"', "NaN",
+]
+HOSTILE_MIXED: list[bytes | None] = [
+    *(_raw(features="@").replace(b'"@"', b"[1.5," + lit.encode("utf-8", "surrogateescape") + b",2]")
+      for lit in CATEGORY_LITERALS),
+    *(_raw(features="@").replace(b'"@"', f'[{lit},"a",2]'.encode()) for lit in NUMBER_LITERALS),
+    _raw(features=[1, "a"]), _raw(features=[1, "a", 2, 3]), _raw(features=[]), _raw(features=["a", "a", "a"]),
+    *HOSTILE,
+]
+
+
+def _mixed(value: object = "a", **over: object) -> bytes:
+    return _raw(features=[1.5, value, -2.0], **over)
+
+
+def _typed_mixed(batch: list) -> inference_log.DecodedBatch:
+    return inference_log.batch._decode_typed_batch(batch, N, CATEGORIES)
+
+
+def test_the_typed_decoder_takes_the_common_record_with_categories():
+    decode = inference_log.batch._typed_decoder(N, (False, True, False))
+    common = [_mixed("a"), _mixed("b"), _mixed("zzz"), _mixed(1), _mixed(True), _mixed(None), _mixed("1"),
+              _mixed(-2), _mixed(0), _raw(features=[1, "a", 2])]
+    for payload in common:
+        decode(payload)  # raises if the typed decoder refused it
+    batch = decode_batch(common, N, CATEGORIES)
+    assert batch.errors == []
+    # the category's index, -1 for an unlisted one; True and 1 are one category, "1" another
+    assert batch.rows[:, 1].tolist() == [0, 1, -1, 3, 3, 4, 5, 6, -1, 0]
+    assert batch.rows[:, [0, 2]].tolist() == [[1.5, -2.0]] * 9 + [[1.0, 2.0]]
+
+
+@pytest.mark.parametrize("index", range(len(HOSTILE_MIXED)))
+def test_every_hostile_payload_with_categories_gets_the_general_verdict(index):
+    payload = HOSTILE_MIXED[index]
+    assert_same(_typed_mixed([payload]), _decode_general([payload], N, CATEGORIES))
+    goods = [_mixed(value) for value in ("a", 1, None)]
+    for where in (0, 2, 3):
+        batch = goods[:where] + [payload] + goods[where:]
+        assert_same(_typed_mixed(batch), _decode_general(batch, N, CATEGORIES))
+
+
+_category_text = st.one_of(st.sampled_from(CATEGORY_LITERALS), _feature)
+
+
+@st.composite
+def _mixed_payloads(draw: st.DrawFn) -> bytes:
+    features = [draw(_feature), draw(_category_text), draw(_feature)][: draw(st.integers(N - 1, N))]
+    return _raw(features="@@").replace(b'"@@"', ("[" + ",".join(features) + "]").encode("utf-8", "surrogateescape"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_mixed_payloads(), min_size=1, max_size=8))
+def test_generated_batches_with_categories_get_the_general_verdict(batch):
+    assert_same(_typed_mixed(batch), _decode_general(batch, N, CATEGORIES))
