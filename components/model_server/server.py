@@ -39,7 +39,7 @@ from model_server import ExitCode
 from model_server.buffer import InferenceBuffer, LoggedRequest
 from model_server.metrics import ServerMetrics, reset_multiprocess_dir, serve_metrics
 from model_server.payload import FeatureContract, PayloadError
-from model_server.seldon_patch import skip_empty_metrics_updates
+from model_server.seldon_patch import answer_common_predictions_in_front, skip_empty_metrics_updates
 from model_server.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -69,8 +69,9 @@ class ModelServer:
         self._predict: Any = None
         self._request_path: dict | None = None
         reset_multiprocess_dir(self.settings.prometheus_multiproc_dir)
-        # In the main process, before Seldon forks its workers: they inherit the patched class.
+        # In the main process, before Seldon builds its app and forks its workers: they inherit both.
         skip_empty_metrics_updates()
+        answer_common_predictions_in_front()
 
     # --- Seldon hooks -----------------------------------------------------------------------------
 
