@@ -1,7 +1,8 @@
 """Built-in two-sample Kolmogorov-Smirnov (``ks``): all numeric features of a window at once.
 
 Computes what alibi-detect's ``KSDrift`` computes (``scipy.stats.ks_2samp(..., method="asymp")`` per
-feature) from one sort of the window and one search per feature of the reference.
+feature) from one sort of the window and, per feature, the reference's grid (:mod:`.refgrid`) or one
+search of the reference.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from scipy import stats as _st
 from .refgrid import RefGrid
 
 
-def ks_columns(ref_rows: np.ndarray, window: np.ndarray, grid: RefGrid | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ks_columns(
+    ref_rows: np.ndarray, window: np.ndarray, grid: RefGrid | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided KS distance and asymptotic p-value per column of ``window`` ``(n_window, d)`` against
     ``ref_rows`` ``(d, n_ref)`` (each feature's reference values ascending, one contiguous row per
     feature), equal to ``scipy.stats.ks_2samp(..., method="asymp")`` (what alibi-detect calls).
@@ -23,8 +26,8 @@ def ks_columns(ref_rows: np.ndarray, window: np.ndarray, grid: RefGrid | None = 
     searchsorted calls of n_window points replace scipy's four over n_ref + n_window points, and the
     integers (counts) are the ones scipy divides, giving identical floats. ``#ref <= w`` needs its own
     search only for a feature where some window value equals a reference value. With ``grid`` (the
-    reference's :class:`~.refgrid.RefGrid`) and no repeated value in the window, only the few points that can
-    hold the extremes are searched (:func:`_ks_extremes_by_grid`), with the same result.
+    reference's :class:`~.refgrid.RefGrid`) and no repeated value in the window, only the few points
+    that can hold the extremes are counted (:func:`_ks_extremes_by_grid`), with the same result.
     """
     d, n1 = ref_rows.shape
     n2 = window.shape[0]
@@ -69,7 +72,7 @@ def _ks_extremes(ref_rows: np.ndarray, w: np.ndarray, tied: bool) -> tuple[np.nd
 
 
 def _ks_extremes_by_grid(grid: RefGrid, ref_rows: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_ks_extremes` for a window without repeated values, searching only where an extreme can be.
+    """:func:`_ks_extremes` for a window without repeated values, counting only where an extreme can be.
 
     Each point's count of reference values below it lies in its cell's bounds, so ``F_ref - F_win``
     there lies between the bounds' values: a point whose upper bound is below the best lower bound of
@@ -110,7 +113,7 @@ def _window_steps(n2: int) -> tuple[np.ndarray, np.ndarray]:
     return steps
 
 
-_KS_SF_CACHE: dict[tuple[int, int, float], float] = {}
+_KS_SF_CACHE: dict[tuple[int | float, int, float], float] = {}
 _KS_SF_CACHE_LIMIT = 1 << 16
 _EXACT_STEPS = 1 << 50  # below this, dist * n1 * n2 rounds to its integer numerator without doubt
 
@@ -126,7 +129,8 @@ def _ks_p_values(dist: np.ndarray, n1: int, n2: int, en: float) -> np.ndarray:
     of the benchmark's stream, 310 with this key). The value differs from scipy's at the computed float
     by that rounding only: at most 1e-11 relative in 300 random cases of 2-3,000 reference and 1-800
     window values (where scipy's exact small-sample algorithms are sensitive), 1e-13 on the benchmark's
-    windows; the tests hold it to scipy at 1e-9. Where ``n1 n2`` is too large to recover ``k`` exactly, the exact float is the key.
+    windows; the tests hold it to scipy at 1e-9. Where ``n1 n2`` is too large to recover ``k``
+    exactly, the exact float is the key.
     """
     scale = n1 * n2
     if scale < _EXACT_STEPS:
