@@ -92,6 +92,9 @@ cases = [
     ("json in the query", "loaded", "POST", "/api/v1.0/predictions", J, common,
      "json=" + json.dumps({"data": {"ndarray": [[1.0, 2]]}}), {}),
     ("charset", "loaded", "POST", "/api/v1.0/predictions", J + "; charset=utf-8", common, "", {}),
+    ("charset, upper case", "loaded", "POST", "/api/v1.0/predictions", J + ";charset=UTF-8", common, "", {}),
+    ("JSON, another charset", "loaded", "POST", "/api/v1.0/predictions", J + "; charset=latin-1", common, "", {}),
+    ("+json", "loaded", "POST", "/api/v1.0/predictions", "application/seldon+json", common, "", {}),
     ("form", "loaded", "POST", "/api/v1.0/predictions", "application/x-www-form-urlencoded",
      b"json=" + json.dumps(common).encode(), "", {}),
     ("GET /predict", "loaded", "GET", "/predict", None, None, "json=" + json.dumps(common), {}),
@@ -217,7 +220,8 @@ def test_only_the_common_request_is_answered_in_front_of_flask(checked: dict) ->
     """The common requests are answered by the fast path (so it is in use), every other one by Flask;
     so is every request to an app with request hooks or while Seldon's debug log is on."""
     answered = {name: count for name, count, _, _ in checked["results"]}
-    fast = {"names and ndarray", "no names, two rows", "meta passed on", "v0.1 path", "/predict"}
+    fast = {"names and ndarray", "no names, two rows", "meta passed on", "v0.1 path", "/predict", "charset",
+            "charset, upper case"}
     assert {name for name, count in answered.items() if count} == fast
     assert all(answered[name] == 1 for name in fast)
     assert checked["chunked"][0] == checked["chunked"][1]

@@ -11,8 +11,8 @@ body Flask's ``jsonify`` writes (the app's JSON provider's ``default``, ASCII, s
 a newline) and the headers Flask and Flask-CORS send (``Content-Type``, ``Content-Length``,
 ``Access-Control-Allow-Origin: *``), in that order.
 
-Everything else goes to the Flask app unchanged: any other method, path, content type or query
-string, a request with an ``Origin`` header (Flask-CORS then echoes it), a body that is not JSON or
+Everything else goes to the Flask app unchanged: any other method, path, content type (other than
+``application/json`` with or without a UTF-8 charset) or query string, a request with an ``Origin`` header (Flask-CORS then echoes it), a body that is not JSON or
 that ``predict_raw`` hands back to Seldon (``SeldonNotImplementedError``: tensors, ``jsonData``,
 ``meta.metrics``), an app with request hooks or signal receivers (tracing: Flask-OpenTracing's), and
 every request while Seldon's or Flask-CORS's debug log is on (they log each request). When
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 PREDICTION_PATHS = frozenset(("/api/v1.0/predictions", "/api/v0.1/predictions", "/predict"))
 """The paths Seldon's app routes to its ``Predict`` view, for POST."""
+JSON_CONTENT_TYPES = frozenset(("application/json", "application/json; charset=utf-8", "application/json;charset=utf-8",
+                                "application/json; charset=UTF-8", "application/json;charset=UTF-8"))
+"""Content types taken here: Seldon's executor passes the client's on. Werkzeug reads each as the mimetype
+``application/json`` (no form parsing, ``get_json`` parses the bytes), and ``json.loads`` of bytes ignores
+the charset parameter, as Flask's ``get_json`` does."""
 RAISED_BY_PREDICT = "mlops.model_server.raised_by_predict"
 """WSGI environ key: the exception ``predict_raw`` raised here, for Seldon's view to raise in Flask."""
 _JSON_CONFIG = ("JSON_AS_ASCII", "JSON_SORT_KEYS", "JSONIFY_PRETTYPRINT_REGULAR", "JSONIFY_MIMETYPE")
@@ -118,7 +123,7 @@ class CommonPredictions:
     def __call__(self, environ: dict, start_response: Any) -> Any:
         """Answer the common request; hand anything else to Seldon's Flask app."""
         if (environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") not in PREDICTION_PATHS
-                or environ.get("CONTENT_TYPE") != "application/json" or environ.get("QUERY_STRING")
+                or environ.get("CONTENT_TYPE") not in JSON_CONTENT_TYPES or environ.get("QUERY_STRING")
                 or "HTTP_ORIGIN" in environ or not self._plain_app()
                 or any(logger.isEnabledFor(logging.DEBUG) for logger in self._debug_logs)):
             return self.flask(environ, start_response)
