@@ -264,3 +264,24 @@ def test_pair_max_sums_equal_their_definition_whatever_the_integer_width(top):
                     later[k] += np.maximum(keys[i], keys[k])
                     earlier[i] += np.maximum(keys[i], keys[k])
             assert (got[ws][0] == later).all() and (got[ws][1] == earlier).all()
+
+
+def test_window_series_are_looked_up_once_per_predictor_and_land_on_their_labels():
+    from drift_detector.metrics import DriftMetrics
+
+    metrics = DriftMetrics("m")
+    for n, (version, predictor) in enumerate([("1", "main"), ("1", "canary"), ("2", "main")]):
+        for repeat in range(2):
+            metrics.window(version, predictor, drift=bool(n), p_value=0.1 * n + repeat, statistic=n, threshold=0.01,
+                           feature_p_values={"a": n + repeat, "b": -n}, seconds=0.5, timestamp=100.0 + n)
+    sample = metrics.registry.get_sample_value
+    for n, (version, predictor) in enumerate([("1", "main"), ("1", "canary"), ("2", "main")]):
+        labels = {"model": "m", "version": version, "predictor": predictor}
+        assert sample("mlops_drift_p_value", labels) == 0.1 * n + 1
+        assert sample("mlops_drift_detected", labels) == bool(n)
+        assert sample("mlops_drift_feature_p_value", {**labels, "feature": "a"}) == n + 1
+        assert sample("mlops_drift_feature_p_value", {**labels, "feature": "b"}) == -n
+        assert sample("mlops_drift_windows_evaluated_total", labels) == 2
+        assert sample("mlops_drift_windows_drifted_total", labels) == 2 * bool(n)
+        assert sample("mlops_drift_processing_seconds_count", labels) == 2
+        assert sample("mlops_drift_last_window_timestamp_seconds", labels) == 100.0 + n
