@@ -40,12 +40,18 @@ def build_repo(root: Path, models: int) -> None:
         source = REPO / "environments" / env
         (root / "environments" / env / "models").mkdir(parents=True)
         shutil.copy(source / "environment.yaml", root / "environments" / env / "environment.yaml")
-        shutil.copytree(source / "secrets", root / "environments" / env / "secrets")
+        secrets = root / "environments" / env / "secrets"
+        shutil.copytree(source / "secrets", secrets)
         example = (source / "models" / "fraud-detector.yaml").read_text()
+        # Each model's Kafka identities need their SealedSecrets before its first render (README,
+        # "Kafka"): the example's, under each model's name, as an operator would have sealed them.
+        example_sealed = {path.name: path.read_text() for path in (source / "secrets").glob("*fraud-detector*.yaml")}
         for index in range(models):
             name = f"model-{index:04d}"
             (root / "environments" / env / "models" / f"{name}.yaml").write_text(
                 example.replace("model: fraud-detector", f"model: {name}"))
+            for file_name, text in example_sealed.items():
+                (secrets / file_name.replace("fraud-detector", name)).write_text(text.replace("fraud-detector", name))
 
 
 def measure(models: int) -> dict:
@@ -100,9 +106,10 @@ def main() -> None:
     results = {}
     for _ in range(args.repeat):
         for size in args.sizes:  # interleaved, so background load hits every size alike
-            out = subprocess.run([sys.executable, __file__, "--worker", str(size)], check=True,
-                                 capture_output=True, text=True).stdout
-            run = json.loads(out)
+            done = subprocess.run([sys.executable, __file__, "--worker", str(size)], capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"render.py: the run of {size} models failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+            run = json.loads(done.stdout)
             if size not in results or run["render_validate_s"] < results[size]["render_validate_s"]:
                 results[size] = run
 
