@@ -88,7 +88,7 @@ def assert_same(fast: inference_log.DecodedBatch, general: inference_log.Decoded
 def test_the_typed_decoder_takes_the_common_record():
     """Without this the comparisons below would compare the general path with itself."""
     assert inference_log.batch._msgspec is not None, "msgspec is installed in the dev venv"
-    decode = inference_log.batch._numeric_decoder(N)
+    decode = inference_log.batch._typed_decoder(N, None)
     common = [_raw(), _raw(features=[1, 2, 3]), _raw(prediction=[0.1, 0.9]), _raw(prediction={"p": "x"}),
               _raw(schema_version=...), _raw(prediction=None), _raw(timestamp=1767225600)]
     for payload in common:

@@ -169,19 +169,26 @@ def _ks_cases():
     yield np.sort(np.ascontiguousarray(ref.T), axis=1), far
 
 
-def test_the_ks_grid_finds_the_distances_every_point_finds():
+def test_the_ks_grid_finds_the_distances_every_point_finds(monkeypatch: pytest.MonkeyPatch):
     """Bit for bit: the grid only decides which points need counting, never what a point counts."""
+    grid_path = ks._ks_extremes_by_grid
     used = 0
+
+    def counting(*args):
+        nonlocal used
+        used += 1
+        return grid_path(*args)
+
+    monkeypatch.setattr(ks, "_ks_extremes_by_grid", counting)
     for ref_rows, win in _ks_cases():
         grid = RefGrid.build(ref_rows)
-        used += grid is not None
         every_point = ks.ks_columns(ref_rows, win)
         by_grid = ks.ks_columns(ref_rows, win, grid)
         assert every_point[0].tobytes() == by_grid[0].tobytes()
         assert every_point[1].tobytes() == by_grid[1].tobytes()
         for j in range(win.shape[1]):
             assert by_grid[0][j] == pytest.approx(st.ks_2samp(ref_rows[j], win[:, j]).statistic, abs=1e-12)
-    assert used >= 60  # most cases ran the grid
+    assert used >= 60  # most cases took the grid path (a grid, and a window without repeated values)
 
 
 def test_no_ks_grid_where_it_would_not_pay():
@@ -274,6 +281,7 @@ def test_window_series_are_looked_up_once_per_predictor_and_land_on_their_labels
         for repeat in range(2):
             metrics.window(version, predictor, drift=bool(n), p_value=0.1 * n + repeat, statistic=n, threshold=0.01,
                            feature_p_values={"a": n + repeat, "b": -n}, seconds=0.5, timestamp=100.0 + n)
+    assert len(metrics._series) == 3  # one lookup per predictor, reused by its second window
     sample = metrics.registry.get_sample_value
     for n, (version, predictor) in enumerate([("1", "main"), ("1", "canary"), ("2", "main")]):
         labels = {"model": "m", "version": version, "predictor": predictor}

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -44,21 +44,7 @@ if _msgspec is not None:
     _Scalar = float | str | bool | None
     _Prediction = _Scalar | list[_Scalar] | dict[str, _Scalar]
 
-else:  # pragma: no cover
-    _Prediction = None
-
 _typed_decoders: dict[tuple[int, tuple[bool, ...] | None], Any] = {}
-
-
-def _numeric_decoder(n_features: int) -> Any:
-    """msgspec decoder of the common numeric record with exactly ``n_features`` features, made once.
-
-    Like ``_NumericRecord`` (features ``float``: msgspec takes integers too and refuses booleans, which
-    the general path decides), but ``schema_version`` may only be 1 and ``features`` only that long, so
-    a record it takes needs no further check in Python; everything else raises and is decided by the
-    general path. ``gc=False``: the structs hold strings, numbers and flat lists, never a cycle.
-    """
-    return _typed_decoder(n_features, None)
 
 
 def _typed_decoder(n_features: int, categorical: tuple[bool, ...] | None) -> Any:
@@ -68,18 +54,20 @@ def _typed_decoder(n_features: int, categorical: tuple[bool, ...] | None) -> Any
     ``n_features`` floats), else one flag per feature: ``features`` is then a tuple of exactly that
     length, ``float`` where numeric and a string, an int64 integer, a boolean or null where categorical
     (the values a category lookup can match; a float or a larger integer as a category value is left
-    to the general path, since orjson reads integers beyond 64 bits as floats).
+    to the general path, since orjson reads integers beyond 64 bits as floats). A numeric ``float``
+    takes integers too and refuses booleans, which the general path decides. ``schema_version`` may only
+    be 1 and ``features`` only that long, so a record it takes needs no further check in Python;
+    everything else raises and is decided by the general path. ``gc=False``: the structs hold strings,
+    numbers and flat lists or tuples, never a cycle.
     """
     key = (n_features, categorical)
     decoder = _typed_decoders.get(key)
     if decoder is None:
-        from typing import Annotated, Literal
-
         if categorical is None:
             features: Any = Annotated[list[float], _msgspec.Meta(min_length=n_features, max_length=n_features)]
         else:
             category = str | Annotated[int, _msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | bool | None
-            features = tuple.__class_getitem__(tuple(category if cat else float for cat in categorical))
+            features = tuple[tuple(category if cat else float for cat in categorical)]
         name = "_NumericRecord" if categorical is None else "_MixedRecord"
         record = _msgspec.defstruct(
             f"{name}{n_features}",
@@ -153,8 +141,6 @@ def decode_batch(
         raise ValueError(f"categories has {len(categories)} entries for {n_features} features")
     if _msgspec is None:  # pragma: no cover - the model server's image, which never decodes batches
         return _decode_general(payloads, n_features, categories)
-    if all(c is None for c in categories or ()):
-        return _decode_numeric_batch(payloads, n_features)
     return _decode_typed_batch(payloads, n_features, categories)
 
 
@@ -240,7 +226,8 @@ def _decode_general(
 
 
 def _decode_numeric_batch(payloads: Sequence[bytes], n_features: int) -> DecodedBatch:
-    """:func:`decode_batch` of all-numeric features through msgspec's typed decoder."""
+    """:func:`decode_batch`'s typed path for all-numeric features (what the tests and the drift bench
+    compare with the general path)."""
     return _decode_typed_batch(payloads, n_features, None)
 
 
@@ -305,9 +292,6 @@ def _decode_typed_batch(
     )
 
 
-_plain_lookups: dict[tuple[Any, ...], dict[Any, float]] = {}
-
-
 def _mixed_rows(features: list[tuple], n_features: int, categories: Sequence[Sequence[Any] | None]) -> np.ndarray:
     """The matrix of typed records' feature tuples: numeric columns as read, categorical ones coded.
 
@@ -324,19 +308,9 @@ def _mixed_rows(features: list[tuple], n_features: int, categories: Sequence[Seq
         if cats is None:
             out[j] = column
         else:
-            lookup = _plain_lookup(cats)
+            lookup = {cat: float(code) for code, cat in enumerate(cats)}  # a later equal category wins
             out[j] = np.fromiter(map(lookup.get, column, repeat(UNKNOWN_CATEGORY, n)), dtype=np.float64, count=n)
     return np.ascontiguousarray(out.T)
-
-
-def _plain_lookup(cats: Sequence[Any]) -> dict[Any, float]:
-    key = tuple((type(c), c) for c in cats)
-    lookup = _plain_lookups.get(key)
-    if lookup is None:
-        lookup = _plain_lookups[key] = {}
-        for code, cat in enumerate(cats):
-            lookup[cat] = float(code)  # a later equal category wins, as in _category_lookup
-    return lookup
 
 
 def _keys(records: list[Any]) -> list[tuple[str, str, str]]:
