@@ -47,7 +47,8 @@ The broker and this process are pinned to CPU 1, the service and the baselines t
 a single-CPU machine or without ``taskset``). Commit interval of the service: 0.2 s (default 1.0 s) so the
 end of a run is seen promptly; everything else is the service's default.
 
-    .venv/bin/python benchmarks/drift.py [--records 1000000] [--rounds 3] [--paper-python .venv-paper/bin/python]\n        [--baseline-records 2000] [--lag-seconds 20] [--ert 10000]
+    .venv/bin/python benchmarks/drift.py [--records 1000000] [--rounds 3] [--paper-python .venv-paper/bin/python]
+        [--baseline-records 2000] [--lag-seconds 20] [--ert 10000]
 """
 
 from __future__ import annotations
@@ -504,7 +505,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
         order = list(runs)
         for r in range(args.rounds):  # interleaved rounds, the order rotated: the noise floor
             loads.append(load_averages())
-            for name in order[r % 3:] + order[:r % 3]:
+            for name in order[r % len(order):] + order[:r % len(order)]:
                 if name == "raw":
                     result = run_worker(bootstrap, "bench-log", n)
                 else:

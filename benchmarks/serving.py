@@ -151,9 +151,9 @@ def server_env(model_dir: Path, workdir: Path, mode: str, kafka: str, workers: i
         # One BLAS/OpenMP thread per worker: the workers already share the server's core, and spare
         # BLAS threads spinning on it would be measured as the model's cost.
         "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        # Broker down: smaller than the default (20,000) so that the buffers fill within the first round
+        # Broker down: smaller than the server's default so that the buffers fill within the first round
         # and drop (the costly path) for the rest of the run; the default otherwise (1,000 drops at 1,000+/s).
-        "MODEL_SERVER_BUFFER_RECORDS": str(BUFFER_RECORDS if mode == "broker down" else 20000),
+        **({"MODEL_SERVER_BUFFER_RECORDS": str(BUFFER_RECORDS)} if mode == "broker down" else {}),
     }
     return env, http_port, app_metrics_port
 
