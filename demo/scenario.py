@@ -76,11 +76,11 @@ class Demo:
     drift_samples: list[tuple[float, float]] = field(default_factory=list)
     _images: dict[str, images.ImageEnv] = field(default_factory=dict)
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mlops-demo-")))
+    """The processes' emptyDir volumes: short paths (Unix sockets live there), removed by :meth:`down`."""
     tls: ServerCertificate = field(default_factory=lambda: server_certificate("mlops demo CA",
                                                                               ["127.0.0.1", "localhost"]))
     """The retrain trigger's certificate (Secret retrain-trigger-tls) and the CA Alertmanager verifies it with:
     the demo serves the webhook over HTTPS as the cluster does, with a CA made for this run."""
-    """The processes' emptyDir volumes: short paths (Unix sockets live there), removed by :meth:`down`."""
 
     # ---- bookkeeping -----------------------------------------------------------------------------
 

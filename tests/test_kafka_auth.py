@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import ssl
 import threading
@@ -40,11 +39,8 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from demo.certs import server_certificate
 from generator.check.kafka import kafka_problems
 from generator.check.manifest import Manifest, load_rendered_tree
 from generator.spec.kafka import KAFKA_CLIENTS
@@ -60,46 +56,6 @@ def run(coroutine):
 
 
 # --- certificates and a TLS terminator (stands in for Strimzi's TLS listener) --------------------------
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_ca(folder: Path, name: str) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    path = folder / f"{name}.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path, key, cert
-
-
-def make_server_cert(folder: Path, ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate,
-                     dns_name: str) -> tuple[Path, Path]:
-    """A broker certificate for ``dns_name`` only (as Strimzi issues for its bootstrap Service names)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(dns_name)).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    cert_path, key_path = folder / "broker.crt", folder / "broker.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 class TlsTerminator:
@@ -397,9 +353,12 @@ def test_sasl_ssl_verifies_the_broker_certificate_against_the_ca_file(auth_broke
     with another CA, or a host name the certificate does not name, the client stops at TLS."""
     from service_kit.kafka import KafkaAuthenticationError, start_client
 
-    ca_file, ca_key, ca = make_ca(tmp_path, "cluster-ca")
-    other_ca, _, _ = make_ca(tmp_path, "other-ca")
-    cert, key = make_server_cert(tmp_path, ca_key, ca, "localhost")
+    broker = server_certificate("cluster-ca", ["localhost"])  # for 'localhost' only, as Strimzi names its Services
+    ca_file, other_ca, cert, key = (tmp_path / name for name in ("cluster-ca.crt", "other-ca.crt", "broker.crt", "broker.key"))
+    ca_file.write_text(broker.ca_crt)
+    other_ca.write_text(server_certificate("other-ca", ["localhost"]).ca_crt)
+    cert.write_text(broker.tls_crt)
+    key.write_text(broker.tls_key)
     password = tmp_path / "password"
     password.write_text("secret")
 

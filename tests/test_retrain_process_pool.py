@@ -248,4 +248,5 @@ def test_the_process_worker_stops_on_sigterm_even_when_started_from_a_background
         assert worker.stop_seconds < 5, worker.stop_seconds
         assert worker.process.returncode == 0 and "stopped!" in worker.output(), worker.output()
     finally:
+        worker.stop()  # a no-op after the stop above; stops it when an assertion before that failed
         httpx.delete(f"{prefect_server.api_url}/work_pools/{pool}", trust_env=False, timeout=30)
